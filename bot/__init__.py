@@ -1,0 +1,1 @@
+"""Caliber.az analytics to Telegram: polling, rendering, delivery and the command line."""

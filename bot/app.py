@@ -1,0 +1,252 @@
+"""Composition root: builds the store, the PTB application, the poller and the publisher, runs
+them together and shuts them down in order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass, field
+
+import httpx
+from telegram.error import TelegramError
+from telegram.ext import ApplicationBuilder, ContextTypes
+from telegram.request import HTTPXRequest
+
+import handlers
+from bot.clock import Clock, SystemClock
+from bot.config import ChannelTarget, Settings
+from bot.context import SERVICES_KEY, BotApplication, BotContext, Services
+from bot.i18n import Translator
+from bot.poller import Poller, PollerConfig
+from bot.publisher import Publisher
+from bot.ratelimit import Limits, RateLimits, TelegramRateLimiter
+from bot.render import Renderer
+from storage.models import ChatType
+from storage.store import Store
+
+log = logging.getLogger(__name__)
+
+LONG_POLL_TIMEOUT = 25  # seconds getUpdates waits on Telegram's side
+MAINTENANCE_INTERVAL = 3600.0
+
+
+def make_http_client(settings: Settings) -> httpx.AsyncClient:
+    """The client feeds (and article pages) are fetched with."""
+    timeout = httpx.Timeout(settings.http_timeout, connect=min(10.0, settings.http_timeout))
+    return httpx.AsyncClient(
+        timeout=timeout,
+        follow_redirects=True,
+        max_redirects=5,
+        headers={"User-Agent": settings.user_agent},
+        limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+    )
+
+
+def build_application(settings: Settings, limits: RateLimits) -> BotApplication:
+    """Build PTB's Application pointed at TELEGRAM_API_URL, with our rate limiter."""
+    assert settings.token is not None
+    request = HTTPXRequest(
+        connection_pool_size=max(64, settings.send_concurrency * 2),
+        connect_timeout=10.0,
+        read_timeout=20.0,
+        write_timeout=20.0,
+        pool_timeout=10.0,
+    )
+    updates_request = HTTPXRequest(
+        connection_pool_size=2, read_timeout=LONG_POLL_TIMEOUT + 10.0, connect_timeout=10.0
+    )
+    builder = (
+        ApplicationBuilder()
+        .token(settings.token)
+        .base_url(f"{settings.api_url}/bot")
+        .base_file_url(f"{settings.api_url}/file/bot")
+        .request(request)
+        .get_updates_request(updates_request)
+        .rate_limiter(TelegramRateLimiter(limits))
+        .context_types(ContextTypes(context=BotContext))
+        # Updates are handled concurrently (bounded) so one slow reply never stalls the rest.
+        .concurrent_updates(32)
+    )
+    return builder.build()  # type: ignore[return-value]
+
+
+@dataclass
+class Runtime:
+    """The running parts, exposed for tests and the shutdown sequence."""
+
+    settings: Settings
+    services: Services
+    application: BotApplication
+    poller: Poller
+    http: httpx.AsyncClient
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+async def run_bot(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    clock: Clock | None = None,
+    rng: random.Random | None = None,
+    started: asyncio.Event | None = None,
+) -> None:
+    """Run the bot until `stop` is set, then shut down gracefully."""
+    clock = clock or SystemClock()
+    rng = rng or random.Random()  # noqa: S311 - jitter, not security
+    store = await Store.open(settings.database_path)
+    http = make_http_client(settings)
+    try:
+        limits = RateLimits(
+            clock,
+            Limits(
+                global_per_second=settings.global_rate,
+                group_per_minute=settings.rate_group_per_minute,
+                private_per_second=settings.rate_private_per_second,
+                margin=settings.rate_margin,
+            ),
+        )
+        application = build_application(settings, limits)
+        translator = Translator(default_language=settings.default_language)
+        renderer = Renderer(translator, settings.timezone, settings.summary_length)
+        publisher = Publisher(
+            store,
+            application.bot,
+            renderer,
+            limits,
+            clock,
+            concurrency=settings.send_concurrency,
+            max_attempts=settings.max_send_attempts,
+            paid_broadcast=settings.paid_broadcast,
+            rng=rng,
+        )
+        services = Services(
+            settings=settings,
+            store=store,
+            translator=translator,
+            renderer=renderer,
+            limits=limits,
+            clock=clock,
+            publisher=publisher,
+        )
+        application.bot_data[SERVICES_KEY] = services
+        handlers.register(application)
+        poller = Poller(
+            store,
+            http,
+            clock,
+            PollerConfig(
+                interval=settings.poll_interval,
+                jitter=settings.poll_jitter,
+                backoff_max=settings.backoff_max,
+                max_bytes=settings.feed_max_bytes,
+                timeout=settings.http_timeout,
+                max_age=settings.max_age,
+                backfill=settings.backfill,
+            ),
+            on_queued=publisher.wake,
+            rng=rng,
+        )
+        runtime = Runtime(settings, services, application, poller, http)
+        await _serve(runtime, stop, started)
+    finally:
+        await http.aclose()
+        await store.close()
+
+
+async def _serve(runtime: Runtime, stop: asyncio.Event, started: asyncio.Event | None) -> None:
+    settings, services, application = runtime.settings, runtime.services, runtime.application
+    feeds = [await services.store.ensure_feed(f.url, f.lang) for f in settings.feeds]
+    async with application:  # initialize(): getMe, so a bad token fails here
+        log.info("bot @%s starting: %d feed(s)", application.bot.username, len(feeds))
+        await application.start()
+        assert application.updater is not None
+        await application.updater.start_polling(
+            allowed_updates=handlers.ALLOWED_UPDATES, timeout=LONG_POLL_TIMEOUT
+        )
+        spawn = runtime.tasks.append
+        spawn(asyncio.create_task(services.publisher.run(), name="publisher"))
+        for feed in feeds:
+            spawn(asyncio.create_task(runtime.poller.run(feed, stop), name=f"poll-{feed.id}"))
+        spawn(asyncio.create_task(_connect_env_channels(services, stop), name="channels"))
+        spawn(asyncio.create_task(_maintenance(services, stop), name="maintenance"))
+        if started is not None:
+            started.set()
+        await stop.wait()
+
+        log.info("stopping: no new polls or updates; letting sends in flight finish")
+        await application.updater.stop()
+        for task in runtime.tasks:
+            if task.get_name() != "publisher":
+                task.cancel()
+        unfinished = await services.publisher.stop(settings.shutdown_timeout)
+        await asyncio.gather(*runtime.tasks, return_exceptions=True)
+        await application.stop()
+        log.info("stopped (%d send(s) left pending for the next start)", unfinished)
+
+
+async def _connect_env_channels(services: Services, stop: asyncio.Event) -> None:
+    """Register the CHANNELS from the environment, resolving @usernames with getChat."""
+    pending = list(services.settings.channels)
+    delay = 5.0
+    while pending and not stop.is_set():
+        retry: list[ChannelTarget] = []
+        for target in pending:
+            if not await _connect_env_channel(services, target):
+                retry.append(target)
+        pending = retry
+        if pending:
+            log.warning("%d configured channel(s) not reachable yet; retrying in %.0f s",
+                        len(pending), delay)  # fmt: skip
+            await services.clock.sleep(delay)
+            delay = min(delay * 2, 600.0)
+
+
+async def _connect_env_channel(services: Services, target: ChannelTarget) -> bool:
+    bot = services.publisher.bot
+    now = services.clock.now()
+    try:
+        info = await bot.get_chat(target.chat)
+    except TelegramError as exc:
+        if target.chat_id is None:
+            log.warning("CHANNELS: cannot resolve %s: %s", target.chat, exc)
+            return False
+        # A numeric id works without getChat; guess the type from the id's sign.
+        log.warning("CHANNELS: getChat %s failed (%s); using the id as given", target.chat, exc)
+        chat_type = ChatType.PRIVATE if target.chat_id > 0 else ChatType.CHANNEL
+        title, username, chat_id = None, None, target.chat_id
+    else:
+        chat_type, title, username, chat_id = (
+            ChatType(info.type),
+            info.title,
+            info.username,
+            info.id,
+        )
+    known = await services.store.get_chat(chat_id)
+    await services.store.upsert_chat(
+        chat_id,
+        chat_type,
+        title=title,
+        username=username,
+        default_lang=target.lang,
+        now=now,
+        subscribed=True,
+        active=True if known is None else known.active or known.deactivated_reason is None,
+    )
+    if known is None:
+        await services.store.update_chat(chat_id, now, lang=target.lang, languages=[target.lang])
+        log.info("CHANNELS: %s (%d) will receive %s posts", target.chat, chat_id, target.lang)
+    return True
+
+
+async def _maintenance(services: Services, stop: asyncio.Event) -> None:
+    """Prune old delivery rows now and then; items are kept for search."""
+    while not stop.is_set():
+        try:
+            cutoff = services.clock.now() - services.settings.delivery_retention
+            pruned = await services.store.prune_deliveries(cutoff)
+            if pruned:
+                log.info("pruned %d delivery rows older than the retention", pruned)
+        except Exception:
+            log.exception("maintenance failed")
+        await services.clock.sleep(MAINTENANCE_INTERVAL)

@@ -1,0 +1,331 @@
+"""Settings: read once from an environment mapping, validated, frozen.
+
+Every problem is a ConfigError naming the variable, the value it got and the form it expects;
+`python -m bot` turns it into one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from bot.i18n import LANGUAGES
+
+T = TypeVar("T")
+
+_TOKEN_RE = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{20,}$")
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
+_DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+DEFAULT_USER_AGENT = "CaliberTelegramBot/0.1 (+https://caliber.az; Telegram publishing bot)"
+_CHAT_RE = re.compile(r"^(@[A-Za-z][A-Za-z0-9_]{3,31}|-?\d{1,20})$")
+
+
+class ConfigError(ValueError):
+    """A setting has a bad or missing value."""
+
+    def __init__(self, name: str, value: str | None, expected: str) -> None:
+        self.name = name
+        self.value = value
+        self.expected = expected
+        shown = "(not set)" if value is None else repr(value)
+        super().__init__(f"{name}: got {shown}; expected {expected}")
+
+
+@dataclass(frozen=True, slots=True)
+class FeedSource:
+    lang: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelTarget:
+    lang: str
+    chat: str  # "@username" or a numeric id as text
+
+    @property
+    def chat_id(self) -> int | None:
+        return None if self.chat.startswith("@") else int(self.chat)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    feeds: tuple[FeedSource, ...]
+    token: str | None = None
+    api_url: str = "https://api.telegram.org"
+    database_path: Path = Path("./data/bot.sqlite3")
+    poll_interval: float = 120.0
+    poll_jitter: float = 0.1
+    channels: tuple[ChannelTarget, ...] = ()
+    admin_user_ids: frozenset[int] = frozenset()
+    default_language: str = "en"
+    log_level: str = "INFO"
+    summary_length: int = 600
+    backfill: int = 0
+    max_age: float = 2 * 86400.0
+    http_timeout: float = 15.0
+    feed_max_bytes: int = 5 * 1024 * 1024
+    backoff_max: float = 3600.0
+    user_agent: str = DEFAULT_USER_AGENT
+    timezone: str = "Asia/Baku"
+    rate_global_per_second: int = 30
+    rate_group_per_minute: int = 20
+    rate_private_per_second: float = 1.0
+    rate_margin: float = 0.03
+    paid_broadcast: bool = False
+    paid_broadcast_rate: int = 1000
+    send_concurrency: int = 32
+    max_send_attempts: int = 6
+    delivery_retention: float = 30 * 86400.0
+    shutdown_timeout: float = 10.0
+
+    @property
+    def global_rate(self) -> int:
+        """Return the sends allowed in any one-second window overall."""
+        return self.paid_broadcast_rate if self.paid_broadcast else self.rate_global_per_second
+
+
+def load_settings(env: Mapping[str, str], *, require_token: bool = True) -> Settings:
+    """Build Settings from `env` (normally os.environ); raise ConfigError on the first bad value."""
+    token = _get(env, "TELEGRAM_BOT_TOKEN")
+    if require_token and token is None:
+        raise ConfigError(
+            "TELEGRAM_BOT_TOKEN", None, "the bot token from @BotFather, like 123456:ABC…"
+        )
+    if token is not None and not _TOKEN_RE.match(token):
+        # Never echo a malformed token: it may be a real one with a typo.
+        raise ConfigError(
+            "TELEGRAM_BOT_TOKEN", "<hidden>", "digits, a colon and the secret, like 123456:ABC…"
+        )
+    default_language = _parse(env, "DEFAULT_LANGUAGE", "en", _language, _languages_hint())
+    timezone = _parse(env, "TIMEZONE", "Asia/Baku", _timezone, "an IANA time zone like Asia/Baku")
+    global_rate = _parse(env, "RATE_GLOBAL_PER_SECOND", "30", _int_range(1, 1000), "1..1000")
+    return Settings(
+        token=token,
+        api_url=_parse(
+            env, "TELEGRAM_API_URL", "https://api.telegram.org", _http_url, "an http(s) URL"
+        ),
+        feeds=_parse(
+            env, "FEEDS", None, _feeds, "comma-separated lang=url, e.g. en=https://caliber.az/rss"
+        ),
+        database_path=_parse(
+            env,
+            "DATABASE_URL",
+            "sqlite:///./data/bot.sqlite3",
+            _sqlite_path,
+            "sqlite:///relative/path.sqlite3 or sqlite:////absolute/path.sqlite3",
+        ),
+        poll_interval=_parse(
+            env, "POLL_INTERVAL", "120", _float_range(0.05, 86400), "seconds, 0.05..86400"
+        ),
+        poll_jitter=_parse(env, "POLL_JITTER", "0.1", _float_range(0, 0.5), "a fraction, 0..0.5"),
+        channels=_parse(
+            env, "CHANNELS", "", _channels, "comma-separated lang=chat, chat = @username or id"
+        ),
+        admin_user_ids=_parse(
+            env, "ADMIN_USER_IDS", "", _user_ids, "comma-separated numeric Telegram user ids"
+        ),
+        default_language=default_language,
+        log_level=_parse(
+            env, "LOG_LEVEL", "INFO", _log_level, "DEBUG, INFO, WARNING, ERROR or CRITICAL"
+        ),
+        summary_length=_parse(
+            env, "SUMMARY_LENGTH", "600", _int_range(50, 3000), "characters, 50..3000"
+        ),
+        backfill=_parse(env, "BACKFILL", "0", _int_range(0, 100), "a whole number, 0..100"),
+        max_age=_parse(env, "MAX_AGE", "2d", _duration, "a duration like 3600, 90m, 48h or 2d"),
+        http_timeout=_parse(env, "HTTP_TIMEOUT", "15", _float_range(0.1, 300), "seconds, 0.1..300"),
+        feed_max_bytes=_parse(
+            env,
+            "FEED_MAX_BYTES",
+            "5242880",
+            _int_range(1024, 100 * 1024 * 1024),
+            "bytes, 1024..104857600",
+        ),
+        backoff_max=_parse(env, "BACKOFF_MAX", "1h", _duration, "a duration like 3600, 30m, 1h"),
+        user_agent=_parse(
+            env, "USER_AGENT", DEFAULT_USER_AGENT, _nonempty, "a non-empty User-Agent string"
+        ),
+        timezone=timezone,
+        rate_global_per_second=global_rate,
+        rate_group_per_minute=_parse(
+            env, "RATE_GROUP_PER_MINUTE", "20", _int_range(1, 10000), "1..10000"
+        ),
+        rate_private_per_second=_parse(
+            env, "RATE_PRIVATE_PER_SECOND", "1", _float_range(0.01, 1000), "0.01..1000"
+        ),
+        rate_margin=_parse(env, "RATE_MARGIN", "0.03", _float_range(0, 1), "seconds, 0..1"),
+        paid_broadcast=_parse(env, "PAID_BROADCAST", "false", _bool, "true or false"),
+        paid_broadcast_rate=_parse(
+            env, "PAID_BROADCAST_RATE", "1000", _int_range(1, 1000), "1..1000"
+        ),
+        send_concurrency=_parse(env, "SEND_CONCURRENCY", "32", _int_range(1, 512), "1..512"),
+        max_send_attempts=_parse(env, "MAX_SEND_ATTEMPTS", "6", _int_range(1, 50), "1..50"),
+        delivery_retention=_parse(
+            env, "DELIVERY_RETENTION", "30d", _duration, "a duration like 30d or 720h"
+        ),
+        shutdown_timeout=_parse(
+            env, "SHUTDOWN_TIMEOUT", "10", _float_range(0, 120), "seconds, 0..120"
+        ),
+    )
+
+
+def _get(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    if value is None or value.strip() == "":
+        return None
+    return value.strip()
+
+
+def _parse(
+    env: Mapping[str, str],
+    name: str,
+    default: str | None,
+    convert: Callable[[str], T],
+    expected: str,
+) -> T:
+    raw = _get(env, name)
+    if raw is None:
+        if default is None:
+            raise ConfigError(name, None, expected)
+        raw = default
+    try:
+        return convert(raw)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(name, raw, expected) from exc
+
+
+def _languages_hint() -> str:
+    return "one of " + ", ".join(LANGUAGES)
+
+
+def _language(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in LANGUAGES:
+        raise ValueError(value)
+    return value
+
+
+def _split_list(raw: str) -> list[str]:
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def _pairs(raw: str) -> list[tuple[str, str]]:
+    pairs = []
+    for part in _split_list(raw):
+        lang, sep, value = part.partition("=")
+        if not sep or not value.strip():
+            raise ValueError(part)
+        pairs.append((_language(lang), value.strip()))
+    return pairs
+
+
+def _http_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(raw)
+    return raw.rstrip("/")
+
+
+def _feeds(raw: str) -> tuple[FeedSource, ...]:
+    feeds = []
+    for lang, url in _pairs(raw):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https", "file") or not (parts.netloc or parts.path):
+            raise ValueError(url)
+        feeds.append(FeedSource(lang=lang, url=url))
+    if not feeds:
+        raise ValueError(raw)
+    if len({f.url for f in feeds}) != len(feeds):
+        raise ValueError("duplicate feed URL")
+    return tuple(feeds)
+
+
+def _channels(raw: str) -> tuple[ChannelTarget, ...]:
+    targets = []
+    for lang, chat in _pairs(raw):
+        if not _CHAT_RE.match(chat):
+            raise ValueError(chat)
+        targets.append(ChannelTarget(lang=lang, chat=chat))
+    return tuple(targets)
+
+
+def _user_ids(raw: str) -> frozenset[int]:
+    ids = set()
+    for part in _split_list(raw):
+        if not part.isdigit():
+            raise ValueError(part)
+        ids.add(int(part))
+    return frozenset(ids)
+
+
+def _sqlite_path(raw: str) -> Path:
+    prefix = "sqlite:///"
+    if not raw.startswith(prefix) or len(raw) == len(prefix):
+        raise ValueError(raw)
+    return Path(raw[len(prefix) :])
+
+
+def _float_range(low: float, high: float) -> Callable[[str], float]:
+    def convert(raw: str) -> float:
+        value = float(raw)
+        if not low <= value <= high:  # also rejects nan
+            raise ValueError(raw)
+        return value
+
+    return convert
+
+
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    def convert(raw: str) -> int:
+        value = int(raw)
+        if not low <= value <= high:
+            raise ValueError(raw)
+        return value
+
+    return convert
+
+
+def _duration(raw: str) -> float:
+    match = _DURATION_RE.match(raw)
+    if not match:
+        raise ValueError(raw)
+    value = float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
+    if value <= 0:
+        raise ValueError(raw)
+    return value
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def _log_level(raw: str) -> str:
+    value = raw.strip().upper()
+    if not isinstance(logging.getLevelName(value), int):
+        raise ValueError(raw)
+    return value
+
+
+def _timezone(raw: str) -> str:
+    try:
+        ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(raw) from exc
+    return raw
+
+
+def _nonempty(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError(raw)
+    return raw.strip()

@@ -1,0 +1,325 @@
+"""Fetching and parsing feeds: fetch_feed returns a FetchResult value, parse_feed is pure CPU work.
+
+parse_feed runs feedparser and turns entries into NewItem records (identity, absolute and
+de-tracked link, plain-text summary, date, categories, image); the poller calls it in a worker
+thread so the event loop never parses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+import feedparser
+import httpx
+
+from bot.text import html_to_text, one_line
+from storage.models import NewItem
+
+log = logging.getLogger(__name__)
+
+ACCEPT = (
+    "application/rss+xml, application/atom+xml, application/rdf+xml;q=0.9, "
+    "application/xml;q=0.9, text/xml;q=0.9, */*;q=0.5"
+)
+# Query parameters that only track the reader; they make one article look like many.
+_TRACKING_PREFIXES = ("utm_", "mc_", "pk_", "hsa_", "_hs")
+_TRACKING_NAMES = frozenset(
+    {
+        "fbclid", "gclid", "dclid", "gbraid", "wbraid", "yclid", "msclkid", "igshid", "twclid",
+        "_openstat", "ref_src", "ref_url", "spm", "cmpid", "ncid", "s_cid", "mkt_tok",
+        "oly_anon_id",
+        "oly_enc_id", "vero_id", "__twitter_impression", "at_medium", "at_campaign",
+    }
+)  # fmt: skip
+_RICH_SUMMARY = 200  # below this many characters, a longer content:encoded body is preferred
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """The outcome of one HTTP poll: ok (with a body), not_modified, or error (with why)."""
+
+    status: Literal["ok", "not_modified", "error"]
+    body: bytes = b""
+    etag: str | None = None
+    last_modified: str | None = None
+    content_type: str | None = None
+    url: str = ""
+    http_status: int | None = None
+    error: str | None = None
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFeed:
+    items: list[NewItem]  # oldest first
+    title: str | None = None
+    bozo: str | None = None  # why feedparser found the document malformed, if it did
+    skipped: int = 0  # entries that could not be turned into items
+    errors: list[str] = field(default_factory=list)
+
+
+class FeedError(Exception):
+    """The document is not a feed at all."""
+
+
+async def fetch_feed(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    etag: str | None = None,
+    last_modified: str | None = None,
+    max_bytes: int = 5 * 1024 * 1024,
+    timeout: float = 15.0,
+) -> FetchResult:
+    """GET `url` conditionally, with a size cap and an overall deadline; never raise for I/O."""
+    if url.startswith("file:"):
+        return await _read_file(url, max_bytes)
+    headers = {"Accept": ACCEPT}
+    if etag:
+        headers["If-None-Match"] = etag
+    if last_modified:
+        headers["If-Modified-Since"] = last_modified
+    try:
+        # The per-phase timeouts live on the client; this deadline stops a server that
+        # drips bytes slowly enough to never trip the read timeout.
+        async with asyncio.timeout(timeout * 2):
+            async with client.stream("GET", url, headers=headers) as response:
+                return await _read_response(response, url, max_bytes)
+    except TimeoutError:
+        return FetchResult("error", url=url, error="timed out")
+    except httpx.TimeoutException as exc:
+        return FetchResult("error", url=url, error=f"timed out ({type(exc).__name__})")
+    except httpx.TooManyRedirects:
+        return FetchResult("error", url=url, error="too many redirects")
+    except httpx.HTTPError as exc:
+        return FetchResult("error", url=url, error=f"{type(exc).__name__}: {exc}"[:300])
+
+
+async def _read_response(response: httpx.Response, url: str, max_bytes: int) -> FetchResult:
+    status = response.status_code
+    final_url = str(response.url)
+    common: dict[str, Any] = {"url": final_url, "http_status": status}
+    if status == 304:
+        return FetchResult("not_modified", **common)
+    if status >= 400 or status < 200:
+        return FetchResult(
+            "error",
+            error=f"HTTP {status}",
+            retry_after=_retry_after(response.headers.get("Retry-After")),
+            **common,
+        )
+    declared = response.headers.get("Content-Length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        return FetchResult("error", error=f"too large: {declared} bytes > {max_bytes}", **common)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > max_bytes:
+            return FetchResult("error", error=f"too large: over {max_bytes} bytes", **common)
+        chunks.append(chunk)
+    return FetchResult(
+        "ok",
+        body=b"".join(chunks),
+        etag=response.headers.get("ETag"),
+        last_modified=response.headers.get("Last-Modified"),
+        content_type=response.headers.get("Content-Type"),
+        **common,
+    )
+
+
+async def _read_file(url: str, max_bytes: int) -> FetchResult:
+    path = Path(urlsplit(url).path)
+    try:
+        body = await asyncio.to_thread(_read_capped, path, max_bytes)
+        if body is None:
+            return FetchResult("error", url=url, error=f"too large: over {max_bytes} bytes")
+    except OSError as exc:
+        return FetchResult("error", url=url, error=f"cannot read file: {exc.strerror or exc}")
+    return FetchResult("ok", body=body, url=url, content_type="application/xml")
+
+
+def _read_capped(path: Path, max_bytes: int) -> bytes | None:
+    with path.open("rb") as handle:
+        body = handle.read(max_bytes + 1)
+    return None if len(body) > max_bytes else body
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_feed(body: bytes, url: str, content_type: str | None = None) -> ParsedFeed:
+    """Parse feed bytes into items, oldest first; raise FeedError when it is not a feed.
+
+    CPU work: call it through asyncio.to_thread. One malformed entry never blocks the others.
+    """
+    headers = {"content-location": url}
+    if content_type:
+        headers["content-type"] = content_type
+    parsed = feedparser.parse(body, response_headers=headers, sanitize_html=True)
+    bozo = None
+    if parsed.get("bozo"):
+        exc = parsed.get("bozo_exception")
+        bozo = f"{type(exc).__name__}: {exc}"[:300] if exc else "malformed"
+    entries = parsed.get("entries") or []
+    if not entries and not parsed.get("version"):
+        raise FeedError(bozo or "not an RSS or Atom document")
+
+    items: list[NewItem] = []
+    errors: list[str] = []
+    for position, entry in enumerate(entries):
+        try:
+            item = _entry_to_item(entry, url)
+        except Exception as exc:
+            errors.append(f"entry {position}: {type(exc).__name__}: {exc}"[:200])
+            continue
+        if item is not None:
+            items.append(item)
+        else:
+            errors.append(f"entry {position}: no id, link or title")
+    # Feeds list newest first; reverse, then order by date when every entry has one.
+    items.reverse()
+    if items and all(i.published_at is not None for i in items):
+        items.sort(key=lambda i: i.published_at or 0.0)
+    feed_info = parsed.get("feed") or {}
+    return ParsedFeed(
+        items=items,
+        title=one_line(str(feed_info.get("title") or "")) or None,
+        bozo=bozo,
+        skipped=len(errors),
+        errors=errors,
+    )
+
+
+def _entry_to_item(entry: Any, feed_url: str) -> NewItem | None:
+    title = one_line(html_to_text(str(entry.get("title") or "")))
+    raw_link = _entry_link(entry)
+    link = clean_link(urljoin(feed_url, raw_link)) if raw_link else ""
+    published = _entry_time(entry)
+    summary = _entry_summary(entry)
+    guid = one_line(str(entry.get("id") or ""))
+    if guid:
+        identity = guid
+    elif link:
+        identity = link
+    elif title or summary:
+        stamp = str(entry.get("published") or entry.get("updated") or "")
+        digest = hashlib.sha256(f"{title}\x1f{stamp}\x1f{summary[:500]}".encode()).hexdigest()
+        identity = "sha256:" + digest
+    else:
+        return None
+    if not link:
+        # A post must link back to the source; a permalink-style guid is the next best thing.
+        candidate = urljoin(feed_url, guid) if guid else ""
+        if urlsplit(candidate).scheme in ("http", "https"):
+            link = clean_link(candidate)
+        else:
+            return None
+    categories = tuple(
+        dict.fromkeys(
+            one_line(str(tag.get("term") or tag.get("label") or ""))
+            for tag in entry.get("tags") or []
+            if isinstance(tag, dict) and (tag.get("term") or tag.get("label"))
+        )
+    )
+    author = one_line(html_to_text(str(entry.get("author") or ""))) or None
+    content_hash = hashlib.sha256(f"{title}\x1f{summary}".encode()).hexdigest()
+    return NewItem(
+        identity=identity,
+        link=link,
+        title=title,
+        summary=summary,
+        published_at=published,
+        categories=categories,
+        author=author,
+        image_url=_entry_image(entry, feed_url),
+        content_hash=content_hash,
+    )
+
+
+def _entry_link(entry: Any) -> str:
+    link = entry.get("link")
+    if link:
+        return str(link).strip()
+    for candidate in entry.get("links") or []:
+        if isinstance(candidate, dict) and candidate.get("rel", "alternate") == "alternate":
+            href = candidate.get("href")
+            if href:
+                return str(href).strip()
+    return ""
+
+
+def _entry_time(entry: Any) -> float | None:
+    for key in ("published_parsed", "updated_parsed", "created_parsed"):
+        value = entry.get(key)
+        if value:
+            try:
+                return float(calendar.timegm(value))
+            except (TypeError, ValueError, OverflowError):
+                continue
+    return None
+
+
+def _entry_summary(entry: Any) -> str:
+    summary = html_to_text(str(entry.get("summary") or ""))
+    if len(summary) >= _RICH_SUMMARY:
+        return summary
+    for content in entry.get("content") or []:
+        value = html_to_text(str(content.get("value") or "")) if isinstance(content, dict) else ""
+        if len(value) > len(summary):
+            summary = value
+    return summary
+
+
+def _entry_image(entry: Any, feed_url: str) -> str | None:
+    candidates: list[str] = []
+    for media in (entry.get("media_content") or []) + (entry.get("media_thumbnail") or []):
+        if isinstance(media, dict) and media.get("url"):
+            kind = str(media.get("medium") or media.get("type") or "image")
+            if kind.startswith("image"):
+                candidates.append(str(media["url"]))
+    for enclosure in entry.get("enclosures") or []:
+        if isinstance(enclosure, dict) and str(enclosure.get("type") or "").startswith("image"):
+            href = enclosure.get("href") or enclosure.get("url")
+            if href:
+                candidates.append(str(href))
+    for candidate in candidates:
+        absolute = urljoin(feed_url, candidate.strip())
+        if urlsplit(absolute).scheme in ("http", "https"):
+            return absolute
+    return None
+
+
+def clean_link(url: str) -> str:
+    """Drop tracking parameters (utm_*, fbclid…) from a URL, keeping everything else in order."""
+    parts = urlsplit(url.strip())
+    if not parts.query:
+        return urlunsplit(parts)
+    kept = [
+        (key, value)
+        for key, value in parse_qsl(parts.query, keep_blank_values=True)
+        if not _is_tracking(key)
+    ]
+    return urlunsplit(parts._replace(query=urlencode(kept, doseq=True)))
+
+
+def _is_tracking(key: str) -> bool:
+    lowered = key.lower()
+    return lowered in _TRACKING_NAMES or lowered.startswith(_TRACKING_PREFIXES)

@@ -1,0 +1,196 @@
+"""Feed polling: one loop per feed, conditional GET, parse in a worker thread, store, back off.
+
+A feed's state (validators, error streak, next poll) lives in the store, so a restart resumes
+where the last run left off. Errors are logged when a feed's state changes, not on every poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from bot.clock import Clock
+from bot.feeds import FeedError, FetchResult, ParsedFeed, fetch_feed, parse_feed
+from storage.models import Feed, FeedStatus, PollOutcome
+from storage.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PollerConfig:
+    interval: float = 120.0
+    jitter: float = 0.1
+    backoff_max: float = 3600.0
+    max_bytes: int = 5 * 1024 * 1024
+    timeout: float = 15.0
+    max_age: float = 2 * 86400.0
+    backfill: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PollReport:
+    """What one poll did, for logs and tests."""
+
+    status: str  # "ok", "not_modified" or "error"
+    new_items: int = 0
+    queued: int = 0
+    error: str | None = None
+    next_delay: float = 0.0
+
+
+class Poller:
+    """Polls feeds into the store; calls `on_queued()` when deliveries were added."""
+
+    def __init__(
+        self,
+        store: Store,
+        client: httpx.AsyncClient,
+        clock: Clock,
+        config: PollerConfig,
+        *,
+        on_queued: Callable[[], None] = lambda: None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.clock = clock
+        self.config = config
+        self.on_queued = on_queued
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self._last_error: dict[int, str] = {}
+        self._last_bozo: dict[int, str | None] = {}
+
+    async def run(self, feed: Feed, stop: asyncio.Event) -> None:
+        """Poll `feed` every interval (backing off on errors) until `stop` is set."""
+        delay = 0.0
+        if feed.next_poll_at is not None:
+            # Resume the schedule across restarts, but never wait longer than one interval.
+            delay = min(max(0.0, feed.next_poll_at - self.clock.now()), self.config.interval)
+        if feed.status is FeedStatus.ERROR and feed.last_error:
+            self._last_error[feed.id] = feed.last_error
+        while not stop.is_set():
+            if delay > 0 and await _sleep_or_stop(self.clock, delay, stop):
+                return
+            try:
+                report = await self.poll_once(feed)
+                delay = report.next_delay
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("polling feed %s crashed; retrying after one interval", feed.url)
+                delay = self.config.interval
+
+    async def poll_once(self, feed: Feed) -> PollReport:
+        """Fetch, parse and store one feed once; return what happened."""
+        current = await self.store.get_feed(feed.id) or feed
+        result = await fetch_feed(
+            self.client,
+            current.url,
+            etag=current.etag,
+            last_modified=current.last_modified,
+            max_bytes=self.config.max_bytes,
+            timeout=self.config.timeout,
+        )
+        if result.status == "not_modified":
+            delay = self._interval()
+            await self.store.record_not_modified(current.id, self.clock.now(), self._at(delay))
+            self._recovered(current)
+            return PollReport("not_modified", next_delay=delay)
+        if result.status == "error":
+            return await self._failed(current, result.error or "unknown error", result)
+        try:
+            parsed: ParsedFeed = await asyncio.to_thread(
+                parse_feed, result.body, result.url or current.url, result.content_type
+            )
+        except FeedError as exc:
+            return await self._failed(current, f"not a feed: {exc}", result)
+        self._note_bozo(current, parsed)
+        delay = self._interval()
+        now = self.clock.now()
+        outcome: PollOutcome = await self.store.store_poll(
+            current.id,
+            parsed.items,
+            etag=result.etag,
+            last_modified=result.last_modified,
+            now=now,
+            next_poll_at=now + delay,
+            max_age=self.config.max_age,
+            backfill=self.config.backfill,
+        )
+        self._recovered(current)
+        if outcome.new_items:
+            log.info(
+                "feed %s: %d new item(s), %d deliveries queued%s",
+                current.url,
+                len(outcome.new_items),
+                outcome.queued,
+                " (first poll: backlog marked as seen)" if not current.initialized else "",
+            )
+        if outcome.queued:
+            self.on_queued()
+        return PollReport(
+            "ok", new_items=len(outcome.new_items), queued=outcome.queued, next_delay=delay
+        )
+
+    async def _failed(self, feed: Feed, error: str, result: FetchResult) -> PollReport:
+        streak = feed.error_streak + 1
+        delay = min(self.config.interval * 2 ** min(streak, 20), self.config.backoff_max)
+        delay = max(delay, self.config.interval)
+        if result.retry_after:
+            delay = min(max(delay, result.retry_after), self.config.backoff_max)
+        delay *= 1 + self.rng.uniform(0, self.config.jitter)
+        await self.store.record_feed_error(feed.id, error, self.clock.now(), self._at(delay))
+        previous = self._last_error.get(feed.id)
+        if previous != error:
+            log.warning(
+                "feed %s failing: %s (attempt %d; next try in %.0f s)",
+                feed.url, error, streak, delay,
+            )  # fmt: skip
+        else:
+            log.debug("feed %s still failing: %s (attempt %d)", feed.url, error, streak)
+        self._last_error[feed.id] = error
+        return PollReport("error", error=error, next_delay=delay)
+
+    def _recovered(self, feed: Feed) -> None:
+        if self._last_error.pop(feed.id, None) is not None:
+            log.info("feed %s recovered", feed.url)
+
+    def _note_bozo(self, feed: Feed, parsed: ParsedFeed) -> None:
+        if parsed.bozo != self._last_bozo.get(feed.id):
+            if parsed.bozo:
+                log.warning(
+                    "feed %s is malformed (%s); keeping the %d item(s) it yielded",
+                    feed.url, parsed.bozo, len(parsed.items),
+                )  # fmt: skip
+            self._last_bozo[feed.id] = parsed.bozo
+        if parsed.skipped:
+            log.warning(
+                "feed %s: skipped %d unusable entr%s: %s",
+                feed.url, parsed.skipped, "y" if parsed.skipped == 1 else "ies",
+                "; ".join(parsed.errors[:3]),
+            )  # fmt: skip
+
+    def _interval(self) -> float:
+        jitter = self.config.jitter
+        return self.config.interval * (1 + self.rng.uniform(-jitter, jitter))
+
+    def _at(self, delay: float) -> float:
+        return self.clock.now() + delay
+
+
+async def _sleep_or_stop(clock: Clock, seconds: float, stop: asyncio.Event) -> bool:
+    """Sleep on `clock`, returning early (True) when `stop` is set."""
+    sleeper = asyncio.create_task(clock.sleep(seconds))
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleeper.cancel()
+        stopper.cancel()
+    return stop.is_set()

@@ -1,0 +1,204 @@
+"""The one place that produces Telegram HTML.
+
+Everything that came from a feed or a user is escaped here; plain text is measured and cut
+before it is wrapped in tags, so a post always parses and fits Telegram's limits as Telegram
+counts them (UTF-16 code units of the text after entity parsing).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+from telegram.constants import MessageLimit
+
+from bot.i18n import N_, Translator
+from bot.text import one_line, truncate, utf16_len
+from storage.models import ChatSettings, Item, PostStyle
+
+TEXT_LIMIT = int(MessageLimit.MAX_TEXT_LENGTH)  # 4096
+CAPTION_LIMIT = int(MessageLimit.CAPTION_LENGTH)  # 1024
+TITLE_LIMIT = 300
+MAX_HASHTAGS = 5
+READ_MORE = N_("Read more")
+UNTITLED = N_("Untitled")
+
+_HASHTAG_JUNK = re.compile(r"[^\w]+", re.UNICODE)
+
+
+def escape(text: str) -> str:
+    """Escape text for a Telegram HTML text node."""
+    return html.escape(text, quote=False)
+
+
+def escape_attr(text: str) -> str:
+    """Escape text for a quoted Telegram HTML attribute (href)."""
+    return html.escape(text, quote=True)
+
+
+def link(url: str, label: str) -> str:
+    """Return an <a> tag around escaped `label`."""
+    return f'<a href="{escape_attr(url)}">{escape(label)}</a>'
+
+
+def bold(text: str) -> str:
+    return f"<b>{escape(text)}</b>"
+
+
+def hashtag(category: str) -> str | None:
+    """Turn a category into a hashtag: letters, digits and underscores, words joined CamelCase."""
+    words = [w for w in _HASHTAG_JUNK.split(unicodedata.normalize("NFC", category)) if w]
+    words = [w.replace("_", "") or w for w in words]
+    if not words:
+        return None
+    joined = "".join(w[:1].upper() + w[1:] for w in words)[:60]
+    # Telegram does not link a hashtag made only of digits.
+    if not any(ch.isalpha() for ch in joined):
+        return None
+    return "#" + joined
+
+
+def hashtags(categories: tuple[str, ...], limit: int = MAX_HASHTAGS) -> list[str]:
+    tags: list[str] = []
+    seen: set[str] = set()
+    for category in categories:
+        tag = hashtag(category)
+        if tag and tag.casefold() not in seen:
+            seen.add(tag.casefold())
+            tags.append(tag)
+        if len(tags) >= limit:
+            break
+    return tags
+
+
+@dataclass(frozen=True, slots=True)
+class Post:
+    """A rendered post and how to send it."""
+
+    html: str
+    text: str  # the same post as Telegram will show it, without markup
+    link: str
+    photo_url: str | None  # send as a photo with `html` as its caption
+    disable_preview: bool
+
+    @property
+    def is_photo(self) -> bool:
+        return self.photo_url is not None
+
+
+class Renderer:
+    """Build posts and messages in a chat's language."""
+
+    def __init__(self, translator: Translator, timezone: str, summary_length: int) -> None:
+        self.translator = translator
+        self.zone = ZoneInfo(timezone)
+        self.summary_length = summary_length
+
+    def post(
+        self,
+        item: Item,
+        settings: ChatSettings | None = None,
+        *,
+        lang: str | None = None,
+        allow_photo: bool = True,
+    ) -> Post:
+        """Render `item` for a chat with `settings`; the post's fixed words are in `lang`."""
+        settings = settings or ChatSettings()
+        lang = lang or item.lang
+        photo = (
+            item.image_url
+            if allow_photo and settings.style is PostStyle.PHOTO and item.image_url
+            else None
+        )
+        limit = CAPTION_LIMIT if photo else TEXT_LIMIT
+        tr = self.translator
+
+        title = truncate(one_line(item.title), TITLE_LIMIT) or self._fallback_title(item, lang)
+        moment = datetime.fromtimestamp(item.published_at or item.first_seen_at, UTC)
+        meta = tr.format_date(lang, moment.astimezone(self.zone))
+        if item.author:
+            meta += " · " + truncate(one_line(item.author), 100)
+        read_more = tr.gettext(lang, READ_MORE)
+        tags = " ".join(hashtags(item.categories)) if settings.hashtags else ""
+        signature = truncate(one_line(settings.signature), 200) if settings.signature else ""
+
+        # Fixed parts as (plain, html); the summary gets whatever room is left.
+        head = [(title, f"<b>{link(item.link, title)}</b>"), (meta, f"<i>{escape(meta)}</i>")]
+        tail = [(read_more, link(item.link, read_more))]
+        if tags:
+            tail.append((tags, escape(tags)))
+        if signature:
+            tail.append((signature, escape(signature)))
+        fixed = "\n".join(p for p, _ in head) + "\n\n" + "\n".join(p for p, _ in tail)
+        room = limit - utf16_len(fixed) - 2  # the blank line around the summary
+        summary = item.summary.strip()
+        if summary and _repeats_title(summary, title):
+            summary = ""
+        summary = truncate(summary, min(room, self.summary_length)) if room > 20 else ""
+
+        plain_parts = ["\n".join(p for p, _ in head)]
+        html_parts = ["\n".join(h for _, h in head)]
+        if summary:
+            plain_parts.append(summary)
+            html_parts.append(escape(summary))
+        plain_parts.append("\n".join(p for p, _ in tail))
+        html_parts.append("\n".join(h for _, h in tail))
+        return Post(
+            html="\n\n".join(html_parts),
+            text="\n\n".join(plain_parts),
+            link=item.link,
+            photo_url=photo,
+            disable_preview=settings.style is PostStyle.TEXT,
+        )
+
+    def _fallback_title(self, item: Item, lang: str) -> str:
+        if item.summary:
+            return truncate(one_line(item.summary), 80)
+        host = urlsplit(item.link).netloc
+        return host or self.translator.gettext(lang, UNTITLED)
+
+    def message(self, lang: str | None, msgid: str, /, **values: object) -> str:
+        """Translate `msgid` and fill it with escaped values: HTML ready to send.
+
+        Values wrapped in `Markup` are inserted as they are (already-built HTML).
+        """
+        template = escape(self.translator.gettext(lang, msgid))
+        return template.format(**{k: _html_value(v) for k, v in values.items()})
+
+    def plural(
+        self, lang: str | None, singular: str, plural: str, n: int, /, **values: object
+    ) -> str:
+        """Like `message`, with the language's plural rules; `{n}` is the count."""
+        text = self.translator.ngettext(
+            lang, singular, plural, n, **{k: "\x00" + k + "\x00" for k in values}
+        )
+        rendered = escape(text)
+        for key, value in values.items():
+            rendered = rendered.replace("\x00" + key + "\x00", _html_value(value))
+        return rendered
+
+
+class Markup(str):
+    """A string that is already Telegram HTML and must not be escaped again."""
+
+    __slots__ = ()
+
+
+def _html_value(value: object) -> str:
+    if isinstance(value, Markup):
+        return str(value)
+    return escape(str(value))
+
+
+def _repeats_title(summary: str, title: str) -> bool:
+    """True when the summary says nothing beyond the title (feeds often repeat it)."""
+
+    def fold(s: str) -> str:
+        return " ".join(_HASHTAG_JUNK.sub(" ", s.casefold()).split())
+
+    return bool(title) and fold(summary) == fold(title)

@@ -1,0 +1,117 @@
+"""my_chat_member updates: channels connect themselves when the bot is made an admin, and every
+chat stops receiving posts when the bot is removed, loses its rights, or is blocked."""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import ChatMember, ChatMemberAdministrator, Update
+from telegram.constants import ChatMemberStatus, ParseMode
+from telegram.constants import ChatType as TgChatType
+from telegram.error import Forbidden, TelegramError
+
+from bot.context import BotContext
+from bot.i18n import LANGUAGES, N_
+from storage.models import ChatType
+
+log = logging.getLogger(__name__)
+
+CONNECTED = N_(
+    "✅ {channel} is connected. It will receive every new piece from the {language} feed "
+    "as a summary with a link to the article. Use /channels to change its settings."
+)
+NEEDS_POST_RIGHT = N_(
+    "⚠️ I am an administrator of {channel} but cannot post there. "
+    "Please give me the “Post messages” right."
+)
+DISCONNECTED = N_("{channel} is disconnected: I will not post there any more.")
+
+_GONE = (ChatMemberStatus.LEFT, ChatMemberStatus.BANNED)
+
+
+def _can_post(member: ChatMember, chat_type: str) -> bool:
+    if member.status == ChatMemberStatus.OWNER:
+        return True
+    if isinstance(member, ChatMemberAdministrator):
+        return chat_type != TgChatType.CHANNEL or bool(member.can_post_messages)
+    return False
+
+
+async def on_my_chat_member(update: Update, context: BotContext) -> None:
+    """Record what the bot's own membership change means for posting to that chat."""
+    change = update.my_chat_member
+    if change is None:
+        return
+    svc = context.services
+    chat, actor = change.chat, change.from_user
+    new, old = change.new_chat_member, change.old_chat_member
+    now = svc.clock.now()
+    chat_type = ChatType(chat.type)
+    name = chat.title or (f"@{chat.username}" if chat.username else str(chat.id))
+
+    if new.status in _GONE or (chat_type is ChatType.CHANNEL and not _can_post(new, chat.type)):
+        reason = "bot removed" if new.status in _GONE else "bot lost the right to post"
+        known = await svc.store.get_chat(chat.id)
+        if known is not None and known.active:
+            await svc.store.deactivate_chat(chat.id, reason, now)
+            await svc.store.record_event("disconnected", reason, now, chat_id=chat.id)
+            log.info("chat %d: %s; posting stopped", chat.id, reason)
+        if (
+            chat_type is ChatType.CHANNEL
+            and new.status == ChatMemberStatus.ADMINISTRATOR
+            and actor.id != context.bot.id
+        ):
+            await _tell(context, actor.id, actor.language_code, NEEDS_POST_RIGHT, channel=name)
+        elif known is not None and known.active and chat_type is ChatType.CHANNEL:
+            await _tell(context, actor.id, actor.language_code, DISCONNECTED, channel=name)
+        return
+
+    if chat_type is ChatType.CHANNEL:
+        was_posting = _can_post(old, chat.type)
+        stored = await svc.store.upsert_chat(
+            chat.id,
+            chat_type,
+            title=chat.title,
+            username=chat.username,
+            default_lang=svc.settings.default_language,
+            now=now,
+            added_by=actor.id,
+            subscribed=True,
+            active=True,
+        )
+        await svc.store.record_event("connected", f"by user {actor.id}", now, chat_id=chat.id)
+        log.info("channel %d connected by user %d", chat.id, actor.id)
+        if not was_posting:
+            language = ", ".join(LANGUAGES.get(code, code) for code in stored.languages)
+            await _tell(
+                context, actor.id, actor.language_code, CONNECTED, channel=name, language=language
+            )
+        return
+
+    # Groups and private chats: the bot is present again; posts only after /subscribe.
+    await svc.store.upsert_chat(
+        chat.id,
+        chat_type,
+        title=chat.title,
+        username=chat.username or (actor.username if chat_type.is_private else None),
+        default_lang=svc.translator.resolve(actor.language_code),
+        now=now,
+        added_by=actor.id if not chat_type.is_private else None,
+        active=True,
+    )
+
+
+async def _tell(
+    context: BotContext, user_id: int, language_code: str | None, msgid: str, **values: object
+) -> None:
+    """Send a private note to the admin who acted; they may never have started the bot."""
+    svc = context.services
+    lang = svc.translator.resolve(language_code)
+    try:
+        await context.bot.send_message(
+            user_id, svc.renderer.message(lang, msgid, **values), parse_mode=ParseMode.HTML
+        )
+    except Forbidden:
+        log.info("cannot message user %d privately (they have not started the bot)", user_id)
+    except TelegramError as exc:
+        log.warning("could not message user %d: %s", user_id, exc)

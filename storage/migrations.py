@@ -1,0 +1,160 @@
+"""The schema: ordered migrations tracked in PRAGMA user_version, each in one transaction."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import aiosqlite
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "core: feeds, items, chats, deliveries",
+        """
+        CREATE TABLE feeds (
+            id              INTEGER PRIMARY KEY,
+            url             TEXT NOT NULL UNIQUE,
+            lang            TEXT NOT NULL,
+            etag            TEXT,
+            last_modified   TEXT,
+            status          TEXT NOT NULL DEFAULT 'new',
+            error_streak    INTEGER NOT NULL DEFAULT 0,
+            last_error      TEXT,
+            last_polled_at  REAL,
+            last_success_at REAL,
+            next_poll_at    REAL,
+            initialized     INTEGER NOT NULL DEFAULT 0
+        );
+
+        -- identity is compared in full: a hash collision would silently drop a post.
+        CREATE TABLE items (
+            id            INTEGER PRIMARY KEY,
+            feed_id       INTEGER NOT NULL REFERENCES feeds(id) ON DELETE CASCADE,
+            lang          TEXT NOT NULL,
+            identity      TEXT NOT NULL,
+            link          TEXT NOT NULL,
+            title         TEXT NOT NULL,
+            summary       TEXT NOT NULL,
+            author        TEXT,
+            image_url     TEXT,
+            categories    TEXT NOT NULL DEFAULT '[]',
+            published_at  REAL,
+            first_seen_at REAL NOT NULL,
+            origin        TEXT NOT NULL,
+            content_hash  TEXT NOT NULL DEFAULT '',
+            UNIQUE (feed_id, identity)
+        );
+        CREATE INDEX items_link ON items(link);
+        CREATE INDEX items_lang_published ON items(lang, published_at);
+
+        CREATE TABLE chats (
+            id                 INTEGER PRIMARY KEY,
+            type               TEXT NOT NULL,
+            title              TEXT,
+            username           TEXT,
+            lang               TEXT NOT NULL,
+            languages          TEXT NOT NULL,
+            active             INTEGER NOT NULL DEFAULT 1,
+            subscribed         INTEGER NOT NULL DEFAULT 0,
+            paused             INTEGER NOT NULL DEFAULT 0,
+            settings           TEXT NOT NULL DEFAULT '{}',
+            added_by           INTEGER,
+            deactivated_reason TEXT,
+            created_at         REAL NOT NULL,
+            updated_at         REAL NOT NULL
+        );
+        CREATE INDEX chats_username ON chats(username);
+
+        -- The outbox: one row per (item, chat). A row is marked sent only after Telegram's answer.
+        CREATE TABLE deliveries (
+            id              INTEGER PRIMARY KEY,
+            item_id         INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+            chat_id         INTEGER NOT NULL
+                            REFERENCES chats(id) ON DELETE CASCADE ON UPDATE CASCADE,
+            state           TEXT NOT NULL DEFAULT 'pending',
+            priority        INTEGER NOT NULL,
+            attempts        INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL,
+            last_error      TEXT,
+            message_id      INTEGER,
+            created_at      REAL NOT NULL,
+            sent_at         REAL,
+            UNIQUE (item_id, chat_id)
+        );
+        CREATE INDEX deliveries_pending ON deliveries(priority, item_id)
+            WHERE state = 'pending';
+        CREATE INDEX deliveries_chat ON deliveries(chat_id, state);
+        CREATE INDEX deliveries_sent_at ON deliveries(sent_at);
+
+        -- Telegram answers that were errors, kept for /stats and /why.
+        CREATE TABLE events (
+            id       INTEGER PRIMARY KEY,
+            at       REAL NOT NULL,
+            kind     TEXT NOT NULL,
+            chat_id  INTEGER,
+            feed_id  INTEGER,
+            detail   TEXT NOT NULL
+        );
+        CREATE INDEX events_at ON events(at);
+        """,
+    ),
+)
+
+
+async def migrate(conn: aiosqlite.Connection) -> int:
+    """Apply every migration newer than the file's user_version; return the resulting version."""
+    async with conn.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    current = int(row[0]) if row else 0
+    latest = MIGRATIONS[-1].version
+    if current > latest:
+        raise RuntimeError(
+            f"database schema version {current} is newer than this bot knows ({latest}); "
+            "refusing to run an older bot against it"
+        )
+    for migration in MIGRATIONS:
+        if migration.version <= current:
+            continue
+        log.info("applying migration %d: %s", migration.version, migration.name)
+        # executescript would COMMIT on its own; run the statements inside one explicit
+        # transaction so a failed migration leaves the file at the previous version.
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _split_sql(migration.sql):
+                await conn.execute(statement)
+            await conn.execute(f"PRAGMA user_version = {migration.version:d}")
+        except BaseException:
+            await conn.rollback()
+            raise
+        await conn.commit()
+        current = migration.version
+    return current
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration script into statements, using sqlite3's own notion of completeness."""
+    import sqlite3
+
+    statements: list[str] = []
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        if line.strip().startswith("--") and not buffer.strip():
+            continue
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        statements.append(buffer.strip())
+    return statements

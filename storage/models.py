@@ -1,0 +1,198 @@
+"""Typed records the store returns: frozen dataclasses and string enums, never raw rows."""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class ChatType(enum.StrEnum):
+    PRIVATE = "private"
+    GROUP = "group"
+    SUPERGROUP = "supergroup"
+    CHANNEL = "channel"
+
+    @property
+    def is_private(self) -> bool:
+        return self is ChatType.PRIVATE
+
+
+class DeliveryState(enum.StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+    # Dropped without a send: the chat went away, paused, or the item became moot.
+    CANCELLED = "cancelled"
+
+
+class ItemOrigin(enum.StrEnum):
+    """Why an item was (or was not) queued when it was first seen."""
+
+    NEW = "new"  # queued for delivery
+    BACKLOG = "backlog"  # present at the feed's first poll
+    TOO_OLD = "too_old"  # dated older than MAX_AGE when first seen
+
+
+class FeedStatus(enum.StrEnum):
+    NEW = "new"
+    OK = "ok"
+    ERROR = "error"
+
+
+class PostStyle(enum.StrEnum):
+    PREVIEW = "preview"  # text with the article's link preview
+    TEXT = "text"  # text without a preview
+    PHOTO = "photo"  # photo with the post as caption, text when there is no image
+
+
+@dataclass(frozen=True, slots=True)
+class Feed:
+    id: int
+    url: str
+    lang: str
+    etag: str | None
+    last_modified: str | None
+    status: FeedStatus
+    error_streak: int
+    last_error: str | None
+    last_polled_at: float | None
+    last_success_at: float | None
+    next_poll_at: float | None
+    initialized: bool
+    item_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class NewItem:
+    """An entry as parsed from a feed, before the store has given it an id."""
+
+    identity: str
+    link: str
+    title: str
+    summary: str
+    published_at: float | None
+    categories: tuple[str, ...] = ()
+    author: str | None = None
+    image_url: str | None = None
+    content_hash: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    id: int
+    feed_id: int
+    lang: str
+    identity: str
+    link: str
+    title: str
+    summary: str
+    published_at: float | None
+    first_seen_at: float
+    origin: ItemOrigin
+    categories: tuple[str, ...] = ()
+    author: str | None = None
+    image_url: str | None = None
+    content_hash: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatSettings:
+    """Per-chat presentation and filtering choices; stored as JSON so new ones need no migration."""
+
+    style: PostStyle = PostStyle.PREVIEW
+    silent: bool = False
+    hashtags: bool = True
+    signature: str | None = None
+    include_categories: tuple[str, ...] = ()
+    exclude_categories: tuple[str, ...] = ()
+    include_keywords: tuple[str, ...] = ()
+    exclude_keywords: tuple[str, ...] = ()
+    thread_id: int | None = None
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        return json.dumps({k: v for k, v in data.items() if v != getattr(_DEFAULT_SETTINGS, k)})
+
+    @classmethod
+    def from_json(cls, raw: str | None) -> ChatSettings:
+        if not raw:
+            return _DEFAULT_SETTINGS
+        data: dict[str, Any] = json.loads(raw)
+        known = set(cls.__dataclass_fields__)
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in known:
+                continue  # a setting from a newer version: ignore rather than crash
+            if key == "style":
+                value = PostStyle(value)
+            elif isinstance(value, list):
+                value = tuple(value)
+            kwargs[key] = value
+        return cls(**kwargs)
+
+
+_DEFAULT_SETTINGS = ChatSettings()
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    id: int
+    type: ChatType
+    title: str | None
+    username: str | None
+    lang: str
+    languages: tuple[str, ...]
+    active: bool
+    subscribed: bool
+    paused: bool
+    settings: ChatSettings = field(default_factory=ChatSettings)
+    added_by: int | None = None
+    deactivated_reason: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    @property
+    def receives_posts(self) -> bool:
+        return self.active and self.subscribed and not self.paused
+
+    @property
+    def display_name(self) -> str:
+        if self.title:
+            return self.title
+        if self.username:
+            return "@" + self.username
+        return str(self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    id: int
+    item_id: int
+    chat_id: int
+    state: DeliveryState
+    priority: int
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    message_id: int | None
+    created_at: float
+    sent_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DueDelivery:
+    """A pending delivery joined with what the publisher needs to send it."""
+
+    delivery: Delivery
+    item: Item
+    chat: Chat
+
+
+@dataclass(frozen=True, slots=True)
+class PollOutcome:
+    """What a successful poll stored: the new items and how many deliveries it queued."""
+
+    new_items: tuple[Item, ...]
+    queued: int

@@ -1,0 +1,693 @@
+"""All SQL of the bot: one aiosqlite connection, one short transaction per call, typed results."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from storage.migrations import migrate
+from storage.models import (
+    Chat,
+    ChatSettings,
+    ChatType,
+    Delivery,
+    DeliveryState,
+    DueDelivery,
+    Feed,
+    FeedStatus,
+    Item,
+    ItemOrigin,
+    NewItem,
+    PollOutcome,
+)
+
+log = logging.getLogger(__name__)
+
+# Channels go first, then groups, then private subscribers (lower sorts first).
+PRIORITY = {
+    ChatType.CHANNEL: 0,
+    ChatType.SUPERGROUP: 1,
+    ChatType.GROUP: 1,
+    ChatType.PRIVATE: 2,
+}
+
+_ITEM_COLUMNS = (
+    "i.id, i.feed_id, i.lang, i.identity, i.link, i.title, i.summary, i.author, i.image_url, "
+    "i.categories, i.published_at, i.first_seen_at, i.origin, i.content_hash"
+)
+_CHAT_COLUMNS = (
+    "c.id, c.type, c.title, c.username, c.lang, c.languages, c.active, c.subscribed, c.paused, "
+    "c.settings, c.added_by, c.deactivated_reason, c.created_at, c.updated_at"
+)
+_DELIVERY_COLUMNS = (
+    "d.id, d.item_id, d.chat_id, d.state, d.priority, d.attempts, d.next_attempt_at, "
+    "d.last_error, d.message_id, d.created_at, d.sent_at"
+)
+
+
+class Store:
+    """The bot's persistence: `await Store.open(path)`, then `await store.close()`."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+        # aiosqlite runs one connection on one thread; the lock keeps each call's statements
+        # together so two coroutines never interleave inside one transaction.
+        import asyncio
+
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: str | Path) -> Store:
+        """Open (creating if needed) the SQLite file at `path` and bring its schema up to date."""
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(str(path), isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        await conn.execute("PRAGMA journal_mode = WAL")
+        await conn.execute("PRAGMA synchronous = NORMAL")
+        await conn.execute("PRAGMA foreign_keys = ON")
+        await conn.execute("PRAGMA busy_timeout = 5000")
+        await migrate(conn)
+        return cls(conn)
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._conn.close()
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                await self._conn.rollback()
+                raise
+            await self._conn.commit()
+
+    async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        async with self._lock, self._conn.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    async def _fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        async with self._lock, self._conn.execute(sql, params) as cursor:
+            row: sqlite3.Row | None = await cursor.fetchone()
+            return row
+
+    # ------------------------------------------------------------------ feeds
+
+    async def ensure_feed(self, url: str, lang: str) -> Feed:
+        """Register a configured feed (keeping its state if known) and return it."""
+        async with self._tx() as conn:
+            await conn.execute(
+                "INSERT INTO feeds (url, lang) VALUES (?, ?) "
+                "ON CONFLICT(url) DO UPDATE SET lang = excluded.lang",
+                (url, lang),
+            )
+        feed = await self.get_feed_by_url(url)
+        assert feed is not None
+        return feed
+
+    async def get_feed_by_url(self, url: str) -> Feed | None:
+        row = await self._fetchone(_FEED_SELECT + " WHERE f.url = ?", (url,))
+        return _feed(row) if row else None
+
+    async def get_feed(self, feed_id: int) -> Feed | None:
+        row = await self._fetchone(_FEED_SELECT + " WHERE f.id = ?", (feed_id,))
+        return _feed(row) if row else None
+
+    async def list_feeds(self) -> list[Feed]:
+        rows = await self._fetchall(_FEED_SELECT + " ORDER BY f.id")
+        return [_feed(r) for r in rows]
+
+    async def record_not_modified(self, feed_id: int, now: float, next_poll_at: float) -> None:
+        """Note a 304 answer: the feed is healthy and nothing changed."""
+        async with self._tx() as conn:
+            await conn.execute(
+                "UPDATE feeds SET status = 'ok', error_streak = 0, last_error = NULL, "
+                "last_polled_at = ?, last_success_at = ?, next_poll_at = ? WHERE id = ?",
+                (now, now, next_poll_at, feed_id),
+            )
+
+    async def record_feed_error(
+        self, feed_id: int, error: str, now: float, next_poll_at: float
+    ) -> int:
+        """Note a failed poll; return the new error streak."""
+        async with self._tx() as conn:
+            await conn.execute(
+                "UPDATE feeds SET status = 'error', error_streak = error_streak + 1, "
+                "last_error = ?, last_polled_at = ?, next_poll_at = ? WHERE id = ?",
+                (error[:500], now, next_poll_at, feed_id),
+            )
+            await conn.execute(
+                "INSERT INTO events (at, kind, feed_id, detail) VALUES (?, 'feed_error', ?, ?)",
+                (now, feed_id, error[:500]),
+            )
+            async with conn.execute(
+                "SELECT error_streak FROM feeds WHERE id = ?", (feed_id,)
+            ) as cursor:
+                row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def store_poll(
+        self,
+        feed_id: int,
+        entries: Sequence[NewItem],
+        *,
+        etag: str | None,
+        last_modified: str | None,
+        now: float,
+        next_poll_at: float,
+        max_age: float,
+        backfill: int,
+    ) -> PollOutcome:
+        """Store a successful poll in one transaction: new items, their outbox rows, feed state.
+
+        `entries` come oldest first. On the feed's first successful poll every entry is backlog
+        (except the newest `backfill`); later, an entry dated older than `max_age` is kept
+        but not queued. Entries already known are never queued again.
+        """
+        async with self._tx() as conn:
+            async with conn.execute(
+                "SELECT lang, initialized FROM feeds WHERE id = ?", (feed_id,)
+            ) as cursor:
+                feed_row = await cursor.fetchone()
+            if feed_row is None:
+                raise LookupError(f"feed {feed_id} does not exist")
+            lang = str(feed_row["lang"])
+            first_poll = not feed_row["initialized"]
+
+            known = await _known_identities(conn, feed_id, [e.identity for e in entries])
+            fresh: list[NewItem] = []
+            seen_now: set[str] = set()
+            for entry in entries:
+                if entry.identity in known:
+                    old_hash = known[entry.identity]
+                    if entry.content_hash and old_hash != entry.content_hash:
+                        await _update_item_content(conn, feed_id, entry)
+                    continue
+                if entry.identity in seen_now:
+                    continue  # the same entry twice in one document
+                seen_now.add(entry.identity)
+                fresh.append(entry)
+
+            targets = await _target_chats(conn, lang)
+            new_items: list[Item] = []
+            queued = 0
+            backfill_from = len(fresh) - max(backfill, 0)
+            for index, entry in enumerate(fresh):
+                if first_poll and index < backfill_from:
+                    origin = ItemOrigin.BACKLOG
+                elif entry.published_at is not None and now - entry.published_at > max_age:
+                    origin = ItemOrigin.TOO_OLD
+                else:
+                    origin = ItemOrigin.NEW
+                cursor = await conn.execute(
+                    "INSERT INTO items (feed_id, lang, identity, link, title, summary, author, "
+                    "image_url, categories, published_at, first_seen_at, origin, content_hash) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        feed_id,
+                        lang,
+                        entry.identity,
+                        entry.link,
+                        entry.title,
+                        entry.summary,
+                        entry.author,
+                        entry.image_url,
+                        json.dumps(list(entry.categories), ensure_ascii=False),
+                        entry.published_at,
+                        now,
+                        origin.value,
+                        entry.content_hash,
+                    ),
+                )
+                item_id = int(cursor.lastrowid or 0)
+                item = Item(
+                    id=item_id,
+                    feed_id=feed_id,
+                    lang=lang,
+                    identity=entry.identity,
+                    link=entry.link,
+                    title=entry.title,
+                    summary=entry.summary,
+                    published_at=entry.published_at,
+                    first_seen_at=now,
+                    origin=origin,
+                    categories=entry.categories,
+                    author=entry.author,
+                    image_url=entry.image_url,
+                    content_hash=entry.content_hash,
+                )
+                new_items.append(item)
+                if origin is ItemOrigin.NEW and targets:
+                    await conn.executemany(
+                        "INSERT OR IGNORE INTO deliveries "
+                        "(item_id, chat_id, priority, next_attempt_at, created_at) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        [(item_id, chat_id, prio, now, now) for chat_id, prio in targets],
+                    )
+                    queued += len(targets)
+
+            await conn.execute(
+                "UPDATE feeds SET etag = ?, last_modified = ?, status = 'ok', error_streak = 0, "
+                "last_error = NULL, last_polled_at = ?, last_success_at = ?, next_poll_at = ?, "
+                "initialized = 1 WHERE id = ?",
+                (etag, last_modified, now, now, next_poll_at, feed_id),
+            )
+        return PollOutcome(new_items=tuple(new_items), queued=queued)
+
+    # ------------------------------------------------------------------ items
+
+    async def get_item(self, item_id: int) -> Item | None:
+        row = await self._fetchone(
+            f"SELECT {_ITEM_COLUMNS} FROM items i WHERE i.id = ?", (item_id,)
+        )
+        return _item(row) if row else None
+
+    async def find_items_by_link(self, link: str) -> list[Item]:
+        rows = await self._fetchall(
+            f"SELECT {_ITEM_COLUMNS} FROM items i WHERE i.link = ? ORDER BY i.id", (link,)
+        )
+        return [_item(r) for r in rows]
+
+    async def latest_items(self, langs: Iterable[str] | None, limit: int) -> list[Item]:
+        """Return the newest items (by publication, else first sight), optionally by language."""
+        params: list[Any] = []
+        where = ""
+        lang_list = list(langs) if langs is not None else None
+        if lang_list is not None:
+            where = f"WHERE i.lang IN ({','.join('?' * len(lang_list))})"
+            params.extend(lang_list)
+        params.append(limit)
+        rows = await self._fetchall(
+            f"SELECT {_ITEM_COLUMNS} FROM items i {where} "
+            "ORDER BY COALESCE(i.published_at, i.first_seen_at) DESC, i.id DESC LIMIT ?",
+            params,
+        )
+        return [_item(r) for r in rows]
+
+    async def count_items(self) -> int:
+        row = await self._fetchone("SELECT COUNT(*) FROM items")
+        return int(row[0]) if row else 0
+
+    # ------------------------------------------------------------------ chats
+
+    async def upsert_chat(
+        self,
+        chat_id: int,
+        chat_type: ChatType,
+        *,
+        title: str | None,
+        username: str | None,
+        default_lang: str,
+        now: float,
+        added_by: int | None = None,
+        subscribed: bool | None = None,
+        active: bool = True,
+    ) -> Chat:
+        """Create or refresh a chat; an existing chat keeps its language and settings."""
+        async with self._tx() as conn:
+            await conn.execute(
+                "INSERT INTO chats (id, type, title, username, lang, languages, active, "
+                "subscribed, added_by, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET type = excluded.type, title = excluded.title, "
+                "username = excluded.username, active = excluded.active, "
+                "deactivated_reason = CASE WHEN excluded.active THEN NULL "
+                "ELSE deactivated_reason END, "
+                "added_by = COALESCE(excluded.added_by, added_by), "
+                "subscribed = CASE WHEN ? IS NULL THEN subscribed ELSE excluded.subscribed END, "
+                "updated_at = excluded.updated_at",
+                (
+                    chat_id,
+                    chat_type.value,
+                    title,
+                    username,
+                    default_lang,
+                    default_lang,
+                    int(active),
+                    int(bool(subscribed)),
+                    added_by,
+                    now,
+                    now,
+                    None if subscribed is None else int(subscribed),
+                ),
+            )
+        chat = await self.get_chat(chat_id)
+        assert chat is not None
+        return chat
+
+    async def get_chat(self, chat_id: int) -> Chat | None:
+        row = await self._fetchone(
+            f"SELECT {_CHAT_COLUMNS} FROM chats c WHERE c.id = ?", (chat_id,)
+        )
+        return _chat(row) if row else None
+
+    async def get_chat_by_username(self, username: str) -> Chat | None:
+        row = await self._fetchone(
+            f"SELECT {_CHAT_COLUMNS} FROM chats c WHERE lower(c.username) = lower(?)",
+            (username.lstrip("@"),),
+        )
+        return _chat(row) if row else None
+
+    async def list_chats(self, *, active_only: bool = False) -> list[Chat]:
+        where = "WHERE c.active = 1" if active_only else ""
+        rows = await self._fetchall(f"SELECT {_CHAT_COLUMNS} FROM chats c {where} ORDER BY c.id")
+        return [_chat(r) for r in rows]
+
+    async def update_chat(
+        self,
+        chat_id: int,
+        now: float,
+        *,
+        lang: str | None = None,
+        languages: Sequence[str] | None = None,
+        subscribed: bool | None = None,
+        paused: bool | None = None,
+        settings: ChatSettings | None = None,
+    ) -> Chat | None:
+        """Change the given fields of a chat; return the updated chat (None if unknown)."""
+        sets: list[str] = []
+        params: list[Any] = []
+        if lang is not None:
+            sets.append("lang = ?")
+            params.append(lang)
+        if languages is not None:
+            sets.append("languages = ?")
+            params.append(",".join(languages))
+        if subscribed is not None:
+            sets.append("subscribed = ?")
+            params.append(int(subscribed))
+        if paused is not None:
+            sets.append("paused = ?")
+            params.append(int(paused))
+        if settings is not None:
+            sets.append("settings = ?")
+            params.append(settings.to_json())
+        if sets:
+            sets.append("updated_at = ?")
+            params.extend([now, chat_id])
+            async with self._tx() as conn:
+                await conn.execute(f"UPDATE chats SET {', '.join(sets)} WHERE id = ?", params)
+        return await self.get_chat(chat_id)
+
+    async def deactivate_chat(self, chat_id: int, reason: str, now: float) -> int:
+        """Stop posting to a chat (blocked, kicked, gone); cancel its pending deliveries."""
+        async with self._tx() as conn:
+            await conn.execute(
+                "UPDATE chats SET active = 0, deactivated_reason = ?, updated_at = ? WHERE id = ?",
+                (reason[:300], now, chat_id),
+            )
+            cursor = await conn.execute(
+                "UPDATE deliveries SET state = 'cancelled', last_error = ? "
+                "WHERE chat_id = ? AND state = 'pending'",
+                (reason[:300], chat_id),
+            )
+            return cursor.rowcount
+
+    async def migrate_chat(self, old_id: int, new_id: int, now: float) -> Chat | None:
+        """Move a chat to the id Telegram gave it when a group became a supergroup."""
+        async with self._tx() as conn:
+            async with conn.execute("SELECT 1 FROM chats WHERE id = ?", (new_id,)) as cursor:
+                exists = await cursor.fetchone() is not None
+            if exists:
+                # The new chat is already known: move what is still pending to it, drop the old.
+                await conn.execute(
+                    "UPDATE OR IGNORE deliveries SET chat_id = ? WHERE chat_id = ?",
+                    (new_id, old_id),
+                )
+                await conn.execute(
+                    "UPDATE chats SET subscribed = MAX(subscribed, "
+                    "(SELECT subscribed FROM chats WHERE id = ?)), updated_at = ? WHERE id = ?",
+                    (old_id, now, new_id),
+                )
+                await conn.execute("DELETE FROM chats WHERE id = ?", (old_id,))
+            else:
+                # ON UPDATE CASCADE carries the deliveries along.
+                await conn.execute(
+                    "UPDATE chats SET id = ?, type = 'supergroup', updated_at = ? WHERE id = ?",
+                    (new_id, now, old_id),
+                )
+        return await self.get_chat(new_id)
+
+    # ------------------------------------------------------------------ deliveries
+
+    async def due_deliveries(
+        self, now: float, limit: int, *, exclude_chats: Iterable[int] = ()
+    ) -> list[DueDelivery]:
+        """Return the head of each chat's pending queue that is due, channels first, oldest first.
+
+        Only a chat's oldest pending delivery is ever returned, so each chat gets its posts in
+        order and one slow chat never hides the others.
+        """
+        excluded = list(exclude_chats)
+        exclusion = ""
+        if excluded:
+            exclusion = f"AND h.chat_id NOT IN ({','.join('?' * len(excluded))})"
+        rows = await self._fetchall(
+            f"""
+            WITH heads AS (
+                SELECT chat_id, MIN(item_id) AS item_id
+                FROM deliveries WHERE state = 'pending' GROUP BY chat_id
+            )
+            SELECT {_DELIVERY_COLUMNS}, {_ITEM_COLUMNS}, {_CHAT_COLUMNS}
+            FROM heads h
+            JOIN deliveries d ON d.chat_id = h.chat_id AND d.item_id = h.item_id
+            JOIN items i ON i.id = d.item_id
+            JOIN chats c ON c.id = d.chat_id
+            WHERE d.next_attempt_at <= ? {exclusion}
+            ORDER BY d.priority, d.item_id, d.id
+            LIMIT ?
+            """,
+            [now, *excluded, limit],
+        )
+        return [_due(r) for r in rows]
+
+    async def next_due_at(self) -> float | None:
+        """Return when the earliest pending delivery becomes due (None when the outbox is empty)."""
+        row = await self._fetchone(
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'"
+        )
+        return float(row[0]) if row and row[0] is not None else None
+
+    async def mark_sent(self, delivery_id: int, message_id: int | None, now: float) -> None:
+        async with self._tx() as conn:
+            await conn.execute(
+                "UPDATE deliveries SET state = 'sent', message_id = ?, sent_at = ?, "
+                "attempts = attempts + 1, last_error = NULL WHERE id = ?",
+                (message_id, now, delivery_id),
+            )
+
+    async def mark_retry(
+        self, delivery_id: int, error: str, next_attempt_at: float, *, count_attempt: bool = True
+    ) -> None:
+        async with self._tx() as conn:
+            await conn.execute(
+                "UPDATE deliveries SET attempts = attempts + ?, last_error = ?, "
+                "next_attempt_at = ? WHERE id = ?",
+                (int(count_attempt), error[:500], next_attempt_at, delivery_id),
+            )
+
+    async def mark_failed(self, delivery_id: int, error: str, now: float) -> None:
+        async with self._tx() as conn:
+            await conn.execute(
+                "UPDATE deliveries SET state = 'failed', attempts = attempts + 1, "
+                "last_error = ?, sent_at = ? WHERE id = ?",
+                (error[:500], now, delivery_id),
+            )
+
+    async def get_delivery(self, item_id: int, chat_id: int) -> Delivery | None:
+        row = await self._fetchone(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d WHERE d.item_id = ? AND d.chat_id = ?",
+            (item_id, chat_id),
+        )
+        return _delivery(row) if row else None
+
+    async def delivery_counts(self, since: float | None = None) -> dict[DeliveryState, int]:
+        """Count deliveries by state (created since `since` when given)."""
+        where, params = ("WHERE created_at >= ?", [since]) if since is not None else ("", [])
+        rows = await self._fetchall(
+            f"SELECT state, COUNT(*) FROM deliveries {where} GROUP BY state", params
+        )
+        counts = dict.fromkeys(DeliveryState, 0)
+        for row in rows:
+            counts[DeliveryState(row[0])] = int(row[1])
+        return counts
+
+    async def prune_deliveries(self, older_than: float) -> int:
+        """Delete finished delivery rows older than `older_than`; items are kept for search."""
+        async with self._tx() as conn:
+            cursor = await conn.execute(
+                "DELETE FROM deliveries WHERE state != 'pending' AND created_at < ?",
+                (older_than,),
+            )
+            await conn.execute("DELETE FROM events WHERE at < ?", (older_than,))
+            return cursor.rowcount
+
+    # ------------------------------------------------------------------ events
+
+    async def record_event(
+        self,
+        kind: str,
+        detail: str,
+        now: float,
+        *,
+        chat_id: int | None = None,
+        feed_id: int | None = None,
+    ) -> None:
+        async with self._tx() as conn:
+            await conn.execute(
+                "INSERT INTO events (at, kind, chat_id, feed_id, detail) VALUES (?, ?, ?, ?, ?)",
+                (now, kind, chat_id, feed_id, detail[:500]),
+            )
+
+    async def recent_events(self, limit: int = 5) -> list[tuple[float, str, int | None, str]]:
+        rows = await self._fetchall(
+            "SELECT at, kind, chat_id, detail FROM events ORDER BY at DESC, id DESC LIMIT ?",
+            (limit,),
+        )
+        return [(float(r[0]), str(r[1]), r[2], str(r[3])) for r in rows]
+
+
+# ---------------------------------------------------------------------- helpers
+
+_FEED_SELECT = (
+    "SELECT f.id, f.url, f.lang, f.etag, f.last_modified, f.status, f.error_streak, "
+    "f.last_error, f.last_polled_at, f.last_success_at, f.next_poll_at, f.initialized, "
+    "(SELECT COUNT(*) FROM items WHERE feed_id = f.id) AS item_count FROM feeds f"
+)
+
+
+async def _known_identities(
+    conn: aiosqlite.Connection, feed_id: int, identities: Sequence[str]
+) -> dict[str, str]:
+    known: dict[str, str] = {}
+    # SQLite caps bound parameters; 500 at a time stays far below any build's limit.
+    for start in range(0, len(identities), 500):
+        chunk = identities[start : start + 500]
+        async with conn.execute(
+            f"SELECT identity, content_hash FROM items WHERE feed_id = ? "
+            f"AND identity IN ({','.join('?' * len(chunk))})",
+            [feed_id, *chunk],
+        ) as cursor:
+            for row in await cursor.fetchall():
+                known[str(row[0])] = str(row[1])
+    return known
+
+
+async def _update_item_content(conn: aiosqlite.Connection, feed_id: int, entry: NewItem) -> None:
+    """Keep the stored text current when the site edits a piece (it is not posted again)."""
+    await conn.execute(
+        "UPDATE items SET title = ?, summary = ?, author = ?, image_url = ?, categories = ?, "
+        "content_hash = ? WHERE feed_id = ? AND identity = ?",
+        (
+            entry.title,
+            entry.summary,
+            entry.author,
+            entry.image_url,
+            json.dumps(list(entry.categories), ensure_ascii=False),
+            entry.content_hash,
+            feed_id,
+            entry.identity,
+        ),
+    )
+
+
+async def _target_chats(conn: aiosqlite.Connection, lang: str) -> list[tuple[int, int]]:
+    """Return (chat id, priority) of every chat that takes posts in `lang` right now."""
+    async with conn.execute(
+        "SELECT id, type, languages FROM chats WHERE active = 1 AND subscribed = 1 AND paused = 0"
+    ) as cursor:
+        rows = await cursor.fetchall()
+    targets: list[tuple[int, int]] = []
+    for row in rows:
+        if lang in str(row["languages"]).split(","):
+            targets.append((int(row["id"]), PRIORITY[ChatType(row["type"])]))
+    return targets
+
+
+def _feed(row: sqlite3.Row) -> Feed:
+    return Feed(
+        id=row["id"],
+        url=row["url"],
+        lang=row["lang"],
+        etag=row["etag"],
+        last_modified=row["last_modified"],
+        status=FeedStatus(row["status"]),
+        error_streak=row["error_streak"],
+        last_error=row["last_error"],
+        last_polled_at=row["last_polled_at"],
+        last_success_at=row["last_success_at"],
+        next_poll_at=row["next_poll_at"],
+        initialized=bool(row["initialized"]),
+        item_count=row["item_count"],
+    )
+
+
+def _item(row: sqlite3.Row, offset: int = 0) -> Item:
+    r = list(row)[offset : offset + 14]
+    return Item(
+        id=r[0],
+        feed_id=r[1],
+        lang=r[2],
+        identity=r[3],
+        link=r[4],
+        title=r[5],
+        summary=r[6],
+        author=r[7],
+        image_url=r[8],
+        categories=tuple(json.loads(r[9] or "[]")),
+        published_at=r[10],
+        first_seen_at=r[11],
+        origin=ItemOrigin(r[12]),
+        content_hash=r[13],
+    )
+
+
+def _chat(row: sqlite3.Row, offset: int = 0) -> Chat:
+    r = list(row)[offset : offset + 14]
+    return Chat(
+        id=r[0],
+        type=ChatType(r[1]),
+        title=r[2],
+        username=r[3],
+        lang=r[4],
+        languages=tuple(x for x in str(r[5]).split(",") if x),
+        active=bool(r[6]),
+        subscribed=bool(r[7]),
+        paused=bool(r[8]),
+        settings=ChatSettings.from_json(r[9]),
+        added_by=r[10],
+        deactivated_reason=r[11],
+        created_at=r[12],
+        updated_at=r[13],
+    )
+
+
+def _delivery(row: sqlite3.Row, offset: int = 0) -> Delivery:
+    r = list(row)[offset : offset + 11]
+    return Delivery(
+        id=r[0],
+        item_id=r[1],
+        chat_id=r[2],
+        state=DeliveryState(r[3]),
+        priority=r[4],
+        attempts=r[5],
+        next_attempt_at=r[6],
+        last_error=r[7],
+        message_id=r[8],
+        created_at=r[9],
+        sent_at=r[10],
+    )
+
+
+def _due(row: sqlite3.Row) -> DueDelivery:
+    return DueDelivery(delivery=_delivery(row, 0), item=_item(row, 11), chat=_chat(row, 25))
