@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -89,7 +90,7 @@ async def run_bot(
     *,
     clock: Clock | None = None,
     rng: random.Random | None = None,
-    started: asyncio.Event | None = None,
+    on_started: Callable[[Runtime], None] | None = None,
 ) -> None:
     """Run the bot until `stop` is set, then shut down gracefully."""
     clock = clock or SystemClock()
@@ -148,13 +149,15 @@ async def run_bot(
             rng=rng,
         )
         runtime = Runtime(settings, services, application, poller, http)
-        await _serve(runtime, stop, started)
+        await _serve(runtime, stop, on_started)
     finally:
         await http.aclose()
         await store.close()
 
 
-async def _serve(runtime: Runtime, stop: asyncio.Event, started: asyncio.Event | None) -> None:
+async def _serve(
+    runtime: Runtime, stop: asyncio.Event, on_started: Callable[[Runtime], None] | None
+) -> None:
     settings, services, application = runtime.settings, runtime.services, runtime.application
     feeds = [await services.store.ensure_feed(f.url, f.lang) for f in settings.feeds]
     async with application:  # initialize(): getMe, so a bad token fails here
@@ -170,8 +173,8 @@ async def _serve(runtime: Runtime, stop: asyncio.Event, started: asyncio.Event |
             spawn(asyncio.create_task(runtime.poller.run(feed, stop), name=f"poll-{feed.id}"))
         spawn(asyncio.create_task(_connect_env_channels(services, stop), name="channels"))
         spawn(asyncio.create_task(_maintenance(services, stop), name="maintenance"))
-        if started is not None:
-            started.set()
+        if on_started is not None:
+            on_started(runtime)
         await stop.wait()
 
         log.info("stopping: no new polls or updates; letting sends in flight finish")

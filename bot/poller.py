@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import httpx
 
 from bot.clock import Clock
 from bot.feeds import FeedError, FetchResult, ParsedFeed, fetch_feed, parse_feed
-from storage.models import Feed, FeedStatus, PollOutcome
+from storage.models import Chat, Feed, FeedStatus, Item, NewItem, PollOutcome
 from storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,15 @@ class PollReport:
     next_delay: float = 0.0
 
 
+# Replaces thin new items with richer ones (article text, image) before they are stored; must
+# keep each item's identity and content_hash (the hash of the feed's own text).
+Enricher = Callable[[Feed, list[NewItem]], Awaitable[list[NewItem]]]
+# Returns why a chat should not get an item (a filter rule), or None to send it.
+Decider = Callable[[Item, Chat], str | None]
+# Told about stored items whose text the site changed.
+UpdateHook = Callable[[Sequence[Item]], Awaitable[None]]
+
+
 class Poller:
     """Polls feeds into the store; calls `on_queued()` when deliveries were added."""
 
@@ -56,6 +65,9 @@ class Poller:
         *,
         on_queued: Callable[[], None] = lambda: None,
         rng: random.Random | None = None,
+        enrich: Enricher | None = None,
+        decide: Decider | None = None,
+        on_updated: UpdateHook | None = None,
     ) -> None:
         self.store = store
         self.client = client
@@ -63,6 +75,9 @@ class Poller:
         self.config = config
         self.on_queued = on_queued
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self.enrich = enrich
+        self.decide = decide
+        self.on_updated = on_updated
         self._last_error: dict[int, str] = {}
         self._last_bozo: dict[int, str | None] = {}
 
@@ -111,19 +126,25 @@ class Poller:
         except FeedError as exc:
             return await self._failed(current, f"not a feed: {exc}", result)
         self._note_bozo(current, parsed)
+        items = parsed.items
+        if self.enrich is not None and current.initialized and items:
+            items = await self._enriched(current, items)
         delay = self._interval()
         now = self.clock.now()
         outcome: PollOutcome = await self.store.store_poll(
             current.id,
-            parsed.items,
+            items,
             etag=result.etag,
             last_modified=result.last_modified,
             now=now,
             next_poll_at=now + delay,
             max_age=self.config.max_age,
             backfill=self.config.backfill,
+            decide=self.decide,
         )
         self._recovered(current)
+        if outcome.updated_items and self.on_updated is not None:
+            await self.on_updated(outcome.updated_items)
         if outcome.new_items:
             log.info(
                 "feed %s: %d new item(s), %d deliveries queued%s",
@@ -137,6 +158,21 @@ class Poller:
         return PollReport(
             "ok", new_items=len(outcome.new_items), queued=outcome.queued, next_delay=delay
         )
+
+    async def _enriched(self, feed: Feed, items: list[NewItem]) -> list[NewItem]:
+        """Let the enricher improve the items this feed has never stored (only those)."""
+        assert self.enrich is not None
+        unknown = await self.store.unknown_identities(feed.id, [i.identity for i in items])
+        fresh = [i for i in items if i.identity in unknown]
+        if not fresh:
+            return items
+        try:
+            better = {i.identity: i for i in await self.enrich(feed, fresh)}
+        except Exception:
+            log.exception("enriching items of feed %s failed; storing them as the feed has them",
+                          feed.url)  # fmt: skip
+            return items
+        return [better.get(i.identity, i) for i in items]
 
     async def _failed(self, feed: Feed, error: str, result: FetchResult) -> PollReport:
         streak = feed.error_streak + 1

@@ -23,8 +23,11 @@ class DeliveryState(enum.StrEnum):
     PENDING = "pending"
     SENT = "sent"
     FAILED = "failed"
-    # Dropped without a send: the chat went away, paused, or the item became moot.
+    # Dropped without a send: the chat went away or the item became moot.
     CANCELLED = "cancelled"
+    # Never meant to be sent: the chat was paused or one of its filters excluded the item
+    # (last_error says which), kept so that /why can explain it.
+    SKIPPED = "skipped"
 
 
 class ItemOrigin(enum.StrEnum):
@@ -196,3 +199,5 @@ class PollOutcome:
 
     new_items: tuple[Item, ...]
     queued: int
+    # Known items whose title or text changed (the site edited them); never queued again.
+    updated_items: tuple[Item, ...] = ()

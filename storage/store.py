@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,10 @@ PRIORITY = {
     ChatType.PRIVATE: 2,
 }
 
+# Runs inside store_poll's transaction with the items it inserted or changed (e.g. the search
+# index keeping itself in step with the items table).
+ItemHook = Callable[[aiosqlite.Connection, Sequence[Item]], Awaitable[None]]
+
 _ITEM_COLUMNS = (
     "i.id, i.feed_id, i.lang, i.identity, i.link, i.title, i.summary, i.author, i.image_url, "
     "i.categories, i.published_at, i.first_seen_at, i.origin, i.content_hash"
@@ -62,6 +66,7 @@ class Store:
         import asyncio
 
         self._lock = asyncio.Lock()
+        self.item_hooks: list[ItemHook] = []
 
     @classmethod
     async def open(cls, path: str | Path) -> Store:
@@ -167,12 +172,15 @@ class Store:
         next_poll_at: float,
         max_age: float,
         backfill: int,
+        decide: Callable[[Item, Chat], str | None] | None = None,
     ) -> PollOutcome:
         """Store a successful poll in one transaction: new items, their outbox rows, feed state.
 
         `entries` come oldest first. On the feed's first successful poll every entry is backlog
         (except the newest `backfill`); later, an entry dated older than `max_age` is kept
-        but not queued. Entries already known are never queued again.
+        but not queued. Entries already known are never queued again. For each chat that takes
+        the feed's language, `decide(item, chat)` may return a reason to skip it (a filter);
+        paused chats are skipped with the reason "paused". Skipped rows are kept for /why.
         """
         async with self._tx() as conn:
             async with conn.execute(
@@ -187,11 +195,13 @@ class Store:
             known = await _known_identities(conn, feed_id, [e.identity for e in entries])
             fresh: list[NewItem] = []
             seen_now: set[str] = set()
+            updated_identities: list[str] = []
             for entry in entries:
                 if entry.identity in known:
                     old_hash = known[entry.identity]
                     if entry.content_hash and old_hash != entry.content_hash:
                         await _update_item_content(conn, feed_id, entry)
+                        updated_identities.append(entry.identity)
                     continue
                 if entry.identity in seen_now:
                     continue  # the same entry twice in one document
@@ -248,13 +258,22 @@ class Store:
                 )
                 new_items.append(item)
                 if origin is ItemOrigin.NEW and targets:
+                    rows = []
+                    for chat in targets:
+                        reason = (
+                            "paused" if chat.paused else (decide(item, chat) if decide else None)
+                        )
+                        state = DeliveryState.SKIPPED if reason else DeliveryState.PENDING
+                        queued += state is DeliveryState.PENDING
+                        rows.append(
+                            (item_id, chat.id, state.value, PRIORITY[chat.type], now, reason, now)
+                        )
                     await conn.executemany(
-                        "INSERT OR IGNORE INTO deliveries "
-                        "(item_id, chat_id, priority, next_attempt_at, created_at) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        [(item_id, chat_id, prio, now, now) for chat_id, prio in targets],
+                        "INSERT OR IGNORE INTO deliveries (item_id, chat_id, state, priority, "
+                        "next_attempt_at, last_error, created_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        rows,
                     )
-                    queued += len(targets)
 
             await conn.execute(
                 "UPDATE feeds SET etag = ?, last_modified = ?, status = 'ok', error_streak = 0, "
@@ -262,7 +281,16 @@ class Store:
                 "initialized = 1 WHERE id = ?",
                 (etag, last_modified, now, now, next_poll_at, feed_id),
             )
-        return PollOutcome(new_items=tuple(new_items), queued=queued)
+            updated = await _items_by_identity(conn, feed_id, updated_identities)
+            for hook in self.item_hooks:
+                await hook(conn, [*new_items, *updated])
+        return PollOutcome(new_items=tuple(new_items), queued=queued, updated_items=updated)
+
+    async def unknown_identities(self, feed_id: int, identities: Sequence[str]) -> set[str]:
+        """Return the identities of `identities` that the feed has never stored."""
+        async with self._lock:
+            known = await _known_identities(self._conn, feed_id, identities)
+        return set(identities) - set(known)
 
     # ------------------------------------------------------------------ items
 
@@ -601,17 +629,28 @@ async def _update_item_content(conn: aiosqlite.Connection, feed_id: int, entry: 
     )
 
 
-async def _target_chats(conn: aiosqlite.Connection, lang: str) -> list[tuple[int, int]]:
-    """Return (chat id, priority) of every chat that takes posts in `lang` right now."""
+async def _target_chats(conn: aiosqlite.Connection, lang: str) -> list[Chat]:
+    """Return every reachable, subscribed chat that takes posts in `lang` (paused ones too)."""
     async with conn.execute(
-        "SELECT id, type, languages FROM chats WHERE active = 1 AND subscribed = 1 AND paused = 0"
+        f"SELECT {_CHAT_COLUMNS} FROM chats c WHERE c.active = 1 AND c.subscribed = 1"
     ) as cursor:
         rows = await cursor.fetchall()
-    targets: list[tuple[int, int]] = []
-    for row in rows:
-        if lang in str(row["languages"]).split(","):
-            targets.append((int(row["id"]), PRIORITY[ChatType(row["type"])]))
-    return targets
+    return [chat for chat in map(_chat, rows) if lang in chat.languages]
+
+
+async def _items_by_identity(
+    conn: aiosqlite.Connection, feed_id: int, identities: Sequence[str]
+) -> tuple[Item, ...]:
+    items: list[Item] = []
+    for identity in identities:
+        async with conn.execute(
+            f"SELECT {_ITEM_COLUMNS} FROM items i WHERE i.feed_id = ? AND i.identity = ?",
+            (feed_id, identity),
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is not None:
+            items.append(_item(row))
+    return tuple(items)
 
 
 def _feed(row: sqlite3.Row) -> Feed:
