@@ -14,47 +14,11 @@ import sys
 from collections.abc import Sequence
 
 from bot.config import ConfigError, Settings, load_settings
+from bot.logs import setup_logging
 
 log = logging.getLogger("bot")
 
 EXIT_CONFIG = 2
-
-
-class RedactingFilter(logging.Filter):
-    """Replace secrets (the bot token) in every log record before it is written."""
-
-    def __init__(self, secrets: Sequence[str]) -> None:
-        super().__init__()
-        self.secrets = [s for s in secrets if s]
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
-            return True
-        message = record.getMessage()
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        changed = False
-        for secret in self.secrets:
-            if secret in message:
-                message = message.replace(secret, "<token>")
-                changed = True
-            if record.exc_text and secret in record.exc_text:
-                record.exc_text = record.exc_text.replace(secret, "<token>")
-        if changed:
-            record.msg, record.args = message, None
-        return True
-
-
-def setup_logging(level: str, secrets: Sequence[str] = ()) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactingFilter(secrets))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    # httpx logs every request URL at INFO, and Bot API URLs carry the token.
-    for noisy in ("httpx", "httpcore", "telegram.ext.Updater", "apscheduler"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:

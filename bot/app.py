@@ -19,6 +19,7 @@ from bot.clock import Clock, SystemClock
 from bot.config import ChannelTarget, Settings
 from bot.context import SERVICES_KEY, BotApplication, BotContext, Services
 from bot.i18n import Translator
+from bot.logs import redacted
 from bot.poller import Poller, PollerConfig
 from bot.publisher import Publisher
 from bot.ratelimit import Limits, RateLimits, TelegramRateLimiter
@@ -93,8 +94,22 @@ async def run_bot(
     on_started: Callable[[Runtime], None] | None = None,
 ) -> None:
     """Run the bot until `stop` is set, then shut down gracefully."""
+    # httpx logs every request URL at INFO, and Bot API URLs carry the token.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger(name).level))
     clock = clock or SystemClock()
     rng = rng or random.Random()  # noqa: S311 - jitter, not security
+    with redacted([settings.token or ""]):
+        await _run(settings, stop, clock, rng, on_started)
+
+
+async def _run(
+    settings: Settings,
+    stop: asyncio.Event,
+    clock: Clock,
+    rng: random.Random,
+    on_started: Callable[[Runtime], None] | None,
+) -> None:
     store = await Store.open(settings.database_path)
     http = make_http_client(settings)
     try:
@@ -167,11 +182,16 @@ async def _serve(
         await application.updater.start_polling(
             allowed_updates=handlers.ALLOWED_UPDATES, timeout=LONG_POLL_TIMEOUT
         )
+        # Configured channels are registered before the first poll so that nothing new is
+        # missed; ones not reachable yet are retried in the background.
+        unresolved = [t for t in settings.channels if not await _connect_env_channel(services, t)]
         spawn = runtime.tasks.append
         spawn(asyncio.create_task(services.publisher.run(), name="publisher"))
         for feed in feeds:
             spawn(asyncio.create_task(runtime.poller.run(feed, stop), name=f"poll-{feed.id}"))
-        spawn(asyncio.create_task(_connect_env_channels(services, stop), name="channels"))
+        if unresolved:
+            retry = _connect_env_channels(services, unresolved, stop)
+            spawn(asyncio.create_task(retry, name="channels"))
         spawn(asyncio.create_task(_maintenance(services, stop), name="maintenance"))
         if on_started is not None:
             on_started(runtime)
@@ -188,10 +208,12 @@ async def _serve(
         log.info("stopped (%d send(s) left pending for the next start)", unfinished)
 
 
-async def _connect_env_channels(services: Services, stop: asyncio.Event) -> None:
-    """Register the CHANNELS from the environment, resolving @usernames with getChat."""
-    pending = list(services.settings.channels)
+async def _connect_env_channels(
+    services: Services, pending: list[ChannelTarget], stop: asyncio.Event
+) -> None:
+    """Keep trying to register CHANNELS entries that could not be resolved at start."""
     delay = 5.0
+    await services.clock.sleep(delay)
     while pending and not stop.is_set():
         retry: list[ChannelTarget] = []
         for target in pending:

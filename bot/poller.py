@@ -185,7 +185,7 @@ class Poller:
         previous = self._last_error.get(feed.id)
         if previous != error:
             log.warning(
-                "feed %s failing: %s (attempt %d; next try in %.0f s)",
+                "feed %s failing: %s (attempt %d; next try in %.1f s)",
                 feed.url, error, streak, delay,
             )  # fmt: skip
         else:

@@ -12,6 +12,7 @@ import asyncio
 import enum
 import logging
 import random
+import warnings
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from telegram.error import (
     RetryAfter,
     TelegramError,
 )
+from telegram.warnings import PTBDeprecationWarning
 
 from bot.clock import Clock
 from bot.ratelimit import RateLimits, _seconds
@@ -301,7 +303,7 @@ class Publisher:
         if isinstance(exc, ChatMigrated):
             return SendResult(Outcome.MIGRATED, error=text, new_chat_id=int(exc.new_chat_id))
         if isinstance(exc, RetryAfter):
-            wait = _seconds(exc.retry_after)
+            wait = _retry_after_seconds(exc)
             self._note_429(chat.id, wait)
             return SendResult(Outcome.RATE_LIMITED, error=text, retry_after=wait)
         if isinstance(exc, Forbidden):
@@ -342,6 +344,13 @@ class Publisher:
             await asyncio.gather(*pending, return_exceptions=True)
             log.warning("%d sends still in flight at shutdown stay pending", len(pending))
         return len(pending)
+
+
+def _retry_after_seconds(exc: RetryAfter) -> float:
+    with warnings.catch_warnings():
+        # PTB warns that retry_after will become a timedelta; _seconds accepts both.
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        return _seconds(exc.retry_after)
 
 
 def _mentions(exc: TelegramError, needles: tuple[str, ...]) -> bool:

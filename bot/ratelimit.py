@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 
 from telegram.error import RetryAfter
 from telegram.ext import BaseRateLimiter
+from telegram.warnings import PTBDeprecationWarning
 
 from bot.clock import Clock
 
@@ -119,28 +121,30 @@ class RateLimits:
             self._chats[key] = windows
         return windows
 
-    def chat_ready_at(self, chat: int | str) -> float:
+    def chat_ready_at(self, chat: int | str, now: float | None = None) -> float:
         """Return when the chat's own windows and any retry_after allow the next send."""
-        now = self.clock.monotonic()
+        now = self.clock.monotonic() if now is None else now
         ready = max(now, self._blocked_until.get(str(chat), 0.0))
         for window in self._windows(chat):
             ready = max(ready, window.available_at(now))
         return ready
 
-    def global_ready_at(self) -> float:
-        now = self.clock.monotonic()
+    def global_ready_at(self, now: float | None = None) -> float:
+        now = self.clock.monotonic() if now is None else now
         return max(now, self._all_blocked_until, self._global.available_at(now))
 
-    def ready_at(self, chat: int | str | None) -> float:
-        ready = self.global_ready_at()
+    def ready_at(self, chat: int | str | None, now: float | None = None) -> float:
+        """Return when a send to `chat` fits every window (>= now; == now means at once)."""
+        now = self.clock.monotonic() if now is None else now
+        ready = self.global_ready_at(now)
         if chat is not None:
-            ready = max(ready, self.chat_ready_at(chat))
+            ready = max(ready, self.chat_ready_at(chat, now))
         return ready
 
     def try_acquire(self, chat: int | str | None) -> bool:
         """Stamp a send now if every window allows it; return whether it did."""
         now = self.clock.monotonic()
-        if self.ready_at(chat) > now:
+        if self.ready_at(chat, now) > now:
             return False
         self._record(chat, now)
         return True
@@ -149,7 +153,7 @@ class RateLimits:
         """Wait until a send to `chat` fits every window, then stamp it."""
         while True:
             now = self.clock.monotonic()
-            ready = self.ready_at(chat)
+            ready = self.ready_at(chat, now)
             if ready <= now:
                 self._record(chat, now)
                 return
@@ -229,7 +233,9 @@ class TelegramRateLimiter(BaseRateLimiter[dict[str, Any]]):
             try:
                 return await callback(*args, **kwargs)
             except RetryAfter as exc:
-                wait = _seconds(exc.retry_after)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", PTBDeprecationWarning)
+                    wait = _seconds(exc.retry_after)
                 if chat is not None:
                     self.limits.block_chat(chat, wait)
                 else:

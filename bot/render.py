@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from telegram.constants import MessageLimit
 
 from bot.i18n import N_, Translator
-from bot.text import one_line, truncate, utf16_len
+from bot.text import normalise_whitespace, one_line, truncate, utf16_len
 from storage.models import ChatSettings, Item, PostStyle
 
 TEXT_LIMIT = int(MessageLimit.MAX_TEXT_LENGTH)  # 4096
@@ -136,7 +136,7 @@ class Renderer:
             tail.append((signature, escape(signature)))
         fixed = "\n".join(p for p, _ in head) + "\n\n" + "\n".join(p for p, _ in tail)
         room = limit - utf16_len(fixed) - 2  # the blank line around the summary
-        summary = item.summary.strip()
+        summary = normalise_whitespace(item.summary)
         if summary and _repeats_title(summary, title):
             summary = ""
         summary = truncate(summary, min(room, self.summary_length)) if room > 20 else ""
@@ -157,10 +157,11 @@ class Renderer:
         )
 
     def _fallback_title(self, item: Item, lang: str) -> str:
-        if item.summary:
-            return truncate(one_line(item.summary), 80)
-        host = urlsplit(item.link).netloc
-        return host or self.translator.gettext(lang, UNTITLED)
+        return (
+            truncate(one_line(item.summary), 80)
+            or urlsplit(item.link).netloc
+            or self.translator.gettext(lang, UNTITLED)
+        )
 
     def message(self, lang: str | None, msgid: str, /, **values: object) -> str:
         """Translate `msgid` and fill it with escaped values: HTML ready to send.

@@ -501,8 +501,16 @@ class Store:
 
     async def next_due_at(self) -> float | None:
         """Return when the earliest pending delivery becomes due (None when the outbox is empty)."""
+        # Only queue heads count: a later row may be "due" while its chat's head backs off.
         row = await self._fetchone(
-            "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'"
+            """
+            WITH heads AS (
+                SELECT chat_id, MIN(item_id) AS item_id
+                FROM deliveries WHERE state = 'pending' GROUP BY chat_id
+            )
+            SELECT MIN(d.next_attempt_at) FROM heads h
+            JOIN deliveries d ON d.chat_id = h.chat_id AND d.item_id = h.item_id
+            """
         )
         return float(row[0]) if row and row[0] is not None else None
 

@@ -1,0 +1,108 @@
+"""Feed parsing: identities, links, text, order; and the whole odd-feed corpus through ingest."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from bot.feeds import FeedError, clean_link, parse_feed
+from storage.store import Store
+from tests.conftest import CORPUS
+
+RSS = """<?xml version="1.0" encoding="utf-8"?>
+<rss version="2.0"><channel><title>Caliber</title><link>https://caliber.az/en</link>
+<item><title>Newest</title><link>/en/post/3?utm_source=rss&amp;id=3&amp;fbclid=x</link>
+  <guid isPermaLink="false">g-3</guid><pubDate>Wed, 23 Jul 2025 10:00:00 GMT</pubDate>
+  <description>&lt;p&gt;Hello &amp;amp; &lt;b&gt;welcome&lt;/b&gt;&lt;/p&gt;
+  &lt;script&gt;evil()&lt;/script&gt;</description>
+  <category>Analytics</category><category>Politics</category></item>
+<item><title>Middle</title><link>https://caliber.az/en/post/2</link>
+  <pubDate>Tue, 22 Jul 2025 10:00:00 GMT</pubDate></item>
+<item><title>Oldest, no link or guid</title><pubDate>Mon, 21 Jul 2025 10:00:00 GMT</pubDate>
+  <description>Text only</description></item>
+</channel></rss>"""
+
+
+def test_entries_become_items_oldest_first() -> None:
+    parsed = parse_feed(RSS.encode(), "https://caliber.az/en/rss")
+    titles = [i.title for i in parsed.items]
+    # The link-less entry has no way back to the source, so it is skipped.
+    assert titles == ["Middle", "Newest"]
+    assert parsed.skipped == 1
+    middle, newest = parsed.items
+    assert newest.identity == "g-3"
+    assert newest.link == "https://caliber.az/en/post/3?id=3"
+    assert newest.summary == "Hello & welcome"
+    assert newest.categories == ("Analytics", "Politics")
+    assert middle.identity == "https://caliber.az/en/post/2"  # no guid: the link
+    assert newest.published_at == pytest.approx(1753264800.0)
+
+
+def test_hash_identity_when_no_guid_or_link_but_permalink_guid_used() -> None:
+    feed = """<rss version="2.0"><channel><title>x</title>
+    <item><title>T</title><guid>https://caliber.az/en/post/9</guid></item></channel></rss>"""
+    (only,) = parse_feed(feed.encode(), "https://caliber.az/rss").items
+    assert only.identity == "https://caliber.az/en/post/9"
+    assert only.link == "https://caliber.az/en/post/9"
+
+
+def test_same_identity_survives_title_edit_and_reordering() -> None:
+    first = parse_feed(RSS.encode(), "https://caliber.az/en/rss")
+    edited = RSS.replace("<title>Newest</title>", "<title>Newest (updated)</title>")
+    second = parse_feed(edited.encode(), "https://caliber.az/en/rss")
+    assert {i.identity for i in first.items} == {i.identity for i in second.items}
+    by_id = {i.identity: i for i in second.items}
+    assert by_id["g-3"].content_hash != {i.identity: i for i in first.items}["g-3"].content_hash
+
+
+def test_garbage_is_not_a_feed() -> None:
+    with pytest.raises(FeedError):
+        parse_feed(b"\x89PNG\r\n\x1a\n garbage", "https://caliber.az/rss")
+    with pytest.raises(FeedError):
+        parse_feed(b"<html><body>Not found</body></html>", "https://caliber.az/rss")
+
+
+def test_clean_link_strips_only_tracking() -> None:
+    assert (
+        clean_link("https://x.az/a?utm_source=t&UTM_Medium=m&id=5&gclid=1&q=a+b#frag")
+        == "https://x.az/a?id=5&q=a+b#frag"
+    )
+    assert clean_link("https://x.az/a") == "https://x.az/a"
+
+
+def _corpus_files() -> list[Path]:
+    root = CORPUS / "feedparser-tests"
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.name != "LICENSE")
+
+
+@pytest.mark.skipif(not (CORPUS / "feedparser-tests").exists(), reason="shared corpus not present")
+async def test_whole_corpus_goes_through_parse_and_store(db_path: Path) -> None:
+    files = _corpus_files()
+    assert len(files) > 2000
+    store = await Store.open(db_path)
+    stored = skipped = not_feeds = 0
+    try:
+        for index, path in enumerate(files):
+            url = f"http://127.0.0.1/corpus/{index}/{path.name}"
+            try:
+                parsed = parse_feed(path.read_bytes(), url)
+            except FeedError:
+                not_feeds += 1  # a clean, expected answer: logged and retried by the poller
+                continue
+            feed = await store.ensure_feed(url, "en")
+            for _ in range(2):  # the second poll must find everything already known
+                outcome = await store.store_poll(
+                    feed.id, parsed.items, etag=None, last_modified=None, now=time.time(),
+                    next_poll_at=time.time() + 60, max_age=86400, backfill=0,
+                )  # fmt: skip
+            assert outcome.new_items == ()
+            stored += len(parsed.items)
+            skipped += parsed.skipped  # entries with no way back to a source (no link)
+    finally:
+        await store.close()
+    # Figures as of this corpus: 2,098 feeds parse, 8 files are not feeds at all; 113 entries
+    # are stored and 1,104 test fragments without any link are skipped with a reason.
+    assert not_feeds < 20
+    assert stored > 100 and stored + skipped > 1000

@@ -1,0 +1,264 @@
+"""End to end: the real bot, a local feed server, and the fake Bot API over HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from storage.models import DeliveryState
+from storage.store import Store
+from tests.fakes.botapi import FakeBotApi
+from tests.fakes.feedserver import FeedServer, make_rss
+from tests.support import TOKEN, bot_env, running_bot
+
+CHANNEL = -1001000000001
+BASE = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+
+
+def piece(n: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "title": f"Piece {n}",
+        "link": f"https://caliber.az/en/post/piece-{n}",
+        "guid": f"caliber-{n}",
+        "description": f"<p>Summary of piece {n}.</p>",
+        "pub_date": BASE + timedelta(hours=n),
+        **extra,
+    }
+
+
+def feed(*numbers: int) -> str:
+    """The feed as the site lists it: newest first."""
+    return make_rss([piece(n) for n in sorted(numbers, reverse=True)])
+
+
+async def polls(server: FeedServer, path: str, at_least: int, api: FakeBotApi) -> None:
+    await api.wait_for(lambda _: len(server.requests_to(path)) >= at_least, timeout=10)
+
+
+@pytest.fixture
+def channel(api: FakeBotApi) -> int:
+    api.add_chat(CHANNEL, "channel", title="Caliber EN", username="caliber_en")
+    return CHANNEL
+
+
+def env_for(api: FakeBotApi, server: FeedServer, db_path: Path, **extra: str) -> dict[str, str]:
+    return bot_env(
+        api.url, {"en": server.url("/en/rss")}, db_path, CHANNELS=f"en={CHANNEL}", **extra
+    )
+
+
+async def test_backlog_is_not_posted_new_items_once_oldest_first_and_restart_safe(
+    api: FakeBotApi, feed_server: FeedServer, db_path: Path, channel: int
+) -> None:
+    feed_server.set("/en/rss", feed(1, 2, 3))
+    env = env_for(api, feed_server, db_path)
+    async with running_bot(env):
+        await polls(feed_server, "/en/rss", 2, api)
+        assert api.sent(channel) == []  # the backlog is marked as seen, not posted
+
+        feed_server.set("/en/rss", feed(1, 2, 3, 4, 5))
+        await api.wait_sent(2, channel)
+        count = len(feed_server.requests_to("/en/rss"))
+        await polls(feed_server, "/en/rss", count + 3, api)
+
+    texts = api.sent_texts(channel)
+    assert len(texts) == 2
+    assert texts[0].startswith("Piece 4") and texts[1].startswith("Piece 5")
+    first = api.sent(channel)[0]
+    assert first.params["parse_mode"] == "HTML"
+    assert '<a href="https://caliber.az/en/post/piece-4">Piece 4</a>' in first.params["text"]
+    assert "Summary of piece 4." in texts[0] and "Read more" in texts[0]
+    # The preview card shows the article, not whatever link comes first in the text.
+    assert first.params["link_preview_options"]["url"] == "https://caliber.az/en/post/piece-4"
+
+    # A restart (same database) posts nothing again, even when items move or get edited.
+    feed_server.set("/en/rss", make_rss([piece(4, title="Piece 4, edited"), piece(5), piece(3)]))
+    async with running_bot(env):
+        await polls(feed_server, "/en/rss", len(feed_server.requests) + 3, api)
+    assert len(api.sent(channel)) == 2
+
+
+async def test_conditional_get_and_304(
+    api: FakeBotApi, feed_server: FeedServer, db_path: Path, channel: int
+) -> None:
+    feed_server.set("/en/rss", feed(1), last_modified="Thu, 26 Nov 2026 10:00:00 GMT")
+    async with running_bot(env_for(api, feed_server, db_path)):
+        await polls(feed_server, "/en/rss", 3, api)
+    first, second, third = feed_server.requests_to("/en/rss")[:3]
+    assert "if-none-match" not in {k.lower() for k in first.headers}
+    headers = {k.lower(): v for k, v in second.headers.items()}
+    assert headers["if-none-match"].startswith('"')
+    assert headers["if-modified-since"] == "Thu, 26 Nov 2026 10:00:00 GMT"
+    assert second.status == 304 and third.status == 304
+    assert "gzip" in headers.get("accept-encoding", "")
+    assert "CaliberTelegramBot" in headers["user-agent"]
+
+
+async def test_broken_feed_backs_off_then_recovers_and_other_feeds_go_on(
+    api: FakeBotApi,
+    feed_server: FeedServer,
+    db_path: Path,
+    channel: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    feed_server.set("/en/rss", feed(1))
+    feed_server.fail("/ru/rss", status=503, times=2)
+    feed_server.set("/ru/rss", feed(1))
+    env = bot_env(
+        api.url,
+        {"en": feed_server.url("/en/rss"), "ru": feed_server.url("/ru/rss")},
+        db_path,
+        CHANNELS=f"en={CHANNEL}",
+        BACKOFF_MAX="0.4",
+    )
+    caplog.set_level(logging.DEBUG)
+    async with running_bot(env):
+        await polls(feed_server, "/ru/rss", 3, api)
+        feed_server.set("/en/rss", feed(1, 2))
+        await api.wait_sent(1, channel)  # the healthy feed is unaffected
+        await polls(feed_server, "/ru/rss", 4, api)
+    statuses = [r.status for r in feed_server.requests_to("/ru/rss")]
+    assert statuses[:3] == [503, 503, 200]
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and "/ru/rss failing" in r.getMessage()
+    ]
+    assert len(warnings) == 1  # logged on the change of state, not on every poll
+    assert any("recovered" in r.getMessage() for r in caplog.records)
+    store = await Store.open(db_path)
+    feeds = {f.url: f for f in await store.list_feeds()}
+    await store.close()
+    ru = feeds[feed_server.url("/ru/rss")]
+    assert ru.error_streak == 0 and ru.initialized
+
+
+@pytest.mark.parametrize("breakage", ["garbage", "huge", "slow", "404"])
+async def test_unusable_feed_answers_are_errors_not_crashes(
+    api: FakeBotApi, feed_server: FeedServer, db_path: Path, channel: int, breakage: str
+) -> None:
+    if breakage == "garbage":
+        feed_server.garbage("/en/rss")
+    elif breakage == "huge":
+        feed_server.huge("/en/rss", 3 * 1024 * 1024)
+    elif breakage == "slow":
+        feed_server.slow("/en/rss", 5)
+        feed_server.set("/en/rss", feed(1))
+    env = env_for(api, feed_server, db_path, FEED_MAX_BYTES="1048576", HTTP_TIMEOUT="0.3")
+    async with running_bot(env):
+        await polls(feed_server, "/en/rss", 2, api)
+    store = await Store.open(db_path)
+    (state,) = await store.list_feeds()
+    await store.close()
+    assert state.status == "error" and state.error_streak >= 1
+    expected = {
+        "garbage": "not a feed",
+        "huge": "too large",
+        "slow": "timed out",
+        "404": "HTTP 404",
+    }
+    assert expected[breakage] in (state.last_error or "")
+
+
+async def test_429_waits_retry_after_then_sends(
+    api: FakeBotApi, feed_server: FeedServer, db_path: Path, channel: int
+) -> None:
+    feed_server.set("/en/rss", feed(1))
+    async with running_bot(env_for(api, feed_server, db_path)):
+        await polls(feed_server, "/en/rss", 2, api)
+        api.retry_after(channel, 1)
+        feed_server.set("/en/rss", feed(1, 2))
+        (sent,) = await api.wait_sent(1, channel, timeout=10)
+    refused = [c for c in api.calls_to("sendMessage") if c.error_code == 429]
+    assert len(refused) == 1
+    assert sent.at - refused[0].at >= 0.95  # retry_after was honoured
+    assert api.rate_violations == 0
+
+
+async def test_403_deactivates_the_chat(
+    api: FakeBotApi, feed_server: FeedServer, db_path: Path, channel: int
+) -> None:
+    feed_server.set("/en/rss", feed(1))
+    api.forbid(channel, "Forbidden: bot was kicked from the channel chat")
+    async with running_bot(env_for(api, feed_server, db_path)):
+        await polls(feed_server, "/en/rss", 2, api)
+        feed_server.set("/en/rss", feed(1, 2, 3))
+        await api.wait_for(lambda a: len(a.calls_to("sendMessage")) >= 1)
+        count = len(feed_server.requests_to("/en/rss"))
+        await polls(feed_server, "/en/rss", count + 3, api)
+    assert len(api.calls_to("sendMessage")) == 1  # no retry storm, no second item
+    store = await Store.open(db_path)
+    chat = await store.get_chat(channel)
+    counts = await store.delivery_counts()
+    await store.close()
+    assert chat is not None and not chat.active and "kicked" in (chat.deactivated_reason or "")
+    assert counts[DeliveryState.PENDING] == 0 and counts[DeliveryState.CANCELLED] == 2
+
+
+async def test_group_migration_moves_the_chat_and_resends(
+    api: FakeBotApi, feed_server: FeedServer, db_path: Path
+) -> None:
+    old, new = -4001, -1004001
+    api.add_chat(old, "group", title="Readers")
+    api.add_chat(new, "supergroup", title="Readers")
+    api.migrate(old, new)
+    feed_server.set("/en/rss", feed(1))
+    env = bot_env(api.url, {"en": feed_server.url("/en/rss")}, db_path, CHANNELS=f"en={old}")
+    async with running_bot(env):
+        await polls(feed_server, "/en/rss", 2, api)
+        feed_server.set("/en/rss", feed(1, 2))
+        await api.wait_sent(1, new)
+    assert api.sent(old) == []
+    store = await Store.open(db_path)
+    moved = await store.get_chat(new)
+    gone = await store.get_chat(old)
+    await store.close()
+    assert moved is not None and moved.subscribed and gone is None
+
+
+async def test_my_chat_member_connects_and_disconnects_a_channel(
+    api: FakeBotApi, feed_server: FeedServer, db_path: Path
+) -> None:
+    channel = api.add_chat(-1002, "channel", title="Analytics <RU>", username="an_ru")
+    admin = api.user(42, "Aysel", language_code="ru")
+    feed_server.set("/en/rss", feed(1))
+    async with running_bot(bot_env(api.url, {"en": feed_server.url("/en/rss")}, db_path)):
+        await polls(feed_server, "/en/rss", 2, api)
+        api.push_update(api.make_my_chat_member_update(channel, admin, "left", "administrator"))
+        (note,) = await api.wait_sent(1, 42)
+        assert "Analytics <RU>" in api.sent_texts(42)[0]
+        assert "подключён" in api.sent_texts(42)[0]  # in the admin's language
+        assert note.params["parse_mode"] == "HTML"
+
+        feed_server.set("/en/rss", feed(1, 2))
+        await api.wait_sent(1, -1002)
+
+        api.push_update(api.make_my_chat_member_update(channel, admin, "administrator", "left"))
+        await api.wait_for(lambda a: len(a.sent(42)) >= 2)
+        feed_server.set("/en/rss", feed(1, 2, 3))
+        count = len(feed_server.requests_to("/en/rss"))
+        await polls(feed_server, "/en/rss", count + 3, api)
+    assert len(api.sent(-1002)) == 1  # nothing after the removal
+
+
+async def test_token_never_logged_and_graceful_stop(
+    api: FakeBotApi,
+    feed_server: FeedServer,
+    db_path: Path,
+    channel: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    feed_server.set("/en/rss", feed(1))
+    api.server_error("sendMessage", times=1)
+    async with running_bot(env_for(api, feed_server, db_path, LOG_LEVEL="DEBUG")):
+        await polls(feed_server, "/en/rss", 2, api)
+        feed_server.set("/en/rss", feed(1, 2))
+        await api.wait_for(lambda a: any(c.error_code for c in a.calls_to("sendMessage")))
+    secret = TOKEN.split(":", 1)[1]
+    assert all(secret not in record.getMessage() for record in caplog.records)
+    assert all(secret not in (record.exc_text or "") for record in caplog.records)

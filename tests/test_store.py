@@ -1,0 +1,186 @@
+"""Storage on a real SQLite file: schema, dedupe, backlog, outbox, migration of chats."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from storage.migrations import MIGRATIONS
+from storage.models import ChatType, DeliveryState, ItemOrigin
+from storage.store import Store
+from tests.factories import new_item
+
+NOW = 1_767_225_600.0
+DAY = 86400.0
+
+
+@pytest.fixture
+async def store(db_path: Path):  # type: ignore[no-untyped-def]
+    s = await Store.open(db_path)
+    yield s
+    await s.close()
+
+
+async def _poll(store: Store, feed_id: int, entries, *, backfill: int = 0, now: float = NOW):  # type: ignore[no-untyped-def]
+    return await store.store_poll(
+        feed_id, entries, etag='"e"', last_modified=None, now=now,
+        next_poll_at=now + 60, max_age=2 * DAY, backfill=backfill,
+    )  # fmt: skip
+
+
+async def _subscriber(
+    store: Store, chat_id: int, kind: ChatType = ChatType.CHANNEL, lang: str = "en"
+):  # type: ignore[no-untyped-def]
+    return await store.upsert_chat(
+        chat_id, kind, title=f"chat {chat_id}", username=None, default_lang=lang, now=NOW,
+        subscribed=True,
+    )  # fmt: skip
+
+
+async def test_schema_is_versioned_and_pragmas_set(db_path: Path) -> None:
+    store = await Store.open(db_path)
+    await store.close()
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == MIGRATIONS[-1].version
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+    # Reopening applies nothing twice.
+    store = await Store.open(db_path)
+    await store.close()
+
+
+async def test_newer_schema_is_refused(db_path: Path) -> None:
+    await (await Store.open(db_path)).close()  # create the file
+    conn = sqlite3.connect(db_path)
+    conn.execute("PRAGMA user_version = 999")
+    conn.commit()
+    conn.close()
+    with pytest.raises(RuntimeError, match="newer"):
+        await Store.open(db_path)
+
+
+async def test_first_poll_is_backlog_then_new_items_queue_once(store: Store) -> None:
+    feed = await store.ensure_feed("https://caliber.az/en/rss", "en")
+    await _subscriber(store, -100)
+    first = await _poll(store, feed.id, [new_item(1), new_item(2)])
+    assert [i.origin for i in first.new_items] == [ItemOrigin.BACKLOG, ItemOrigin.BACKLOG]
+    assert first.queued == 0
+
+    second = await _poll(store, feed.id, [new_item(1), new_item(2), new_item(3), new_item(4)])
+    assert [i.identity for i in second.new_items] == ["guid-3", "guid-4"]
+    assert second.queued == 2
+    due = await store.due_deliveries(NOW, 10)
+    # Only the head of the chat's queue, oldest first.
+    assert [d.item.identity for d in due] == ["guid-3"]
+
+    again = await _poll(store, feed.id, [new_item(4), new_item(3)])
+    assert again.new_items == () and again.queued == 0
+
+
+async def test_backfill_posts_the_newest_n(store: Store) -> None:
+    feed = await store.ensure_feed("https://caliber.az/en/rss", "en")
+    await _subscriber(store, -100)
+    outcome = await _poll(store, feed.id, [new_item(n) for n in range(1, 6)], backfill=2)
+    assert [i.origin for i in outcome.new_items] == [ItemOrigin.BACKLOG] * 3 + [ItemOrigin.NEW] * 2
+    assert outcome.queued == 2
+
+
+async def test_edited_item_is_updated_not_requeued(store: Store) -> None:
+    feed = await store.ensure_feed("https://caliber.az/en/rss", "en")
+    await _subscriber(store, -100)
+    await _poll(store, feed.id, [])
+    await _poll(store, feed.id, [new_item(1)])
+    edited = await _poll(store, feed.id, [new_item(1, title="Piece 1, corrected")])
+    assert edited.queued == 0 and edited.new_items == ()
+    assert [i.title for i in edited.updated_items] == ["Piece 1, corrected"]
+    counts = await store.delivery_counts()
+    assert counts[DeliveryState.PENDING] == 1
+
+
+async def test_old_items_are_stored_not_queued(store: Store) -> None:
+    feed = await store.ensure_feed("https://caliber.az/en/rss", "en")
+    await _subscriber(store, -100)
+    await _poll(store, feed.id, [])
+    outcome = await _poll(
+        store, feed.id, [new_item(1, published_at=NOW - 3 * DAY), new_item(2, published_at=NOW)]
+    )
+    assert [i.origin for i in outcome.new_items] == [ItemOrigin.TOO_OLD, ItemOrigin.NEW]
+    assert outcome.queued == 1
+
+
+async def test_identity_is_compared_in_full(store: Store) -> None:
+    feed = await store.ensure_feed("https://caliber.az/en/rss", "en")
+    await _poll(store, feed.id, [])
+    long_a = "x" * 5000 + "a"
+    long_b = "x" * 5000 + "b"
+    outcome = await _poll(
+        store, feed.id, [new_item(1, identity=long_a), new_item(2, identity=long_b)]
+    )
+    assert len(outcome.new_items) == 2
+
+
+async def test_language_routing_priority_and_paused(store: Store) -> None:
+    feed = await store.ensure_feed("https://caliber.az/ru/rss", "ru")
+    await _subscriber(store, 5, ChatType.PRIVATE, lang="ru")
+    await _subscriber(store, -200, ChatType.CHANNEL, lang="ru")
+    await _subscriber(store, -300, ChatType.CHANNEL, lang="en")
+    paused = await _subscriber(store, -400, ChatType.CHANNEL, lang="ru")
+    await store.update_chat(paused.id, NOW, paused=True)
+    await _poll(store, feed.id, [])
+    outcome = await _poll(store, feed.id, [new_item(1)])
+    assert outcome.queued == 2
+    due = await store.due_deliveries(NOW, 10)
+    assert [d.chat.id for d in due] == [-200, 5]  # channel before private chat
+    skipped = await store.get_delivery(outcome.new_items[0].id, -400)
+    assert skipped is not None and skipped.state is DeliveryState.SKIPPED
+    assert skipped.last_error == "paused"
+
+
+async def test_outbox_states_and_deactivation(store: Store) -> None:
+    feed = await store.ensure_feed("https://caliber.az/en/rss", "en")
+    await _subscriber(store, 7, ChatType.PRIVATE)
+    await _poll(store, feed.id, [])
+    await _poll(store, feed.id, [new_item(1), new_item(2)])
+    (head,) = await store.due_deliveries(NOW, 10)
+    await store.mark_retry(head.delivery.id, "NetworkError", NOW + 30)
+    assert await store.due_deliveries(NOW, 10) == []  # the head is backing off: order holds
+    assert await store.next_due_at() == NOW + 30
+    (head,) = await store.due_deliveries(NOW + 30, 10)
+    await store.mark_sent(head.delivery.id, 55, NOW + 30)
+    (second,) = await store.due_deliveries(NOW + 30, 10)
+    assert second.item.identity == "guid-2"
+    cancelled = await store.deactivate_chat(7, "Forbidden: bot was blocked by the user", NOW)
+    assert cancelled == 1
+    assert await store.due_deliveries(NOW + 60, 10) == []
+    chat = await store.get_chat(7)
+    assert chat is not None and not chat.active and "blocked" in (chat.deactivated_reason or "")
+    sent = await store.get_delivery(head.item.id, 7)
+    assert sent is not None and sent.state is DeliveryState.SENT and sent.message_id == 55
+
+
+async def test_migrate_chat_moves_pending_deliveries(store: Store) -> None:
+    feed = await store.ensure_feed("https://caliber.az/en/rss", "en")
+    await _subscriber(store, -1, ChatType.GROUP)
+    await _poll(store, feed.id, [])
+    await _poll(store, feed.id, [new_item(1)])
+    moved = await store.migrate_chat(-1, -1001, NOW)
+    assert moved is not None and moved.type is ChatType.SUPERGROUP and moved.subscribed
+    (due,) = await store.due_deliveries(NOW, 10)
+    assert due.chat.id == -1001
+    assert await store.get_chat(-1) is None
+
+
+async def test_prune_keeps_items_and_pending(store: Store) -> None:
+    feed = await store.ensure_feed("https://caliber.az/en/rss", "en")
+    await _subscriber(store, 9, ChatType.PRIVATE)
+    await _subscriber(store, 10, ChatType.PRIVATE)
+    await _poll(store, feed.id, [])
+    await _poll(store, feed.id, [new_item(1)])
+    (first, _) = await store.due_deliveries(NOW, 10)
+    await store.mark_sent(first.delivery.id, 1, NOW)
+    assert await store.prune_deliveries(NOW + DAY) == 1
+    counts = await store.delivery_counts()
+    assert counts[DeliveryState.PENDING] == 1 and counts[DeliveryState.SENT] == 0
+    assert await store.count_items() == 1
