@@ -51,7 +51,9 @@ async def run_preview(
         print(f"cannot read {source}: {result.error or result.status}", file=sys.stderr)
         return 1
     try:
-        parsed = await asyncio.to_thread(parse_feed, result.body, result.url or url)
+        parsed = await asyncio.to_thread(
+            parse_feed, result.body, result.url or url, result.content_type
+        )
     except FeedError as exc:
         print(f"{source} is not a feed: {exc}", file=sys.stderr)
         return 1
