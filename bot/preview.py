@@ -20,7 +20,7 @@ from bot.feeds import FeedError, fetch_feed, parse_feed
 from bot.i18n import Translator
 from bot.render import Renderer
 from bot.text import utf16_len
-from storage.models import Item, ItemOrigin
+from storage.models import ItemOrigin
 
 SAMPLE_FEED = Path(__file__).with_name("samples") / "caliber-en.xml"
 _PLACEHOLDER_HOST = "preview.invalid"
@@ -65,21 +65,7 @@ async def run_preview(
     print(f"# {parsed.title or source}: {len(parsed.items)} item(s), showing {len(newest)}",
           file=out)  # fmt: skip
     for index, entry in enumerate(newest):
-        item = Item(
-            id=index,
-            feed_id=0,
-            lang=lang,
-            identity=entry.identity,
-            link=entry.link,
-            title=entry.title,
-            summary=entry.summary,
-            published_at=entry.published_at,
-            first_seen_at=now,
-            origin=ItemOrigin.NEW,
-            categories=entry.categories,
-            author=entry.author,
-            image_url=entry.image_url,
-        )
+        item = entry.stored(index, 0, lang, now, ItemOrigin.NEW)
         post = renderer.post(item, lang=lang)
         print("-" * 72, file=out)
         print(post.html if html else post.text, file=out)

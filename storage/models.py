@@ -81,6 +81,27 @@ class NewItem:
     image_url: str | None = None
     content_hash: str = ""
 
+    def stored(
+        self, item_id: int, feed_id: int, lang: str, first_seen_at: float, origin: ItemOrigin
+    ) -> Item:
+        """Return this entry as the Item the store keeps."""
+        return Item(
+            id=item_id,
+            feed_id=feed_id,
+            lang=lang,
+            identity=self.identity,
+            link=self.link,
+            title=self.title,
+            summary=self.summary,
+            published_at=self.published_at,
+            first_seen_at=first_seen_at,
+            origin=origin,
+            categories=self.categories,
+            author=self.author,
+            image_url=self.image_url,
+            content_hash=self.content_hash,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Item:

@@ -244,22 +244,7 @@ class Store:
                     ),
                 )
                 item_id = int(cursor.lastrowid or 0)
-                item = Item(
-                    id=item_id,
-                    feed_id=feed_id,
-                    lang=lang,
-                    identity=entry.identity,
-                    link=entry.link,
-                    title=entry.title,
-                    summary=entry.summary,
-                    published_at=entry.published_at,
-                    first_seen_at=now,
-                    origin=origin,
-                    categories=entry.categories,
-                    author=entry.author,
-                    image_url=entry.image_url,
-                    content_hash=entry.content_hash,
-                )
+                item = entry.stored(item_id, feed_id, lang, now, origin)
                 new_items.append(item)
                 if origin is ItemOrigin.NEW and targets:
                     rows = []
