@@ -1,0 +1,247 @@
+"""Search latency over a generated store of 100,000 pieces in English, Russian and Azerbaijani.
+
+Builds a temporary SQLite file through the real store and indexer (store_poll with the search
+hook), then runs a fixed set of queries and reports, per query, p50 and p95 of:
+
+- "search": the storage-layer search the bot uses (bot.search query analysis + storage.search:
+  language filter, bm25 with recency, one page of items read back), and
+- "bare": a bare `SELECT rowid FROM search_fts WHERE search_fts MATCH ? ORDER BY rank LIMIT 5`
+  on the same table and connection, with the same MATCH expression.
+
+Run: `python -m bench.search_bench` (add `--pieces 20000` for a quicker run, `--keep PATH` to
+keep the database). Not a test: it prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import itertools
+import random
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot import search as analysis
+from storage import search as index_store
+from storage.models import NewItem
+from storage.store import Store
+
+NOW = 1_767_225_600.0  # 2026-01-01
+SPAN = 3 * 365 * 86400.0  # pieces spread over three years
+
+
+def _split(words: str) -> list[str]:
+    return words.split()
+
+
+# Function words take the top frequency ranks, as in real text; topic words (the ones readers
+# search for) are spread over ranks 30-800, where a word occurs in roughly 1-20% of the pieces
+# of its language; made-up words fill the rest of a 30,000-word vocabulary.
+FUNCTION_WORDS = {
+    "en": _split("the of and to in a is that for on with as by it from at this are be has"),
+    "ru": _split("и в на не что с по как к из за от это для о а но его он до"),
+    "az": _split("və bu ilə da ki üçün bir olan isə də ən görə artıq daha belə həm öz çox onun"),
+}
+TOPIC_WORDS = {
+    "en": _split(
+        "iran sanctions sanction oil gas pipeline russia azerbaijan baku armenia peace treaty "
+        "border war military drills caspian sea energy europe turkey election president "
+        "minister economy trade corridor security alliance nuclear talks ceasefire region "
+        "strategy israel tehran moscow ankara washington china deal export market crisis "
+        "policy government army drones analysis partnership cooperation conflict"
+    ),
+    "ru": _split(
+        "Иран Ирана Ирану Ираном санкции санкций нефть нефти газ газа трубопровод Россия "
+        "России Азербайджан Азербайджана Баку Армения Армении мир мирный договор граница "
+        "границы война войны учения Каспий энергетика Европа Турция выборы президент министр "
+        "экономика торговля коридор безопасность союз переговоры регион стратегия Израиль "
+        "Тегеран Москва Китай сделка экспорт рынок кризис политика правительство армия ёлка"
+    ),
+    "az": _split(
+        "İran İranın sanksiyalar sanksiya neft neftin qaz qazın boru kəməri Rusiya Rusiyanın "
+        "Azərbaycan Azərbaycanın Bakı Bakıda Ermənistan sülh müqavilə sərhəd müharibə təlim "
+        "Xəzər enerji Avropa Türkiyə seçki prezident nazir iqtisadiyyat ticarət dəhliz "
+        "təhlükəsizlik İĞDIR ölkə ölkələr region strategiya İsrail Tehran Moskva Çin saziş "
+        "ixrac bazar böhran siyasət hökumət ordu"
+    ),
+}
+SYLLABLES = {
+    "en": _split("ka ri to men sel dar vo lin pra ste qua bor nel fi gor tan ser ul ob ev"),
+    "ru": _split("ка ри то мен сел дар во лин пра сте ква бор нел фи гор тан сер ул об ев"),
+    "az": _split("ka ri to mən səl dar vo lin pra ştə qa bor nel fi gör tan şer ul ob əv"),
+}
+VOCABULARY = 30_000
+
+# (label, query text, chat language; "*" searches all languages, like the widen button)
+QUERIES = (
+    ("en one topic word", "sanctions", "en"),
+    ("en two words", "iran oil", "en"),
+    ("en three words", "caspian military drills", "en"),
+    ("en rare made-up word", "kariselvo", "en"),
+    ("ru word form", "Ирана", "ru"),
+    ("ru two words", "санкции нефть", "ru"),
+    ("az diacritics", "IĞDIR", "az"),
+    ("az word forms", "Azərbaycanın neftin", "az"),
+    ("all languages", "iran", "*"),
+    ("en function word (every piece)", "the", "en"),
+    ("no match", "zzqx", "en"),
+    ("hostile input", '"iran" OR NEAR(oil*) ^gas); DROP TABLE items; --', "en"),
+)
+
+
+def make_vocabulary(rng: random.Random, lang: str) -> list[str]:
+    """Return the language's words, most frequent first."""
+    words = list(FUNCTION_WORDS[lang])
+    seen = set(words) | set(TOPIC_WORDS[lang])
+    syllables = SYLLABLES[lang]
+    while len(words) < VOCABULARY - len(TOPIC_WORDS[lang]):
+        word = "".join(rng.choice(syllables) for _ in range(rng.randint(2, 4)))
+        if word not in seen:
+            seen.add(word)
+            words.append(word)
+    for topic in TOPIC_WORDS[lang]:
+        words.insert(rng.randint(30, 800), topic)
+    return words
+
+
+def make_pieces(count: int, seed: int = 7) -> dict[str, list[NewItem]]:
+    """Return `count` pieces, a third in each language, with titles, texts and dates."""
+    rng = random.Random(seed)
+    vocab = {lang: make_vocabulary(rng, lang) for lang in FUNCTION_WORDS}
+    weights = list(itertools.accumulate(1.0 / (rank + 1) for rank in range(VOCABULARY)))
+    pieces: dict[str, list[NewItem]] = {lang: [] for lang in FUNCTION_WORDS}
+    langs = list(FUNCTION_WORDS)
+    for n in range(count):
+        lang = langs[n % len(langs)]
+        words = vocab[lang]
+        title = " ".join(rng.choices(words, cum_weights=weights, k=rng.randint(6, 10)))
+        summary = " ".join(rng.choices(words, cum_weights=weights, k=rng.randint(50, 80)))
+        pieces[lang].append(
+            NewItem(
+                identity=f"{lang}-{n}",
+                link=f"https://caliber.az/{lang}/post/{n}",
+                title=title.capitalize(),
+                summary=summary.capitalize() + ".",
+                published_at=NOW - rng.random() * SPAN,
+                content_hash=hashlib.sha256(f"{title}\x1f{summary}".encode()).hexdigest(),
+            )
+        )
+    for items in pieces.values():
+        items.sort(key=lambda item: item.published_at or 0.0)
+    return pieces
+
+
+async def build_store(path: Path, count: int) -> Store:
+    store = await Store.open(path)
+    await analysis.attach_index(store)
+    if await store.count_items() >= count:
+        return store
+    for lang, items in make_pieces(count).items():
+        feed = await store.ensure_feed(f"https://caliber.az/{lang}/rss", lang)
+        for start in range(0, len(items), 2000):
+            await store.store_poll(
+                feed.id,
+                items[start : start + 2000],
+                etag=None,
+                last_modified=None,
+                now=NOW,
+                next_poll_at=NOW,
+                max_age=SPAN,
+                backfill=0,
+            )
+    return store
+
+
+@dataclass
+class Timing:
+    label: str
+    search_p50: float
+    search_p95: float
+    bare_p50: float
+    bare_p95: float
+    found: int
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+async def measure(store: Store, repeats: int) -> list[Timing]:
+    timings = []
+    for label, text, lang in QUERIES:
+        langs = list(FUNCTION_WORDS) if lang == "*" else [lang]
+        query = analysis.parse_query(text)
+        match = query.match(langs) or '""'
+        search_ms: list[float] = []
+        bare_ms: list[float] = []
+        found = 0
+        for _ in range(repeats):
+            start = time.perf_counter()
+            parsed = analysis.parse_query(text)
+            expression = parsed.match(langs)
+            if expression is not None:
+                page = await index_store.search(store, expression, now=NOW)
+                found = len(page.hits)
+            search_ms.append((time.perf_counter() - start) * 1000)
+            start = time.perf_counter()
+            await index_store.bare_match(store, match, 5)
+            bare_ms.append((time.perf_counter() - start) * 1000)
+        timings.append(
+            Timing(
+                label,
+                statistics.median(search_ms),
+                percentile(search_ms, 0.95),
+                statistics.median(bare_ms),
+                percentile(bare_ms, 0.95),
+                found,
+            )
+        )
+    return timings
+
+
+def table(timings: list[Timing], pieces: int, build_seconds: float) -> str:
+    lines = [
+        f"Search latency, {pieces:,} pieces (en/ru/az), 5 results per page, in ms:",
+        "",
+        "| query | search p50 | search p95 | bare MATCH p50 | bare MATCH p95 | p95 ratio |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for t in timings:
+        ratio = t.search_p95 / t.bare_p95 if t.bare_p95 else float("nan")
+        lines.append(
+            f"| {t.label} | {t.search_p50:.2f} | {t.search_p95:.2f} | "
+            f"{t.bare_p50:.2f} | {t.bare_p95:.2f} | {ratio:.2f} |"
+        )
+    worst = max(t.search_p95 for t in timings)
+    lines += ["", f"Worst search p95: {worst:.2f} ms. Store built in {build_seconds:.0f} s."]
+    return "\n".join(lines)
+
+
+async def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pieces", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--keep", type=Path, help="database file to create or reuse")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.keep or Path(tmp) / "bench.sqlite3"
+        started = time.perf_counter()
+        store = await build_store(path, args.pieces)
+        build_seconds = time.perf_counter() - started
+        try:
+            await measure(store, 5)  # warm the page cache
+            timings = await measure(store, args.repeats)
+        finally:
+            await store.close()
+    print(table(timings, args.pieces, build_seconds))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(sys.argv[1:])))

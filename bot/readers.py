@@ -1,0 +1,246 @@
+"""What readers do, as services for the thin handlers: know the chat and its language, change
+the language, subscribe, search, list the latest pieces; and the callback data of their buttons.
+
+Callback data (at most 64 bytes, validated on the way back in):
+- "lang:<code>[:<view>]": choose a language; <view> says which message to redraw
+  (none: the /language prompt, "start": the greeting, "set": the settings);
+- "s:<page>:<scope>:<key>": a page of search results; <scope> is "l" (the chat's language) or
+  "a" (all languages); <key> names the query in the QueryMemory (queries are not put in
+  buttons: they can be long);
+- "set:sub:on" / "set:sub:off": subscribe or unsubscribe from the settings message.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from telegram import Chat as TgChat
+from telegram import User
+
+from bot.context import Services
+from bot.i18n import LANGUAGES
+from bot.search import QueryMemory, SearchQuery
+from storage import search as index_store
+from storage.models import Chat, ChatType, Item
+
+PAGE_SIZE = 5
+LATEST_DEFAULT = 5
+LATEST_MAX = 20
+INLINE_PAGE_SIZE = 10
+QUERY_MEMORY_KEY = "readers.search_queries"
+
+Scope = Literal["l", "a"]
+View = Literal["", "start", "set"]
+
+_LANG_DATA = re.compile(r"^lang:([a-z]{2,3})(?::(start|set))?$")
+_SEARCH_DATA = re.compile(r"^s:([1-9][0-9]{0,3}):([la]):([0-9a-z]{1,12})$")
+_SETTINGS_DATA = re.compile(r"^set:sub:(on|off)$")
+
+# The patterns the routing table sends to each callback handler; the handler then validates.
+LANGUAGE_PATTERN = r"^lang:"
+SEARCH_PATTERN = r"^s:"
+SETTINGS_PATTERN = r"^set:"
+
+
+# ---------------------------------------------------------------------- chats and languages
+
+
+async def reader_chat(
+    services: Services, chat: TgChat, user: User | None, *, reactivate: bool = False
+) -> Chat:
+    """Return the stored chat, creating it in the user's Telegram language if it is new.
+
+    With `reactivate` (/start, /subscribe) a chat the publisher deactivated (the user had
+    blocked the bot) becomes active again: the user is evidently talking to the bot.
+    """
+    known = await services.store.get_chat(chat.id)
+    if known is not None and (known.active or not reactivate):
+        return known
+    lang = services.translator.resolve(user.language_code if user else None)
+    return await services.store.upsert_chat(
+        chat.id,
+        ChatType(chat.type),
+        title=chat.title,
+        username=chat.username,
+        default_lang=lang,
+        now=services.clock.now(),
+        active=True,
+    )
+
+
+async def user_language(services: Services, user: User) -> str:
+    """Return the language to answer `user` in outside a chat (inline mode)."""
+    known = await services.store.get_chat(user.id)
+    if known is not None:
+        return known.lang
+    return services.translator.resolve(user.language_code)
+
+
+async def set_language(services: Services, chat_id: int, lang: str) -> Chat | None:
+    """Make `lang` the chat's language for replies and for the pieces it receives."""
+    return await services.store.update_chat(
+        chat_id, services.clock.now(), lang=lang, languages=[lang]
+    )
+
+
+async def set_subscribed(services: Services, chat: Chat, on: bool) -> tuple[Chat, bool]:
+    """Subscribe or unsubscribe `chat`; return it and whether anything changed."""
+    if chat.subscribed == on and (not on or chat.languages == (chat.lang,)):
+        return chat, False
+    updated = await services.store.update_chat(
+        chat.id, services.clock.now(), subscribed=on, languages=[chat.lang]
+    )
+    return (updated or chat), True
+
+
+def language_name(lang: str) -> str:
+    """Return the language's own name, as on the language buttons."""
+    return LANGUAGES.get(lang, lang)
+
+
+# ---------------------------------------------------------------------- search
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """One page of a search, and how it was made."""
+
+    query: SearchQuery
+    lang: str  # the chat's language
+    scope: Scope
+    widened: bool  # nothing in the chat's language, so all languages were searched
+    page: int  # from 1
+    result: index_store.SearchPage
+
+    @property
+    def pages(self) -> int:
+        reachable = min(self.result.total, index_store.CANDIDATE_WINDOW)
+        return max(1, math.ceil(reachable / PAGE_SIZE))
+
+
+async def find(
+    services: Services, query: SearchQuery, lang: str, scope: Scope = "l", page: int = 1
+) -> Found:
+    """Search `query` in the chat's language ("l") or all languages ("a").
+
+    A first page with nothing in the chat's language is searched again in all languages.
+    """
+    now = services.clock.now()
+
+    async def run(langs: list[str]) -> index_store.SearchPage:
+        expression = query.match(langs)
+        if expression is None:
+            return index_store.SearchPage(hits=(), has_more=False, offset=0, total=0)
+        return await index_store.search(
+            services.store, expression, now=now, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE
+        )
+
+    result = await run([lang] if scope == "l" else list(LANGUAGES))
+    if scope == "l" and page == 1 and result.total == 0 and not query.empty:
+        wider = await run(list(LANGUAGES))
+        if wider.total:
+            return Found(query, lang, "a", True, page, wider)
+    return Found(query, lang, scope, False, page, result)
+
+
+async def find_inline(
+    services: Services, query: SearchQuery, lang: str, offset: str
+) -> tuple[list[Item], str]:
+    """Return a page of inline results and the next_offset ("" when there is no more).
+
+    An empty query lists the latest pieces. The offset is "<scope>:<n>"; the chat's language
+    is searched first and, when it has nothing at all, every language.
+    """
+    scope, start = _parse_offset(offset)
+    if query.empty:
+        if start:
+            return [], ""
+        return await services.store.latest_items([lang], INLINE_PAGE_SIZE), ""
+    now = services.clock.now()
+    for current in (scope, "a") if scope == "l" and start == 0 else (scope,):
+        langs = [lang] if current == "l" else list(LANGUAGES)
+        expression = query.match(langs)
+        if expression is None:
+            return [], ""
+        page = await index_store.search(
+            services.store, expression, now=now, offset=start, limit=INLINE_PAGE_SIZE
+        )
+        if page.hits or current == "a":
+            items = [hit.item for hit in page.hits]
+            return items, f"{current}:{start + len(items)}" if page.has_more else ""
+    return [], ""
+
+
+def _parse_offset(offset: str) -> tuple[Scope, int]:
+    match = re.fullmatch(r"([la]):([0-9]{1,5})", offset)
+    if match is None:
+        return "l", 0
+    return ("l" if match.group(1) == "l" else "a"), int(match.group(2))
+
+
+def query_memory(bot_data: MutableMapping[Any, Any]) -> QueryMemory:
+    """Return the application's memory of recent queries (created on first use)."""
+    memory = bot_data.get(QUERY_MEMORY_KEY)
+    if not isinstance(memory, QueryMemory):
+        memory = bot_data[QUERY_MEMORY_KEY] = QueryMemory()
+    return memory
+
+
+# ---------------------------------------------------------------------- latest
+
+
+def latest_count(args: list[str]) -> int | None:
+    """Return how many pieces /latest [N] asks for (1..LATEST_MAX), None when N is no number."""
+    if not args:
+        return LATEST_DEFAULT
+    if len(args) > 1 or not re.fullmatch(r"[0-9]{1,6}", args[0]):
+        return None
+    return min(max(int(args[0]), 1), LATEST_MAX)
+
+
+async def latest(services: Services, lang: str, count: int) -> list[Item]:
+    """Return the newest `count` pieces in `lang`."""
+    return await services.store.latest_items([lang], count)
+
+
+# ---------------------------------------------------------------------- callback data
+
+
+def language_data(lang: str, view: View = "") -> str:
+    return f"lang:{lang}:{view}" if view else f"lang:{lang}"
+
+
+def parse_language_data(data: str | None) -> tuple[str, View] | None:
+    """Return (language, view) from a language button, None when it is not a valid one."""
+    match = _LANG_DATA.match(data or "")
+    if match is None or match.group(1) not in LANGUAGES:
+        return None
+    view = match.group(2) or ""
+    return match.group(1), ("start" if view == "start" else "set" if view == "set" else "")
+
+
+def search_data(page: int, scope: Scope, key: str) -> str:
+    return f"s:{page}:{scope}:{key}"
+
+
+def parse_search_data(data: str | None) -> tuple[int, Scope, str] | None:
+    """Return (page, scope, query key) from a search button, None when it is not a valid one."""
+    match = _SEARCH_DATA.match(data or "")
+    if match is None:
+        return None
+    scope: Scope = "l" if match.group(2) == "l" else "a"
+    return int(match.group(1)), scope, match.group(3)
+
+
+def settings_data(subscribe: bool) -> str:
+    return "set:sub:on" if subscribe else "set:sub:off"
+
+
+def parse_settings_data(data: str | None) -> bool | None:
+    """Return True (subscribe) or False (unsubscribe), None when the data is not valid."""
+    match = _SETTINGS_DATA.match(data or "")
+    return None if match is None else match.group(1) == "on"

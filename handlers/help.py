@@ -1,0 +1,27 @@
+"""/help: the commands of this kind of chat, translated (from the one table in bot.commands)."""
+
+from __future__ import annotations
+
+from telegram import Update
+from telegram.constants import ChatType
+
+from bot import reader_views as views
+from bot import readers
+from bot.context import BotContext
+
+
+async def help_command(update: Update, context: BotContext) -> None:
+    """List the commands."""
+    message, chat, user = update.effective_message, update.effective_chat, update.effective_user
+    if message is None or chat is None:
+        return
+    svc = context.services
+    stored = await readers.reader_chat(svc, chat, user)
+    reply = views.help_message(
+        svc.renderer,
+        stored.lang,
+        private=chat.type == ChatType.PRIVATE,
+        operator=svc.is_operator(user.id if user else None),
+        bot_username=context.bot.username or "",
+    )
+    await views.send_reply(message, reply)

@@ -1,0 +1,52 @@
+"""/language (/lang) and the language buttons: the chat's language for replies and posts.
+
+In groups only the group's admins may change it; anyone may open the buttons.
+"""
+
+from __future__ import annotations
+
+from telegram import Update
+
+from bot import permissions, readers
+from bot import reader_views as views
+from bot.context import BotContext
+
+
+async def language(update: Update, context: BotContext) -> None:
+    """Show the language buttons."""
+    message, chat = update.effective_message, update.effective_chat
+    if message is None or chat is None:
+        return
+    svc = context.services
+    stored = await readers.reader_chat(svc, chat, update.effective_user)
+    await views.send_reply(message, views.language(svc.renderer, stored.lang))
+
+
+async def choose_language(update: Update, context: BotContext) -> None:
+    """Store the language pressed, answer, and redraw the message in it."""
+    query = update.callback_query
+    if query is None:
+        return
+    svc = context.services
+    message = query.message
+    if message is None:
+        lang = svc.translator.resolve(query.from_user.language_code)
+        await query.answer(views.plain(svc.renderer, lang, views.STALE_BUTTON))
+        return
+    stored = await readers.reader_chat(svc, message.chat, query.from_user)
+    choice = readers.parse_language_data(query.data)
+    if choice is None:
+        await query.answer(views.plain(svc.renderer, stored.lang, views.STALE_BUTTON))
+        return
+    if not await permissions.may_configure(context.bot, message.chat, query.from_user):
+        await query.answer(
+            views.plain(svc.renderer, stored.lang, views.ADMINS_ONLY), show_alert=True
+        )
+        return
+    lang, view = choice
+    updated = await readers.set_language(svc, stored.id, lang) or stored
+    await query.answer(
+        views.plain(svc.renderer, lang, views.LANGUAGE_SET, language=readers.language_name(lang))
+    )
+    if message.is_accessible:
+        await views.edit_reply(query, views.redraw(svc.renderer, updated, view))

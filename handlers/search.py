@@ -1,0 +1,61 @@
+"""/search WORDS and its paging and language buttons.
+
+The query is remembered under a short key (the buttons carry the key, not the text); a button
+whose query was forgotten, or whose data is not ours, is answered as expired.
+"""
+
+from __future__ import annotations
+
+from telegram import Update
+
+from bot import reader_views as views
+from bot import readers
+from bot.context import BotContext
+from bot.search import parse_query
+
+
+async def search(update: Update, context: BotContext) -> None:
+    """Answer /search WORDS with the first page of results."""
+    message, chat = update.effective_message, update.effective_chat
+    if message is None or chat is None:
+        return
+    svc = context.services
+    stored = await readers.reader_chat(svc, chat, update.effective_user)
+    words = " ".join(context.args or [])
+    if not words.strip():
+        await views.send_reply(message, views.text(svc.renderer, stored.lang, views.SEARCH_USAGE))
+        return
+    query = parse_query(words)
+    if query.empty:
+        await views.send_reply(
+            message, views.text(svc.renderer, stored.lang, views.SEARCH_NO_WORDS)
+        )
+        return
+    key = readers.query_memory(context.bot_data).remember(query)
+    found = await readers.find(svc, query, stored.lang)
+    await views.send_reply(message, views.search_results(svc.renderer, found, key))
+
+
+async def search_page(update: Update, context: BotContext) -> None:
+    """Show another page, or another language scope, of a search in the same message."""
+    callback = update.callback_query
+    if callback is None:
+        return
+    svc = context.services
+    message = callback.message
+    lang = svc.translator.resolve(callback.from_user.language_code)
+    if message is not None:
+        lang = (await readers.reader_chat(svc, message.chat, callback.from_user)).lang
+    parsed = readers.parse_search_data(callback.data)
+    memory = readers.query_memory(context.bot_data)
+    query = memory.recall(parsed[2]) if parsed else None
+    if parsed is None or query is None or message is None or not message.is_accessible:
+        await callback.answer(views.plain(svc.renderer, lang, views.SEARCH_EXPIRED))
+        return
+    page, scope, key = parsed
+    found = await readers.find(svc, query, lang, scope, page)
+    if page > 1 and not found.result.hits:
+        await callback.answer(views.plain(svc.renderer, lang, views.SEARCH_EXPIRED))
+        return
+    await callback.answer()
+    await views.edit_reply(callback, views.search_results(svc.renderer, found, key))

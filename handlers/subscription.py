@@ -1,0 +1,85 @@
+"""/subscribe, /unsubscribe and /settings: whether a chat receives every new piece.
+
+A subscribed chat gets each new piece in its language through the same outbox and limits as
+channels. In groups only the group's admins may change this; anyone may look at /settings.
+"""
+
+from __future__ import annotations
+
+from telegram import Update
+
+from bot import permissions, readers
+from bot import reader_views as views
+from bot.context import BotContext
+
+
+async def subscribe(update: Update, context: BotContext) -> None:
+    """Subscribe the chat to new pieces."""
+    await _switch(update, context, on=True)
+
+
+async def unsubscribe(update: Update, context: BotContext) -> None:
+    """Stop sending new pieces to the chat."""
+    await _switch(update, context, on=False)
+
+
+async def _switch(update: Update, context: BotContext, *, on: bool) -> None:
+    message, chat, user = update.effective_message, update.effective_chat, update.effective_user
+    if message is None or chat is None:
+        return
+    svc = context.services
+    stored = await readers.reader_chat(svc, chat, user)
+    if not await permissions.may_configure(context.bot, chat, user, message.sender_chat):
+        await views.send_reply(message, views.text(svc.renderer, stored.lang, views.ADMINS_ONLY))
+        return
+    if on:
+        stored = await readers.reader_chat(svc, chat, user, reactivate=True)
+    updated, changed = await readers.set_subscribed(svc, stored, on)
+    if on:
+        msgid = views.SUBSCRIBED if changed else views.ALREADY_SUBSCRIBED
+    else:
+        msgid = views.UNSUBSCRIBED if changed else views.NOT_SUBSCRIBED
+    reply = views.text(
+        svc.renderer, updated.lang, msgid, language=readers.language_name(updated.lang)
+    )
+    await views.send_reply(message, reply)
+
+
+async def settings(update: Update, context: BotContext) -> None:
+    """Show the chat's language and subscription with buttons to change them."""
+    message, chat = update.effective_message, update.effective_chat
+    if message is None or chat is None:
+        return
+    svc = context.services
+    stored = await readers.reader_chat(svc, chat, update.effective_user)
+    await views.send_reply(message, views.settings(svc.renderer, stored))
+
+
+async def settings_button(update: Update, context: BotContext) -> None:
+    """Subscribe or unsubscribe from the settings message, then redraw it."""
+    query = update.callback_query
+    if query is None:
+        return
+    svc = context.services
+    message = query.message
+    if message is None:
+        lang = svc.translator.resolve(query.from_user.language_code)
+        await query.answer(views.plain(svc.renderer, lang, views.STALE_BUTTON))
+        return
+    stored = await readers.reader_chat(svc, message.chat, query.from_user)
+    on = readers.parse_settings_data(query.data)
+    if on is None:
+        await query.answer(views.plain(svc.renderer, stored.lang, views.STALE_BUTTON))
+        return
+    if not await permissions.may_configure(context.bot, message.chat, query.from_user):
+        await query.answer(
+            views.plain(svc.renderer, stored.lang, views.ADMINS_ONLY), show_alert=True
+        )
+        return
+    if on:
+        stored = await readers.reader_chat(svc, message.chat, query.from_user, reactivate=True)
+    updated, _ = await readers.set_subscribed(svc, stored, on)
+    toast = views.SUBSCRIBED_TOAST if on else views.UNSUBSCRIBED_TOAST
+    await query.answer(views.plain(svc.renderer, updated.lang, toast))
+    if message.is_accessible:
+        await views.edit_reply(query, views.settings(svc.renderer, updated))
