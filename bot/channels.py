@@ -1,0 +1,733 @@
+"""Running a channel or group from a private chat: who may, what they may change, and what the
+bot does when it cannot post there.
+
+Every action is authorised with a live getChatMember (operators pass), every change is stored
+with its author (storage.admin), and a refused send pauses the chat and tells its admins once.
+Handlers turn the values returned here into messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import re
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from telegram import Bot, LinkPreviewOptions
+from telegram.constants import ParseMode
+from telegram.error import Forbidden, TelegramError
+
+from bot.admin_rights import (
+    MissingRight,
+    bot_missing_right,
+    bot_problem,
+    can_manage,
+    get_member,
+    may_manage,
+    may_view,
+    right_from_error,
+)
+from bot.context import Services
+from bot.feeds import clean_link
+from bot.filters import PAUSED, check, fold
+from bot.i18n import LANGUAGES, N_
+from bot.publisher import SendResult
+from bot.text import one_line
+from storage import admin as admin_store
+from storage.admin import AuditLine, ChatChange, Event, Incident, SettingsChange, Topic
+from storage.models import (
+    Chat,
+    ChatType,
+    Delivery,
+    DeliveryState,
+    Feed,
+    Item,
+    ItemOrigin,
+    PostStyle,
+)
+
+log = logging.getLogger(__name__)
+
+CHANNELS_KEY = "channel_admin"
+LIST_CAP = 50  # chats shown by /channels
+SCAN_CAP = 200  # chats checked with getChatMember for one /channels
+CHECK_CONCURRENCY = 8
+MAX_NOTIFIED_ADMINS = 10
+SIGNATURE_MAX = 200
+RULE_MAX = 60  # characters in one keyword or category
+RULES_MAX = 30  # rules in one list
+PREVIEW_SCAN = 50  # latest pieces searched for one that passes the filters
+DAY = 86400.0
+ERROR_EVENTS = ("429", "send_error", "send_failed", "no_access", "feed_error")
+# Telegram's words for "the bot is not in that chat any more": nothing an admin can grant.
+_GONE = (
+    "kicked",
+    "not a member",
+    "chat not found",
+    "channel_private",
+    "deactivated",
+    "was deleted",
+    "blocked",
+)
+_RULE_SPLIT = re.compile(r"[,;\n]+")
+
+RIGHT_LABELS: dict[MissingRight, str] = {
+    MissingRight.POST_MESSAGES: N_("Post messages"),
+    MissingRight.SEND_MESSAGES: N_("Send messages"),
+    MissingRight.SEND_PHOTOS: N_("Send photos"),
+    MissingRight.TOPIC: N_("an open topic"),
+    MissingRight.MEMBERSHIP: N_("membership"),
+}
+NO_RIGHT_NOTICE = N_(
+    "⚠️ I cannot post in {chat}: I need the “{right}” right there (Telegram said: {reason}). "
+    "I have paused posting to {chat} so that nothing piles up. Give me the right, then open "
+    "/channels, choose {chat} and press “Resume”."
+)
+TOPIC_NOTICE = N_(
+    "⚠️ I cannot post in {chat}: the topic chosen for my posts is closed or deleted (Telegram "
+    "said: {reason}). I have paused posting there. Send /here inside an open topic, then open "
+    "/channels, choose {chat} and press “Resume”."
+)
+
+
+class InputKind(enum.StrEnum):
+    """Text an admin was asked to type (also the callback argument that asks for it)."""
+
+    SIGNATURE = "sig"
+    INCLUDE_KEYWORD = "ik"
+    EXCLUDE_KEYWORD = "xk"
+    INCLUDE_CATEGORY = "ic"
+    EXCLUDE_CATEGORY = "xc"
+
+    @property
+    def field(self) -> str:
+        return _RULE_FIELDS[self]
+
+
+_RULE_FIELDS = {
+    InputKind.SIGNATURE: "signature",
+    InputKind.INCLUDE_KEYWORD: "include_keywords",
+    InputKind.EXCLUDE_KEYWORD: "exclude_keywords",
+    InputKind.INCLUDE_CATEGORY: "include_categories",
+    InputKind.EXCLUDE_CATEGORY: "exclude_categories",
+}
+RULE_KINDS = (
+    InputKind.INCLUDE_CATEGORY,
+    InputKind.EXCLUDE_CATEGORY,
+    InputKind.INCLUDE_KEYWORD,
+    InputKind.EXCLUDE_KEYWORD,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """The person pressing a button or sending a command."""
+
+    user_id: int
+    name: str | None
+    operator: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PendingInput:
+    chat_id: int
+    kind: InputKind
+    expires_at: float  # clock.monotonic()
+
+
+class InputStates:
+    """Which admin was asked to type what next: bounded in size, each entry expiring."""
+
+    def __init__(self, monotonic: Callable[[], float], ttl: float = 600.0, capacity: int = 1000):
+        self._monotonic = monotonic
+        self.ttl = ttl
+        self.capacity = capacity
+        self._pending: OrderedDict[int, PendingInput] = OrderedDict()
+
+    def expect(self, user_id: int, chat_id: int, kind: InputKind) -> None:
+        self._pending.pop(user_id, None)
+        self._pending[user_id] = PendingInput(chat_id, kind, self._monotonic() + self.ttl)
+        while len(self._pending) > self.capacity:
+            self._pending.popitem(last=False)
+
+    def peek(self, user_id: int) -> PendingInput | None:
+        pending = self._pending.get(user_id)
+        if pending is not None and pending.expires_at <= self._monotonic():
+            del self._pending[user_id]
+            return None
+        return pending
+
+    def pop(self, user_id: int) -> PendingInput | None:
+        pending = self.peek(user_id)
+        self._pending.pop(user_id, None)
+        return pending
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+
+class Verdict(enum.StrEnum):
+    """What happened to one piece for one chat, as /why tells it."""
+
+    SENT = "sent"
+    PENDING = "pending"
+    RETRYING = "retrying"
+    FAILED = "failed"
+    PAUSED = "paused"
+    FILTERED = "filtered"
+    CANCELLED = "cancelled"
+    LANGUAGE = "language"  # the chat does not take the piece's language
+    CONNECTED_LATER = "connected_later"
+    NOT_RECEIVING = "not_receiving"
+
+
+@dataclass(frozen=True, slots=True)
+class ChatVerdict:
+    chat: Chat
+    verdict: Verdict
+    delivery: Delivery | None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemReport:
+    item: Item
+    chats: tuple[ChatVerdict, ...]  # empty for backlog and too-old pieces
+
+
+@dataclass(frozen=True, slots=True)
+class PanelState:
+    """What the panel shows beyond the stored settings."""
+
+    incident: Incident | None
+    bot_problem: MissingRight | None
+    topic: Topic | None
+
+
+@dataclass(frozen=True, slots=True)
+class SendReport:
+    item: Item | None  # None: no piece matches the chat's settings yet
+    result: SendResult | None
+
+
+@dataclass(frozen=True, slots=True)
+class StatsReport:
+    feeds: tuple[Feed, ...]
+    chats: dict[str, dict[str, int]]  # "channels"/"groups"/"private" -> state -> count
+    deliveries: dict[DeliveryState, int]  # created in the last 24 h
+    pending_now: int
+    rate_limited: int  # 429 answers in the last 24 h
+    errors: tuple[Event, ...]
+
+
+class SignatureResult(enum.StrEnum):
+    SAVED = "saved"
+    EMPTY = "empty"
+    TOO_LONG = "too_long"
+
+
+def rule_token(rule: str) -> str:
+    """A short, stable token naming a rule in callback data (the rule text may be long)."""
+    return f"{zlib.crc32(rule.encode()):08x}"
+
+
+def message_link(chat: Chat, message_id: int) -> str | None:
+    """Return the t.me link of a message in a channel or supergroup (None where none exists)."""
+    if chat.username:
+        return f"https://t.me/{chat.username}/{message_id}"
+    text = str(chat.id)
+    if text.startswith("-100"):
+        return f"https://t.me/c/{text[4:]}/{message_id}"
+    return None
+
+
+def link_variants(link: str) -> list[str]:
+    """The stored forms a pasted article link may have: de-tracked, with or without a slash."""
+    text = link.strip().strip("<>")
+    if "://" not in text:
+        text = "https://" + text
+    base = clean_link(text)
+    variants = [base, base[:-1] if base.endswith("/") else base + "/"]
+    for variant in list(variants):
+        if variant.startswith("https://"):
+            variants.append("http://" + variant[len("https://") :])
+        elif variant.startswith("http://"):
+            variants.append("https://" + variant[len("http://") :])
+    return list(dict.fromkeys(variants))
+
+
+def split_rules(text: str) -> list[str]:
+    """The rules in an admin's message: separated by commas, semicolons or new lines."""
+    return [one_line(part) for part in _RULE_SPLIT.split(text) if one_line(part)]
+
+
+def channel_admin(bot_data: dict[Any, Any]) -> ChannelAdmin:
+    """The service as the composition root stored it in bot_data."""
+    return cast(ChannelAdmin, bot_data[CHANNELS_KEY])
+
+
+class ChannelAdmin:
+    """The channel-admin service; the publisher's on_chat_problem hook lives here too."""
+
+    def __init__(self, services: Services, *, input_ttl: float = 600.0) -> None:
+        self.services = services
+        self.inputs = InputStates(services.clock.monotonic, ttl=input_ttl)
+
+    @property
+    def bot(self) -> Bot:
+        return self.services.publisher.bot
+
+    # ------------------------------------------------------------------ who
+
+    def actor(self, user_id: int, name: str | None) -> Actor:
+        return Actor(user_id, name, self.services.is_operator(user_id))
+
+    async def language_for(self, user_id: int, language_code: str | None) -> str:
+        """The language to talk to a user in: their /language choice, else their app's."""
+        known = await self.services.store.get_chat(user_id)
+        if known is not None and known.type.is_private:
+            return self.services.translator.resolve(known.lang)
+        return self.services.translator.resolve(language_code)
+
+    async def manageable_chats(self, actor: Actor) -> list[Chat]:
+        """Channels and groups where the bot is present and `actor` may change settings now."""
+        chats = [
+            c
+            for c in await self.services.store.list_chats(active_only=True)
+            if not c.type.is_private
+        ]
+        chats.sort(key=lambda c: (c.display_name.casefold(), c.id))
+        if actor.operator:
+            return chats[:LIST_CAP]
+        # Chats this user connected are checked first, so the scan cap never hides them.
+        chats.sort(key=lambda c: c.added_by != actor.user_id)
+        candidates = chats[:SCAN_CAP]
+        slots = asyncio.Semaphore(CHECK_CONCURRENCY)
+
+        async def allowed(chat: Chat) -> bool:
+            async with slots:
+                return await may_manage(self.bot, chat.id, chat.type, actor.user_id)
+
+        verdicts = await asyncio.gather(*(allowed(c) for c in candidates))
+        mine = [c for c, ok in zip(candidates, verdicts, strict=True) if ok]
+        mine.sort(key=lambda c: (c.display_name.casefold(), c.id))
+        return mine[:LIST_CAP]
+
+    async def authorize(self, actor: Actor, chat_id: int) -> Chat | None:
+        """Return the chat when `actor` may run it right now, else None."""
+        chat = await self.services.store.get_chat(chat_id)
+        if chat is None or chat.type.is_private or not chat.active:
+            return None
+        if actor.operator or await may_manage(self.bot, chat.id, chat.type, actor.user_id):
+            return chat
+        return None
+
+    async def may_explain(self, actor: Actor, chat: Chat) -> bool:
+        """/why in a group: its admins (any rights) and operators."""
+        return actor.operator or await may_view(self.bot, chat.id, actor.user_id)
+
+    async def may_set_topic(self, actor: Actor, chat: Chat) -> bool:
+        return actor.operator or await may_manage(self.bot, chat.id, chat.type, actor.user_id)
+
+    # ------------------------------------------------------------------ panel
+
+    async def panel_state(self, chat: Chat) -> PanelState:
+        store = self.services.store
+        incident = await admin_store.get_incident(store, chat.id)
+        problem = await bot_problem(
+            self.bot, chat.id, chat.type, photos=chat.settings.style is PostStyle.PHOTO
+        )
+        topic = None
+        if chat.settings.thread_id:
+            topic = next(
+                (t for t in await self.topics(chat) if t.thread_id == chat.settings.thread_id),
+                Topic(chat.id, chat.settings.thread_id, ""),
+            )
+        return PanelState(incident, problem, topic)
+
+    async def _change(
+        self, chat: Chat, actor: Actor, mutate: Callable[[Chat], ChatChange | None]
+    ) -> Chat:
+        result = await admin_store.change_chat(
+            self.services.store,
+            chat.id,
+            mutate,
+            user_id=actor.user_id,
+            user_name=actor.name,
+            now=self.services.clock.now(),
+        )
+        if result is None:
+            return chat
+        updated, change = result
+        if change is not None:
+            log.info(
+                "chat %d: user %d changed %s",
+                chat.id, actor.user_id, ", ".join(a.what for a in change.audit),
+            )  # fmt: skip
+        return updated
+
+    async def set_paused(
+        self, chat: Chat, actor: Actor, paused: bool
+    ) -> tuple[Chat, MissingRight | None]:
+        """Pause or resume posting; resuming is refused while the bot still cannot post."""
+        if not paused:
+            problem = await bot_problem(
+                self.bot, chat.id, chat.type, photos=chat.settings.style is PostStyle.PHOTO
+            )
+            if problem is not None:
+                return chat, problem
+
+        def mutate(current: Chat) -> ChatChange | None:
+            if paused:
+                if current.paused:
+                    return None
+                return ChatChange((AuditLine("paused", "off", "on"),), paused=True)
+            if current.subscribed and not current.paused:
+                return None
+            # Resuming also starts posting to a group that never subscribed.
+            audit = AuditLine("paused", "on", "off")
+            return ChatChange((audit,), paused=False, subscribed=True)
+
+        return await self._change(chat, actor, mutate), None
+
+    async def toggle_language(self, chat: Chat, actor: Actor, code: str) -> Chat | None:
+        """Add or remove a feed language; None when it would leave the chat with none."""
+        if code not in LANGUAGES:
+            return chat
+        if chat.languages == (code,):
+            return None
+
+        def mutate(current: Chat) -> ChatChange | None:
+            if code in current.languages:
+                languages = tuple(c for c in current.languages if c != code)
+            else:
+                languages = tuple(c for c in LANGUAGES if c in (*current.languages, code))
+            if not languages:
+                return None
+            audit = AuditLine("languages", ",".join(current.languages), ",".join(languages))
+            return ChatChange((audit,), languages=languages)
+
+        return await self._change(chat, actor, mutate)
+
+    async def set_style(self, chat: Chat, actor: Actor, style: PostStyle) -> Chat:
+        return await self._change(chat, actor, _setting("style", style))
+
+    async def toggle_silent(self, chat: Chat, actor: Actor) -> Chat:
+        return await self._change(chat, actor, _setting("silent", not chat.settings.silent))
+
+    async def toggle_hashtags(self, chat: Chat, actor: Actor) -> Chat:
+        return await self._change(chat, actor, _setting("hashtags", not chat.settings.hashtags))
+
+    async def set_signature(
+        self, chat: Chat, actor: Actor, text: str | None
+    ) -> tuple[Chat, SignatureResult]:
+        """Set (or, with None, remove) the line added under every post."""
+        signature = one_line(text) if text is not None else None
+        if signature is not None and not signature:
+            return chat, SignatureResult.EMPTY
+        if signature is not None and len(signature) > SIGNATURE_MAX:
+            return chat, SignatureResult.TOO_LONG
+        return await self._change(chat, actor, _setting("signature", signature)), (
+            SignatureResult.SAVED
+        )
+
+    async def add_rules(self, chat: Chat, actor: Actor, kind: InputKind, text: str) -> Chat:
+        """Add the comma-separated rules of `text` to one filter list (duplicates ignored)."""
+        wanted = [r for r in split_rules(text) if len(r) <= RULE_MAX]
+
+        def mutate(current: Chat) -> ChatChange | None:
+            rules = list(getattr(current.settings, kind.field))
+            known = {fold(r) for r in rules}
+            for rule in wanted:
+                if fold(rule) and fold(rule) not in known and len(rules) < RULES_MAX:
+                    rules.append(rule)
+                    known.add(fold(rule))
+            return _setting(kind.field, tuple(rules))(current)
+
+        return await self._change(chat, actor, mutate)
+
+    async def remove_rule(self, chat: Chat, actor: Actor, kind: InputKind, token: str) -> Chat:
+        def mutate(current: Chat) -> ChatChange | None:
+            rules = getattr(current.settings, kind.field)
+            kept = tuple(r for r in rules if rule_token(r) != token)
+            return _setting(kind.field, kept)(current)
+
+        return await self._change(chat, actor, mutate)
+
+    async def clear_filters(self, chat: Chat, actor: Actor) -> Chat:
+        def mutate(current: Chat) -> ChatChange | None:
+            settings = replace(
+                current.settings,
+                include_categories=(),
+                exclude_categories=(),
+                include_keywords=(),
+                exclude_keywords=(),
+            )
+            audit = tuple(
+                AuditLine(k.field, _show(getattr(current.settings, k.field)), "")
+                for k in RULE_KINDS
+                if getattr(current.settings, k.field)
+            )
+            return ChatChange(audit, settings=settings) if audit else None
+
+        return await self._change(chat, actor, mutate)
+
+    async def set_thread(
+        self, chat: Chat, actor: Actor, thread_id: int | None, name: str | None = None
+    ) -> Chat:
+        """Send the chat's posts to a forum topic (None: the main chat / General)."""
+        if thread_id is not None:
+            await admin_store.remember_topic(
+                self.services.store, chat.id, thread_id, name or "", self.services.clock.now()
+            )
+        return await self._change(chat, actor, _setting("thread_id", thread_id))
+
+    async def disconnect(self, chat: Chat, actor: Actor) -> None:
+        """Stop posting to the chat and leave it; adding the bot again reconnects it."""
+        await admin_store.disconnect_chat(
+            self.services.store,
+            chat.id,
+            user_id=actor.user_id,
+            user_name=actor.name,
+            now=self.services.clock.now(),
+        )
+        log.info("chat %d disconnected by user %d", chat.id, actor.user_id)
+        try:
+            await self.bot.leave_chat(chat.id)
+        except TelegramError as exc:
+            log.warning("could not leave chat %d after disconnecting it: %s", chat.id, exc)
+
+    async def history(self, chat: Chat, limit: int = 10) -> list[SettingsChange]:
+        return await admin_store.list_changes(self.services.store, chat.id, limit)
+
+    async def topics(self, chat: Chat) -> list[Topic]:
+        return await admin_store.list_topics(self.services.store, chat.id)
+
+    async def remember_topic(self, chat_id: int, thread_id: int, name: str) -> None:
+        await admin_store.remember_topic(
+            self.services.store, chat_id, thread_id, name, self.services.clock.now()
+        )
+
+    async def recent_categories(self, chat: Chat, limit: int = 12) -> list[str]:
+        """Categories of the latest pieces in the chat's languages, as hints for a filter."""
+        seen: dict[str, str] = {}
+        for item in await self.services.store.latest_items(chat.languages, 100):
+            for category in item.categories:
+                seen.setdefault(fold(category), category)
+        return list(seen.values())[:limit]
+
+    # ------------------------------------------------------------------ preview and test
+
+    async def latest_matching(self, chat: Chat) -> Item | None:
+        """The newest piece in the chat's languages that its filters let through."""
+        items = await self.services.store.latest_items(chat.languages, PREVIEW_SCAN)
+        return next((i for i in items if check(i, chat.settings) is None), None)
+
+    async def preview(self, chat: Chat, actor: Actor) -> SendReport:
+        """Send the latest matching piece, rendered with the chat's settings, to the admin."""
+        item = await self.latest_matching(chat)
+        if item is None:
+            return SendReport(None, None)
+        target = replace(
+            chat,
+            id=actor.user_id,
+            type=ChatType.PRIVATE,
+            settings=replace(chat.settings, thread_id=None),
+        )
+        return SendReport(item, await self.services.publisher.send(target, item))
+
+    async def test_post(self, chat: Chat) -> SendReport:
+        """Send the latest matching piece to the chat itself, as its next post would look."""
+        item = await self.latest_matching(chat)
+        if item is None:
+            return SendReport(None, None)
+        result = await self.services.publisher.send(chat, item)
+        log.info("test post of item %d to chat %d: %s", item.id, chat.id, result.outcome)
+        return SendReport(item, result)
+
+    # ------------------------------------------------------------------ /why
+
+    async def chats_to_explain(self, actor: Actor) -> list[Chat]:
+        """/why in a private chat: the chats the user runs, and their own subscription."""
+        chats = await self.manageable_chats(actor)
+        own = await self.services.store.get_chat(actor.user_id)
+        if own is not None and own.type.is_private:
+            chats.append(own)
+        return chats
+
+    async def why(self, link: str, chats: Sequence[Chat]) -> list[ItemReport]:
+        """What happened to the article at `link` for each of `chats` (empty: never seen)."""
+        store = self.services.store
+        items: list[Item] = []
+        for candidate in link_variants(link):
+            items = await store.find_items_by_link(candidate)
+            if items:
+                break
+        reports: list[ItemReport] = []
+        for item in items:
+            verdicts: list[ChatVerdict] = []
+            if item.origin is ItemOrigin.NEW:
+                for chat in chats:
+                    delivery = await store.get_delivery(item.id, chat.id)
+                    verdicts.append(ChatVerdict(chat, _verdict(item, chat, delivery), delivery))
+            reports.append(ItemReport(item, tuple(verdicts)))
+        return reports
+
+    # ------------------------------------------------------------------ /stats
+
+    async def stats(self) -> StatsReport:
+        store, now = self.services.store, self.services.clock.now()
+        chats: dict[str, dict[str, int]] = {}
+        for chat in await store.list_chats():
+            kind = {ChatType.CHANNEL: "channels", ChatType.PRIVATE: "private"}.get(
+                chat.type, "groups"
+            )
+            if not chat.active:
+                state = "inactive"
+            elif chat.paused:
+                state = "paused"
+            elif chat.subscribed:
+                state = "posting"
+            else:
+                state = "idle"
+            counts = chats.setdefault(kind, {})
+            counts[state] = counts.get(state, 0) + 1
+        return StatsReport(
+            feeds=tuple(await store.list_feeds()),
+            chats=chats,
+            deliveries=await store.delivery_counts(now - DAY),
+            pending_now=(await store.delivery_counts())[DeliveryState.PENDING],
+            rate_limited=await admin_store.count_events(store, "429", now - DAY),
+            errors=tuple(await admin_store.recent_events(store, ERROR_EVENTS, 5)),
+        )
+
+    # ------------------------------------------------------------------ refused sends
+
+    async def on_chat_problem(self, chat: Chat, error: str) -> None:
+        """The publisher's hook: a channel or group refused a post (403, or a no-rights 400).
+
+        If the bot is gone from the chat, stop posting there; otherwise pause the chat and
+        tell its admins, once per incident, which right the bot needs.
+        """
+        if chat.type.is_private:
+            return
+        store, now = self.services.store, self.services.clock.now()
+        right: MissingRight | None = None
+        if not any(word in error.lower() for word in _GONE):
+            member = await get_member(self.bot, chat.id, self.bot.id)
+            photos = chat.settings.style is PostStyle.PHOTO
+            if member is not None:
+                right = bot_missing_right(member, chat.type, photos=photos)
+            right = right or right_from_error(error, chat.type)
+        if right is None or right is MissingRight.MEMBERSHIP:
+            log.warning("chat %d refuses the bot (%s); deactivating it", chat.id, error)
+            await store.deactivate_chat(chat.id, error, now)
+            return
+        new = await admin_store.pause_for_incident(store, chat.id, error, right.value, now)
+        log.warning(
+            "chat %d: cannot post (%s; missing %s): paused%s",
+            chat.id, error, right, ", telling its admins" if new else " (admins already told)",
+        )  # fmt: skip
+        if new:
+            await self._tell_admins(chat, right, error)
+
+    async def _tell_admins(self, chat: Chat, right: MissingRight, error: str) -> None:
+        renderer, translator = self.services.renderer, self.services.translator
+        sent = 0
+        for user_id in await self._admins_to_tell(chat):
+            lang = await self.language_for(user_id, chat.lang)
+            if right is MissingRight.TOPIC:
+                text = renderer.message(lang, TOPIC_NOTICE, chat=chat.display_name, reason=error)
+            else:
+                label = translator.gettext(lang, RIGHT_LABELS[right])
+                text = renderer.message(
+                    lang, NO_RIGHT_NOTICE, chat=chat.display_name, right=label, reason=error
+                )
+            try:
+                await self.bot.send_message(
+                    user_id,
+                    text,
+                    parse_mode=ParseMode.HTML,
+                    link_preview_options=LinkPreviewOptions(is_disabled=True),
+                )
+                sent += 1
+            except Forbidden:
+                log.info("cannot message admin %d privately (they have not started the bot)",
+                         user_id)  # fmt: skip
+            except TelegramError as exc:
+                log.warning("could not tell admin %d about chat %d: %s", user_id, chat.id, exc)
+        log.info("chat %d: told %d admin(s) about the missing right", chat.id, sent)
+
+    async def _admins_to_tell(self, chat: Chat) -> list[int]:
+        """The human admins who could fix it; the user who added the bot if none are known."""
+        try:
+            members = await self.bot.get_chat_administrators(chat.id)
+        except TelegramError as exc:
+            log.info("getChatAdministrators(%d) failed: %s", chat.id, exc)
+            members = ()
+        ids = [m.user.id for m in members if not m.user.is_bot and can_manage(m, chat.type)][
+            :MAX_NOTIFIED_ADMINS
+        ]
+        if not ids and chat.added_by is not None:
+            ids = [chat.added_by]
+        return ids
+
+
+def _onoff(value: bool) -> str:
+    return "on" if value else "off"
+
+
+def _show(value: object) -> str:
+    """A setting as the audit trail stores it."""
+    if isinstance(value, bool):
+        return _onoff(value)
+    if isinstance(value, tuple):
+        return ", ".join(str(v) for v in value)
+    if value is None:
+        return ""
+    return str(value)
+
+
+def _setting(name: str, value: Any) -> Callable[[Chat], ChatChange | None]:
+    """A mutation setting one field of the chat's settings (nothing when it is already so)."""
+
+    def mutate(chat: Chat) -> ChatChange | None:
+        old = getattr(chat.settings, name)
+        if old == value:
+            return None
+        changes: dict[str, Any] = {name: value}
+        settings = replace(chat.settings, **changes)
+        return ChatChange((AuditLine(name, _show(old), _show(value)),), settings=settings)
+
+    return mutate
+
+
+def _verdict(item: Item, chat: Chat, delivery: Delivery | None) -> Verdict:
+    if delivery is None:
+        if item.lang not in chat.languages:
+            return Verdict.LANGUAGE
+        if chat.created_at > item.first_seen_at:
+            return Verdict.CONNECTED_LATER
+        return Verdict.NOT_RECEIVING
+    match delivery.state:
+        case DeliveryState.SENT:
+            return Verdict.SENT
+        case DeliveryState.PENDING:
+            return Verdict.RETRYING if delivery.attempts else Verdict.PENDING
+        case DeliveryState.FAILED:
+            return Verdict.FAILED
+        case DeliveryState.SKIPPED:
+            return Verdict.PAUSED if delivery.last_error == PAUSED else Verdict.FILTERED
+        case _:
+            return Verdict.CANCELLED
+
+
+def when(services: Services, lang: str, timestamp: float) -> str:
+    """A timestamp in the bot's time zone, the way readers of `lang` write dates."""
+    moment = datetime.fromtimestamp(timestamp, UTC).astimezone(services.renderer.zone)
+    return services.translator.format_date(lang, moment)

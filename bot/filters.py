@@ -1,0 +1,105 @@
+"""A chat's include/exclude rules, decided for each new piece when it is queued.
+
+Pure functions: `check(item, settings)` returns a machine-readable reason when the piece must
+not be posted ("exclude_category:Sport", "exclude_keyword:war", "not_included") and None when
+it may; /why translates the reason at display time.
+
+Matching ignores case and diacritics the way a reader expects (İ/I/ı → i, ə → e, ё → е,
+ş → s…). A keyword matches where a word of the title or summary begins with it, so "Armeni"
+matches Armenia and Армения-style inflections; a keyword in double quotes matches whole words
+only ("war" does not match Warsaw). Categories match by their whole name.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from collections.abc import Iterable
+
+from storage.models import Chat, ChatSettings, Item
+
+EXCLUDE_CATEGORY = "exclude_category"
+EXCLUDE_KEYWORD = "exclude_keyword"
+NOT_INCLUDED = "not_included"
+PAUSED = "paused"
+
+# Letters that are not a base letter plus a combining mark, so NFD alone cannot fold them.
+_LETTERS = str.maketrans({"ı": "i", "ə": "e", "ә": "е", "ø": "o", "đ": "d", "ł": "l", "ß": "ss"})
+_NON_WORD = re.compile(r"[\W_]+")
+_QUOTES = "\"“”«»„'‘’"
+
+
+def fold(text: str) -> str:
+    """Return `text` case-folded, without diacritics, punctuation collapsed to single spaces."""
+    # casefold() turns İ into "i" plus a combining dot; NFD then drops every combining mark.
+    text = unicodedata.normalize("NFKC", text).replace("İ", "i").casefold()
+    bare = "".join(
+        ch for ch in unicodedata.normalize("NFD", text) if unicodedata.category(ch) != "Mn"
+    )
+    return " ".join(_NON_WORD.sub(" ", bare.translate(_LETTERS)).split())
+
+
+def keyword_pattern(keyword: str) -> tuple[str, bool] | None:
+    """Return (folded keyword, whole-words-only) for a rule as the admin typed it."""
+    stripped = keyword.strip()
+    exact = len(stripped) >= 2 and stripped[0] in _QUOTES and stripped[-1] in _QUOTES
+    folded = fold(stripped.strip(_QUOTES))
+    return (folded, exact) if folded else None
+
+
+def matches_keyword(folded_text: str, keyword: str) -> bool:
+    """True when `keyword` (as typed) occurs in text already passed through fold()."""
+    pattern = keyword_pattern(keyword)
+    if pattern is None:
+        return False
+    words, exact = pattern
+    haystack = f" {folded_text} "
+    return (f" {words} " if exact else f" {words}") in haystack
+
+
+def _category_set(categories: Iterable[str]) -> frozenset[str]:
+    return frozenset(filter(None, map(fold, categories)))
+
+
+@functools.lru_cache(maxsize=256)
+def _folded(item: Item) -> tuple[str, frozenset[str]]:
+    # One fold per piece, however many chats it is checked for.
+    return fold(f"{item.title}\n{item.summary}"), _category_set(item.categories)
+
+
+def check(item: Item, settings: ChatSettings) -> str | None:
+    """Return why `item` must not be posted under `settings`, or None to post it."""
+    rules = (
+        settings.include_categories,
+        settings.exclude_categories,
+        settings.include_keywords,
+        settings.exclude_keywords,
+    )
+    if not any(rules):
+        return None
+    text, categories = _folded(item)
+    for category in settings.exclude_categories:
+        if fold(category) in categories:
+            return f"{EXCLUDE_CATEGORY}:{category}"
+    for keyword in settings.exclude_keywords:
+        if matches_keyword(text, keyword):
+            return f"{EXCLUDE_KEYWORD}:{keyword}"
+    if settings.include_categories or settings.include_keywords:
+        if categories & _category_set(settings.include_categories):
+            return None
+        if any(matches_keyword(text, keyword) for keyword in settings.include_keywords):
+            return None
+        return NOT_INCLUDED
+    return None
+
+
+def decide(item: Item, chat: Chat) -> str | None:
+    """The poller's hook: why `chat` should not get `item` (None: queue it)."""
+    return check(item, chat.settings)
+
+
+def parse_reason(reason: str) -> tuple[str, str]:
+    """Split a stored reason: "exclude_keyword:war" → ("exclude_keyword", "war")."""
+    rule, _, value = reason.partition(":")
+    return rule, value

@@ -1,0 +1,69 @@
+"""/here inside a forum topic: an admin sends the group's posts to that topic. Topics the bot
+sees being created or renamed are remembered, so the panel can offer them too."""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import Message, Update
+
+from bot.channels import channel_admin
+from bot.context import BotContext
+from bot.i18n import N_
+
+log = logging.getLogger(__name__)
+
+NOT_FORUM = N_("Send /here inside a topic of a forum group: my posts will then go to that topic.")
+UNKNOWN_CHAT = N_("I do not post in this group yet. Add me to it first.")
+NOT_ALLOWED = N_(
+    "Only the group's creator and administrators who may change its info can choose where my "
+    "posts go."
+)
+TOPIC_SET = N_("✅ From now on my posts in this group go to this topic.")
+MAIN_SET = N_("✅ From now on my posts in this group go to the main chat (General).")
+
+
+async def on_here(update: Update, context: BotContext) -> None:
+    """/here: post this group's pieces into the topic the command was sent in."""
+    message, user, chat = update.effective_message, update.effective_user, update.effective_chat
+    if message is None or user is None or chat is None:
+        return
+    admin, svc = channel_admin(context.bot_data), context.services
+    lang = await admin.language_for(user.id, user.language_code)
+    if not chat.is_forum:
+        await message.reply_html(svc.renderer.message(lang, NOT_FORUM))
+        return
+    known = await svc.store.get_chat(chat.id)
+    if known is None or not known.active:
+        await message.reply_html(svc.renderer.message(lang, UNKNOWN_CHAT))
+        return
+    actor = admin.actor(user.id, user.full_name)
+    # An anonymous admin writes as the group itself; only admins can do that.
+    anonymous_admin = message.sender_chat is not None and message.sender_chat.id == chat.id
+    if not (anonymous_admin or await admin.may_set_topic(actor, known)):
+        log.warning("/here refused for user %d in chat %d", user.id, chat.id)
+        await message.reply_html(svc.renderer.message(lang, NOT_ALLOWED))
+        return
+    thread_id = message.message_thread_id if message.is_topic_message else None
+    await admin.set_thread(known, actor, thread_id, _topic_name(message))
+    await message.reply_html(svc.renderer.message(lang, TOPIC_SET if thread_id else MAIN_SET))
+
+
+async def on_topic_seen(update: Update, context: BotContext) -> None:
+    """A forum topic was created or renamed: remember its name for the panel."""
+    message = update.effective_message
+    if message is None or message.message_thread_id is None:
+        return
+    created, edited = message.forum_topic_created, message.forum_topic_edited
+    name = created.name if created else edited.name if edited else None
+    if name:
+        admin = channel_admin(context.bot_data)
+        await admin.remember_topic(message.chat.id, message.message_thread_id, name)
+
+
+def _topic_name(message: Message) -> str | None:
+    """The topic's name, from the service message Telegram attaches to topic messages."""
+    origin = message.reply_to_message
+    if origin is not None and origin.forum_topic_created is not None:
+        return origin.forum_topic_created.name
+    return None

@@ -1,0 +1,194 @@
+"""/why LINK: what happened to an article for a chat, so admins never have to guess.
+
+In a group it explains that group (to its admins and operators); in a private chat it explains
+every chat the user runs, and their own subscription.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import LinkPreviewOptions, Update
+from telegram.constants import ChatType as TgChatType
+
+from bot.channels import ChatVerdict, ItemReport, Verdict, channel_admin, message_link, when
+from bot.context import BotContext, Services
+from bot.filters import EXCLUDE_CATEGORY, EXCLUDE_KEYWORD, NOT_INCLUDED, parse_reason
+from bot.i18n import LANGUAGES, N_
+from bot.render import Markup, escape, link
+from bot.text import truncate
+from storage.models import ItemOrigin
+
+log = logging.getLogger(__name__)
+
+MAX_CHATS_SHOWN = 25
+BLOCK_BUDGET = 3000  # characters of chat lines, well inside Telegram's 4096
+
+USAGE = N_("Send /why with the article's link, e.g. /why https://caliber.az/en/…")
+NOT_ALLOWED = N_("/why explains posts to the administrators of this chat; you are not one.")
+NOT_SEEN = N_(
+    "I have not seen this article in my feeds. Check that the link is the article's own "
+    "address; new pieces reach me within minutes of their publication."
+)
+HEADER = N_("🔎 {title} · {language} feed, first seen {date}")
+BACKLOG = N_(
+    "It was already in the feed when I first read that feed (the first-run backlog), so it "
+    "was not posted anywhere: only pieces that appear later are posted."
+)
+TOO_OLD = N_("It was already older than {age} when I first saw it, so it was not posted anywhere.")
+AGE_DAYS = (N_("{n} day"), N_("{n} days"))
+AGE_HOURS = (N_("{n} hour"), N_("{n} hours"))
+NO_CHATS = N_("You do not run any chat where I post, so there is nothing more to explain.")
+MORE_CHATS = (N_("…and {n} more chat"), N_("…and {n} more chats"))
+CHAT_LINE = N_("• {chat}: {status}")
+
+SENT = N_("✅ sent on {date}: {link}")
+SENT_NO_LINK = N_("✅ sent on {date}")
+OPEN_POST = N_("open the post")
+PENDING = N_("⏳ waiting in the queue to be sent")
+RETRYING = N_("⏳ waiting to be sent again (attempt {n} failed: {reason})")
+FAILED = N_("❌ failed: Telegram answered “{reason}”")
+PAUSED = N_("⏸ not sent: posting was paused")
+FILTERED = N_("🚫 not sent: filtered out by the rule {rule}")
+CANCELLED = N_("🚫 not sent: the chat stopped receiving posts ({reason})")
+LANGUAGE = N_("➖ not sent: this chat does not take {language} pieces")
+CONNECTED_LATER = N_("➖ not sent: this chat was connected after the piece appeared")
+NOT_RECEIVING = N_("➖ not sent: the chat was not receiving posts when the piece appeared")
+RULE_EXCLUDE_KEYWORD = N_("“exclude keyword: {value}”")
+RULE_EXCLUDE_CATEGORY = N_("“exclude category: {value}”")
+RULE_NOT_INCLUDED = N_("“include” (the piece matched none of the include rules)")
+
+
+async def on_why(update: Update, context: BotContext) -> None:
+    """/why LINK: explain what happened to that article in this chat (or the user's chats)."""
+    message, user, chat = update.effective_message, update.effective_user, update.effective_chat
+    if message is None or user is None or chat is None:
+        return
+    admin, svc = channel_admin(context.bot_data), context.services
+    lang = await admin.language_for(user.id, user.language_code)
+    reply = svc.renderer.message
+    if not context.args:
+        await message.reply_html(reply(lang, USAGE))
+        return
+    actor = admin.actor(user.id, user.full_name)
+    if chat.type == TgChatType.PRIVATE:
+        chats = await admin.chats_to_explain(actor)
+    else:
+        known = await svc.store.get_chat(chat.id)
+        # An anonymous admin writes as the group itself; only admins can do that.
+        anonymous_admin = message.sender_chat is not None and message.sender_chat.id == chat.id
+        if known is None or not (anonymous_admin or await admin.may_explain(actor, known)):
+            log.info("/why refused for user %d in chat %d", user.id, chat.id)
+            await message.reply_html(reply(lang, NOT_ALLOWED))
+            return
+        chats = [known]
+    reports = await admin.why(context.args[0], chats)
+    await message.reply_html(
+        render_why(svc, lang, reports), link_preview_options=LinkPreviewOptions(is_disabled=True)
+    )
+
+
+def render_why(svc: Services, lang: str, reports: list[ItemReport]) -> str:
+    """The /why answer as Telegram HTML."""
+    msg = svc.renderer.message
+    if not reports:
+        return msg(lang, NOT_SEEN)
+    blocks: list[str] = []
+    for report in reports:
+        item = report.item
+        title = Markup(link(item.link, truncate(item.title or item.link, 120)))
+        lines = [
+            msg(
+                lang, HEADER, title=title, language=LANGUAGES.get(item.lang, item.lang),
+                date=when(svc, lang, item.first_seen_at),
+            )
+        ]  # fmt: skip
+        if item.origin is ItemOrigin.BACKLOG:
+            lines.append(msg(lang, BACKLOG))
+        elif item.origin is ItemOrigin.TOO_OLD:
+            lines.append(msg(lang, TOO_OLD, age=_age(svc, lang, svc.settings.max_age)))
+        elif not report.chats:
+            lines.append(msg(lang, NO_CHATS))
+        else:
+            budget = BLOCK_BUDGET
+            shown = 0
+            for verdict in report.chats[:MAX_CHATS_SHOWN]:
+                status = Markup(_status(svc, lang, verdict, item.lang))
+                line = msg(lang, CHAT_LINE, chat=verdict.chat.display_name, status=status)
+                budget -= len(line) + 1
+                if budget < 0:
+                    break
+                lines.append(line)
+                shown += 1
+            if len(report.chats) > shown:
+                lines.append(svc.renderer.plural(lang, *MORE_CHATS, len(report.chats) - shown))
+        blocks.append("\n".join(lines))
+    # Whole blocks only (a link seen in several feeds gives several), so no tag is ever cut.
+    text = blocks[0]
+    for block in blocks[1:]:
+        if len(text) + len(block) + 2 > BLOCK_BUDGET + 500:
+            break
+        text += "\n\n" + block
+    return text
+
+
+def _status(svc: Services, lang: str, verdict: ChatVerdict, item_lang: str) -> str:
+    msg = svc.renderer.message
+    delivery, chat = verdict.delivery, verdict.chat
+    match verdict.verdict:
+        case Verdict.SENT:
+            assert delivery is not None
+            date = when(svc, lang, delivery.sent_at or delivery.created_at)
+            url = message_link(chat, delivery.message_id) if delivery.message_id else None
+            if url is None:
+                return msg(lang, SENT_NO_LINK, date=date)
+            label = svc.translator.gettext(lang, OPEN_POST)
+            return msg(lang, SENT, date=date, link=Markup(link(url, label)))
+        case Verdict.PENDING:
+            return msg(lang, PENDING)
+        case Verdict.RETRYING:
+            assert delivery is not None
+            return msg(
+                lang, RETRYING, n=delivery.attempts, reason=_reason(svc, lang, delivery.last_error)
+            )
+        case Verdict.FAILED:
+            assert delivery is not None
+            return msg(lang, FAILED, reason=_reason(svc, lang, delivery.last_error))
+        case Verdict.PAUSED:
+            return msg(lang, PAUSED)
+        case Verdict.FILTERED:
+            assert delivery is not None
+            return msg(lang, FILTERED, rule=Markup(_rule(svc, lang, delivery.last_error or "")))
+        case Verdict.CANCELLED:
+            assert delivery is not None
+            return msg(lang, CANCELLED, reason=_reason(svc, lang, delivery.last_error))
+        case Verdict.LANGUAGE:
+            return msg(lang, LANGUAGE, language=LANGUAGES.get(item_lang, item_lang))
+        case Verdict.CONNECTED_LATER:
+            return msg(lang, CONNECTED_LATER)
+        case _:
+            return msg(lang, NOT_RECEIVING)
+
+
+def _rule(svc: Services, lang: str, reason: str) -> str:
+    """A stored filter reason ("exclude_keyword:war") in the reader's words."""
+    rule, value = parse_reason(reason)
+    msg = svc.renderer.message
+    if rule == EXCLUDE_KEYWORD:
+        return msg(lang, RULE_EXCLUDE_KEYWORD, value=value)
+    if rule == EXCLUDE_CATEGORY:
+        return msg(lang, RULE_EXCLUDE_CATEGORY, value=value)
+    if rule == NOT_INCLUDED:
+        return msg(lang, RULE_NOT_INCLUDED)
+    return escape(reason)
+
+
+def _age(svc: Services, lang: str, seconds: float) -> str:
+    if seconds >= 86400:
+        return svc.translator.ngettext(lang, *AGE_DAYS, round(seconds / 86400))
+    return svc.translator.ngettext(lang, *AGE_HOURS, max(1, round(seconds / 3600)))
+
+
+def _reason(svc: Services, lang: str, error: str | None) -> str:
+    # Reasons the bot itself stored are message ids; Telegram's own answers pass unchanged.
+    return truncate(svc.translator.gettext(lang, error) if error else "?", 200)
