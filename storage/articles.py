@@ -1,0 +1,127 @@
+"""Storage for article summaries: the cache of fetched article pages (migration 4), the stored
+item's text after a page improved it, and the sent messages an edit of the item must reach.
+Each function is one short transaction."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from storage.models import Chat, Item
+from storage.store import _CHAT_COLUMNS, Store, _chat
+
+# Every cached page keeps no more than this much text.
+_MAX_TEXT = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class Article:
+    """What the bot learned from an article page: status "ok", "empty" or "error"."""
+
+    url: str
+    status: str
+    fetched_at: float
+    text: str = ""
+    title: str | None = None
+    description: str | None = None
+    image_url: str | None = None
+    author: str | None = None
+    published_at: float | None = None
+    categories: tuple[str, ...] = field(default=())
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SentMessage:
+    """A message the bot sent for an item: where, which, and when."""
+
+    chat: Chat
+    message_id: int
+    sent_at: float
+
+
+_ARTICLE_COLUMNS = (
+    "url, status, fetched_at, text, title, description, image_url, author, published_at, "
+    "categories, error"
+)
+
+
+async def get_article(store: Store, url: str) -> Article | None:
+    """Return the cached page for `url`, if it was fetched before."""
+    row = await store._fetchone(f"SELECT {_ARTICLE_COLUMNS} FROM articles WHERE url = ?", (url,))
+    if row is None:
+        return None
+    return Article(
+        url=row["url"],
+        status=row["status"],
+        fetched_at=row["fetched_at"],
+        text=row["text"],
+        title=row["title"],
+        description=row["description"],
+        image_url=row["image_url"],
+        author=row["author"],
+        published_at=row["published_at"],
+        categories=tuple(json.loads(row["categories"] or "[]")),
+        error=row["error"],
+    )
+
+
+async def save_article(store: Store, article: Article) -> None:
+    """Cache `article` (replacing an earlier fetch of the same URL)."""
+    async with store._tx() as conn:
+        await conn.execute(
+            f"INSERT OR REPLACE INTO articles ({_ARTICLE_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                article.url,
+                article.status,
+                article.fetched_at,
+                article.text[:_MAX_TEXT],
+                article.title,
+                article.description,
+                article.image_url,
+                article.author,
+                article.published_at,
+                json.dumps(list(article.categories), ensure_ascii=False),
+                (article.error or "")[:500] or None,
+            ),
+        )
+
+
+async def prune_articles(store: Store, older_than: float) -> int:
+    """Forget pages fetched before `older_than`; return how many."""
+    async with store._tx() as conn:
+        cursor = await conn.execute("DELETE FROM articles WHERE fetched_at < ?", (older_than,))
+        return cursor.rowcount
+
+
+async def update_item_text(store: Store, item: Item) -> None:
+    """Store `item`'s summary, image, author and categories (the store's item hooks run too)."""
+    async with store._tx() as conn:
+        await conn.execute(
+            "UPDATE items SET summary = ?, image_url = ?, author = ?, categories = ? WHERE id = ?",
+            (
+                item.summary,
+                item.image_url,
+                item.author,
+                json.dumps(list(item.categories), ensure_ascii=False),
+                item.id,
+            ),
+        )
+        for hook in store.item_hooks:
+            await hook(conn, [item])
+
+
+async def sent_messages(store: Store, item_id: int, since: float) -> list[SentMessage]:
+    """Return the messages sent for `item_id` at or after `since` to chats still active."""
+    rows = await store._fetchall(
+        f"SELECT d.message_id, d.sent_at, {_CHAT_COLUMNS} FROM deliveries d "
+        "JOIN chats c ON c.id = d.chat_id "
+        "WHERE d.item_id = ? AND d.state = 'sent' AND d.message_id IS NOT NULL "
+        "AND d.sent_at >= ? AND c.active = 1 ORDER BY d.priority, d.id",
+        (item_id, since),
+    )
+    return [
+        SentMessage(chat=_chat(row, 2), message_id=int(row[0]), sent_at=float(row[1]))
+        for row in rows
+    ]
