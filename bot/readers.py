@@ -89,10 +89,13 @@ async def set_language(services: Services, chat_id: int, lang: str) -> Chat | No
 
 async def set_subscribed(services: Services, chat: Chat, on: bool) -> tuple[Chat, bool]:
     """Subscribe or unsubscribe `chat`; return it and whether anything changed."""
-    if chat.subscribed == on and (not on or chat.languages == (chat.lang,)):
+    if chat.subscribed == on:
         return chat, False
+    # Keep a multi-language choice made in the admin panel; only make sure the chat's own
+    # language is among the feeds it takes.
+    languages = None if chat.lang in chat.languages else [chat.lang]
     updated = await services.store.update_chat(
-        chat.id, services.clock.now(), subscribed=on, languages=[chat.lang]
+        chat.id, services.clock.now(), subscribed=on, languages=languages
     )
     return (updated or chat), True
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from telegram import Update
 
-from bot import permissions, readers
 from bot import reader_views as views
+from bot import readers
 from bot.context import BotContext
+from handlers.guards import admin_press
 
 
 async def language(update: Update, context: BotContext) -> None:
@@ -24,26 +25,11 @@ async def language(update: Update, context: BotContext) -> None:
 
 async def choose_language(update: Update, context: BotContext) -> None:
     """Store the language pressed, answer, and redraw the message in it."""
-    query = update.callback_query
-    if query is None:
+    press = await admin_press(update, context, readers.parse_language_data)
+    if press is None:
         return
-    svc = context.services
-    message = query.message
-    if message is None:
-        lang = svc.translator.resolve(query.from_user.language_code)
-        await query.answer(views.plain(svc.renderer, lang, views.STALE_BUTTON))
-        return
-    stored = await readers.reader_chat(svc, message.chat, query.from_user)
-    choice = readers.parse_language_data(query.data)
-    if choice is None:
-        await query.answer(views.plain(svc.renderer, stored.lang, views.STALE_BUTTON))
-        return
-    if not await permissions.may_configure(context.bot, message.chat, query.from_user):
-        await query.answer(
-            views.plain(svc.renderer, stored.lang, views.ADMINS_ONLY), show_alert=True
-        )
-        return
-    lang, view = choice
+    svc, query, message, stored = context.services, press.query, press.message, press.chat
+    lang, view = press.choice
     updated = await readers.set_language(svc, stored.id, lang) or stored
     await query.answer(
         views.plain(svc.renderer, lang, views.LANGUAGE_SET, language=readers.language_name(lang))

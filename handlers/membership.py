@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from telegram import ChatMember, ChatMemberAdministrator, Update
+from telegram import ChatMember, ChatMemberAdministrator, ChatMemberRestricted, Update
 from telegram.constants import ChatMemberStatus, ParseMode
 from telegram.constants import ChatType as TgChatType
 from telegram.error import Forbidden, TelegramError
@@ -25,6 +25,9 @@ NEEDS_POST_RIGHT = N_(
     "Please give me the “Post messages” right."
 )
 DISCONNECTED = N_("{channel} is disconnected: I will not post there any more.")
+# Stored as the chat's deactivation reason; /why shows it translated.
+REMOVED = N_("the bot was removed")
+NO_POST_RIGHT = N_("the bot lost the right to post")
 
 _GONE = (ChatMemberStatus.LEFT, ChatMemberStatus.BANNED)
 
@@ -34,7 +37,10 @@ def _can_post(member: ChatMember, chat_type: str) -> bool:
         return True
     if isinstance(member, ChatMemberAdministrator):
         return chat_type != TgChatType.CHANNEL or bool(member.can_post_messages)
-    return False
+    if isinstance(member, ChatMemberRestricted):
+        return member.is_member and member.can_send_messages
+    # In groups a plain member may post; in channels only admins can.
+    return chat_type != TgChatType.CHANNEL and member.status == ChatMemberStatus.MEMBER
 
 
 async def on_my_chat_member(update: Update, context: BotContext) -> None:
@@ -49,8 +55,8 @@ async def on_my_chat_member(update: Update, context: BotContext) -> None:
     chat_type = ChatType(chat.type)
     name = chat.title or (f"@{chat.username}" if chat.username else str(chat.id))
 
-    if new.status in _GONE or (chat_type is ChatType.CHANNEL and not _can_post(new, chat.type)):
-        reason = "bot removed" if new.status in _GONE else "bot lost the right to post"
+    if new.status in _GONE or (not chat_type.is_private and not _can_post(new, chat.type)):
+        reason = REMOVED if new.status in _GONE else NO_POST_RIGHT
         known = await svc.store.get_chat(chat.id)
         if known is not None and known.active:
             await svc.store.deactivate_chat(chat.id, reason, now)

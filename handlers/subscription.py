@@ -11,6 +11,7 @@ from telegram import Update
 from bot import permissions, readers
 from bot import reader_views as views
 from bot.context import BotContext
+from handlers.guards import admin_press
 
 
 async def subscribe(update: Update, context: BotContext) -> None:
@@ -57,25 +58,11 @@ async def settings(update: Update, context: BotContext) -> None:
 
 async def settings_button(update: Update, context: BotContext) -> None:
     """Subscribe or unsubscribe from the settings message, then redraw it."""
-    query = update.callback_query
-    if query is None:
+    press = await admin_press(update, context, readers.parse_settings_data)
+    if press is None:
         return
-    svc = context.services
-    message = query.message
-    if message is None:
-        lang = svc.translator.resolve(query.from_user.language_code)
-        await query.answer(views.plain(svc.renderer, lang, views.STALE_BUTTON))
-        return
-    stored = await readers.reader_chat(svc, message.chat, query.from_user)
-    on = readers.parse_settings_data(query.data)
-    if on is None:
-        await query.answer(views.plain(svc.renderer, stored.lang, views.STALE_BUTTON))
-        return
-    if not await permissions.may_configure(context.bot, message.chat, query.from_user):
-        await query.answer(
-            views.plain(svc.renderer, stored.lang, views.ADMINS_ONLY), show_alert=True
-        )
-        return
+    svc, query, message, stored = context.services, press.query, press.message, press.chat
+    on = press.choice
     if on:
         stored = await readers.reader_chat(svc, message.chat, query.from_user, reactivate=True)
     updated, _ = await readers.set_subscribed(svc, stored, on)

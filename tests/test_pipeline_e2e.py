@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -262,3 +263,33 @@ async def test_token_never_logged_and_graceful_stop(
     secret = TOKEN.split(":", 1)[1]
     assert all(secret not in record.getMessage() for record in caplog.records)
     assert all(secret not in (record.exc_text or "") for record in caplog.records)
+
+
+async def test_group_that_restricts_the_bot_stops_receiving(
+    api: FakeBotApi, feed_server: FeedServer, db_path: Path
+) -> None:
+    group = api.add_chat(-1005, "supergroup", title="Readers")
+    admin = api.user(43, "Rauf")
+    feed_server.set("/en/rss", feed(1))
+    env = bot_env(api.url, {"en": feed_server.url("/en/rss")}, db_path, CHANNELS="en=-1005")
+    async with running_bot(env) as runtime:
+        await polls(feed_server, "/en/rss", 2, api)
+        api.push_update(
+            api.make_my_chat_member_update(
+                group, admin, "member", "restricted", can_send_messages=False, is_member=True
+            )
+        )
+
+        async def inactive() -> bool:
+            chat = await runtime.services.store.get_chat(-1005)
+            return chat is not None and not chat.active
+
+        for _ in range(250):  # a condition wait, bounded at 5 s
+            if await inactive():
+                break
+            await asyncio.sleep(0.02)
+        assert await inactive()
+        feed_server.set("/en/rss", feed(1, 2))
+        count = len(feed_server.requests_to("/en/rss"))
+        await polls(feed_server, "/en/rss", count + 3, api)
+    assert api.sent(-1005) == []

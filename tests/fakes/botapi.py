@@ -179,6 +179,7 @@ _RESTRICTED_RIGHTS = (
     "can_pin_messages",
     "can_manage_topics",
     "can_edit_tag",
+    "can_react_to_messages",
 )
 
 

@@ -1,0 +1,56 @@
+"""The checks every reader button runs first: a live message, valid data, an admin in groups."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from telegram import CallbackQuery, MaybeInaccessibleMessage, Update
+
+from bot import permissions, readers
+from bot import reader_views as views
+from bot.context import BotContext
+from storage.models import Chat
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Press(Generic[T]):
+    """A button press that passed the checks: the query, its message, the chat and the choice."""
+
+    query: CallbackQuery
+    message: MaybeInaccessibleMessage  # inaccessible when too old to edit
+    chat: Chat
+    choice: T
+
+
+async def admin_press(
+    update: Update, context: BotContext, parse: Callable[[str | None], T | None]
+) -> Press[T] | None:
+    """Validate a settings button; answer the query and return None when it must not proceed.
+
+    Stale or forged data gets a polite answer; in groups only the group's admins (checked with
+    getChatMember now) may change anything.
+    """
+    query = update.callback_query
+    if query is None:
+        return None
+    svc = context.services
+    message = query.message
+    if message is None:
+        lang = svc.translator.resolve(query.from_user.language_code)
+        await query.answer(views.plain(svc.renderer, lang, views.STALE_BUTTON))
+        return None
+    stored = await readers.reader_chat(svc, message.chat, query.from_user)
+    choice = parse(query.data)
+    if choice is None:
+        await query.answer(views.plain(svc.renderer, stored.lang, views.STALE_BUTTON))
+        return None
+    if not await permissions.may_configure(context.bot, message.chat, query.from_user):
+        await query.answer(
+            views.plain(svc.renderer, stored.lang, views.ADMINS_ONLY), show_alert=True
+        )
+        return None
+    return Press(query, message, stored, choice)
