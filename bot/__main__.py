@@ -65,6 +65,10 @@ async def _run(settings: Settings) -> int:
     except InvalidToken:
         log.critical("Telegram rejected TELEGRAM_BOT_TOKEN (401); check the token")
         return 1
+    except Exception:
+        # Through the logger, whose handler redacts the token, never as a bare traceback.
+        log.critical("the bot stopped on an unexpected error", exc_info=True)
+        return 1
     return 0
 
 

@@ -10,26 +10,35 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
-from telegram.error import TelegramError
+from telegram.error import NetworkError, TelegramError
 from telegram.ext import ApplicationBuilder, ContextTypes
 from telegram.request import HTTPXRequest
 
 import handlers
+from bot import filters
+from bot.article import ArticleEnricher
+from bot.channels import CHANNELS_KEY, ChannelAdmin
 from bot.clock import Clock, SystemClock
+from bot.commands import publish_menus
 from bot.config import ChannelTarget, Settings
 from bot.context import SERVICES_KEY, BotApplication, BotContext, Services
+from bot.editor import Editor
 from bot.i18n import Translator
 from bot.logs import redacted
 from bot.poller import Poller, PollerConfig
 from bot.publisher import Publisher
-from bot.ratelimit import Limits, RateLimits, TelegramRateLimiter
+from bot.ratelimit import BotApiRequest, Limits, RateLimits, TelegramRateLimiter
 from bot.render import Renderer
+from bot.search import attach_index
+from bot.updates import PerChatUpdateProcessor, TolerantBot
 from storage.models import ChatType
 from storage.store import Store
 
 log = logging.getLogger(__name__)
 
 LONG_POLL_TIMEOUT = 25  # seconds getUpdates waits on Telegram's side
+UPDATE_CONCURRENCY = 64  # updates handled at once (across chats)
+START_RETRY_MAX = 60.0  # longest wait between attempts to reach the Bot API at start
 MAINTENANCE_INTERVAL = 3600.0
 
 
@@ -48,8 +57,9 @@ def make_http_client(settings: Settings) -> httpx.AsyncClient:
 def build_application(settings: Settings, limits: RateLimits) -> BotApplication:
     """Build PTB's Application pointed at TELEGRAM_API_URL, with our rate limiter."""
     assert settings.token is not None
-    request = HTTPXRequest(
-        connection_pool_size=max(64, settings.send_concurrency * 2),
+    # Sends go through aiohttp (a third of httpx's CPU per request; stamps sends as they leave).
+    request = BotApiRequest(
+        connection_pool_size=max(64, settings.send_slots * 2),
         connect_timeout=10.0,
         read_timeout=20.0,
         write_timeout=20.0,
@@ -58,17 +68,20 @@ def build_application(settings: Settings, limits: RateLimits) -> BotApplication:
     updates_request = HTTPXRequest(
         connection_pool_size=2, read_timeout=LONG_POLL_TIMEOUT + 10.0, connect_timeout=10.0
     )
+    bot = TolerantBot(
+        settings.token,
+        base_url=f"{settings.api_url}/bot",
+        base_file_url=f"{settings.api_url}/file/bot",
+        request=request,
+        get_updates_request=updates_request,
+        rate_limiter=TelegramRateLimiter(limits),
+    )
     builder = (
         ApplicationBuilder()
-        .token(settings.token)
-        .base_url(f"{settings.api_url}/bot")
-        .base_file_url(f"{settings.api_url}/file/bot")
-        .request(request)
-        .get_updates_request(updates_request)
-        .rate_limiter(TelegramRateLimiter(limits))
+        .bot(bot)
         .context_types(ContextTypes(context=BotContext))
-        # Updates are handled concurrently (bounded) so one slow reply never stalls the rest.
-        .concurrent_updates(32)
+        # Chats are served concurrently (bounded), each chat's updates one at a time, in order.
+        .concurrent_updates(PerChatUpdateProcessor(UPDATE_CONCURRENCY))
     )
     return builder.build()  # type: ignore[return-value]
 
@@ -113,6 +126,7 @@ async def _run(
     store = await Store.open(settings.database_path)
     http = make_http_client(settings)
     try:
+        await attach_index(store)  # search: index new items as they are stored, and any missing
         limits = RateLimits(
             clock,
             Limits(
@@ -120,6 +134,9 @@ async def _run(
                 group_per_minute=settings.rate_group_per_minute,
                 private_per_second=settings.rate_private_per_second,
                 margin=settings.rate_margin,
+                unpaid_per_second=(
+                    settings.rate_global_per_second if settings.paid_broadcast else None
+                ),
             ),
         )
         application = build_application(settings, limits)
@@ -131,7 +148,7 @@ async def _run(
             renderer,
             limits,
             clock,
-            concurrency=settings.send_concurrency,
+            concurrency=settings.send_slots,
             max_attempts=settings.max_send_attempts,
             paid_broadcast=settings.paid_broadcast,
             rng=rng,
@@ -146,6 +163,9 @@ async def _run(
             publisher=publisher,
         )
         application.bot_data[SERVICES_KEY] = services
+        channel_admin = ChannelAdmin(services)
+        application.bot_data[CHANNELS_KEY] = channel_admin
+        publisher.on_chat_problem = channel_admin.on_chat_problem
         handlers.register(application)
         poller = Poller(
             store,
@@ -162,6 +182,11 @@ async def _run(
             ),
             on_queued=publisher.wake,
             rng=rng,
+            decide=filters.decide,
+            enrich=ArticleEnricher.from_settings(settings, store, http, clock),
+            on_updated=Editor.from_settings(
+                settings, store, application.bot, renderer, clock
+            ).on_updated,
         )
         runtime = Runtime(settings, services, application, poller, http)
         await _serve(runtime, stop, on_started)
@@ -175,7 +200,9 @@ async def _serve(
 ) -> None:
     settings, services, application = runtime.settings, runtime.services, runtime.application
     feeds = [await services.store.ensure_feed(f.url, f.lang) for f in settings.feeds]
-    async with application:  # initialize(): getMe, so a bad token fails here
+    if not await _initialize(application, services, stop):
+        return
+    async with application:  # initialize() again is a no-op; shutdown() on the way out
         log.info("bot @%s starting: %d feed(s)", application.bot.username, len(feeds))
         await application.start()
         assert application.updater is not None
@@ -193,19 +220,62 @@ async def _serve(
             retry = _connect_env_channels(services, unresolved, stop)
             spawn(asyncio.create_task(retry, name="channels"))
         spawn(asyncio.create_task(_maintenance(services, stop), name="maintenance"))
+        menus = publish_menus(application.bot, services.translator)
+        spawn(asyncio.create_task(menus, name="menus"))
         if on_started is not None:
             on_started(runtime)
         await stop.wait()
 
         log.info("stopping: no new polls or updates; letting sends in flight finish")
+        # The publisher stops dispatching at once, while the long poll is being wound down.
+        publisher_stopped = asyncio.create_task(services.publisher.stop(settings.shutdown_timeout))
         await application.updater.stop()
         for task in runtime.tasks:
             if task.get_name() != "publisher":
                 task.cancel()
-        unfinished = await services.publisher.stop(settings.shutdown_timeout)
+        unfinished = await publisher_stopped
         await asyncio.gather(*runtime.tasks, return_exceptions=True)
+        await _drain_updates(application, services, settings.shutdown_timeout)
         await application.stop()
         log.info("stopped (%d send(s) left pending for the next start)", unfinished)
+
+
+async def _initialize(application: BotApplication, services: Services, stop: asyncio.Event) -> bool:
+    """Reach the Bot API (getMe), retrying while it is unreachable; False if stopped first.
+
+    A rejected token is final (InvalidToken propagates); a network failure at start is not:
+    the bot waits and tries again, as it does for every later network failure.
+    """
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            await application.initialize()
+        except NetworkError as exc:  # InvalidToken is not one: it propagates
+            log.warning("cannot reach the Bot API (%s); retrying in %.0f s", exc, delay)
+            await services.clock.sleep(delay)
+            delay = min(delay * 2, START_RETRY_MAX)
+        else:
+            return True
+    return False
+
+
+async def _drain_updates(application: BotApplication, services: Services, timeout: float) -> None:
+    """Give updates already fetched up to `timeout` to be handled, then drop the rest.
+
+    Replies are paced per chat, so a long queue from one chat could otherwise hold the stop
+    far past the container's grace period.
+    """
+    queue = application.update_queue
+    deadline = services.clock.monotonic() + timeout
+    while not queue.empty() and services.clock.monotonic() < deadline:
+        await services.clock.sleep(0.05)
+    dropped = 0
+    while not queue.empty():
+        queue.get_nowait()
+        queue.task_done()
+        dropped += 1
+    if dropped:
+        log.warning("stopping: %d update(s) fetched but not handled in time were dropped", dropped)
 
 
 async def _connect_env_channels(

@@ -718,7 +718,7 @@ def _verdict(item: Item, chat: Chat, delivery: Delivery | None) -> Verdict:
         case DeliveryState.SENT:
             return Verdict.SENT
         case DeliveryState.PENDING:
-            return Verdict.RETRYING if delivery.attempts else Verdict.PENDING
+            return Verdict.RETRYING if delivery.last_error else Verdict.PENDING
         case DeliveryState.FAILED:
             return Verdict.FAILED
         case DeliveryState.SKIPPED:

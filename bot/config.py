@@ -6,7 +6,9 @@ Every problem is a ConfigError naming the variable, the value it got and the for
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -79,15 +81,33 @@ class Settings:
     rate_margin: float = 0.03
     paid_broadcast: bool = False
     paid_broadcast_rate: int = 1000
-    send_concurrency: int = 32
+    send_concurrency: int = 0  # 0: sized from the global rate (see send_slots)
     max_send_attempts: int = 6
     delivery_retention: float = 30 * 86400.0
     shutdown_timeout: float = 10.0
+    # Article pages and summaries (issue 6).
+    article_hosts: frozenset[str] = frozenset()
+    allow_private_addresses: bool = False
+    article_fetch_threshold: int = 200
+    article_timeout: float = 20.0
+    article_max_bytes: int = 3 * 1024 * 1024
+    article_concurrency_per_host: int = 3
+    summary_mode: str = "lead"
+    edit_on_update: bool = False
+    edit_window: float = 48 * 3600.0
 
     @property
     def global_rate(self) -> int:
         """Return the sends allowed in any one-second window overall."""
         return self.paid_broadcast_rate if self.paid_broadcast else self.rate_global_per_second
+
+    @property
+    def send_slots(self) -> int:
+        """Return the sends allowed in flight: SEND_CONCURRENCY, or sized from the global rate."""
+        if self.send_concurrency:
+            return self.send_concurrency
+        # Enough to keep the pipe full while Telegram answers within 250 ms.
+        return max(32, min(512, math.ceil(self.global_rate * 0.25)))
 
 
 def load_settings(env: Mapping[str, str], *, require_token: bool = True) -> Settings:
@@ -164,7 +184,9 @@ def load_settings(env: Mapping[str, str], *, require_token: bool = True) -> Sett
         paid_broadcast_rate=_parse(
             env, "PAID_BROADCAST_RATE", "1000", _int_range(1, 1000), "1..1000"
         ),
-        send_concurrency=_parse(env, "SEND_CONCURRENCY", "32", _int_range(1, 512), "1..512"),
+        send_concurrency=_parse(
+            env, "SEND_CONCURRENCY", "0", _int_range(0, 512), "0 (automatic) or 1..512"
+        ),
         max_send_attempts=_parse(env, "MAX_SEND_ATTEMPTS", "6", _int_range(1, 50), "1..50"),
         delivery_retention=_parse(
             env, "DELIVERY_RETENTION", "30d", _duration, "a duration like 30d or 720h"
@@ -172,6 +194,31 @@ def load_settings(env: Mapping[str, str], *, require_token: bool = True) -> Sett
         shutdown_timeout=_parse(
             env, "SHUTDOWN_TIMEOUT", "10", _float_range(0, 120), "seconds, 0..120"
         ),
+        article_hosts=_parse(
+            env, "ARTICLE_HOSTS", "", _hosts, "comma-separated host names, like caliber.az"
+        ),
+        allow_private_addresses=_parse(
+            env, "ALLOW_PRIVATE_ADDRESSES", "false", _bool, "true or false"
+        ),
+        article_fetch_threshold=_parse(
+            env, "ARTICLE_FETCH_THRESHOLD", "200", _int_range(0, 100000), "characters, 0..100000"
+        ),
+        article_timeout=_parse(
+            env, "ARTICLE_TIMEOUT", "20", _float_range(0.1, 300), "seconds, 0.1..300"
+        ),
+        article_max_bytes=_parse(
+            env,
+            "ARTICLE_MAX_BYTES",
+            "3145728",
+            _int_range(1024, 100 * 1024 * 1024),
+            "bytes, 1024..104857600",
+        ),
+        article_concurrency_per_host=_parse(
+            env, "ARTICLE_CONCURRENCY_PER_HOST", "3", _int_range(1, 32), "1..32"
+        ),
+        summary_mode=_parse(env, "SUMMARY_MODE", "lead", _summary_mode, "lead or extractive"),
+        edit_on_update=_parse(env, "EDIT_ON_UPDATE", "false", _bool, "true or false"),
+        edit_window=_parse(env, "EDIT_WINDOW", "48h", _duration, "a duration like 48h or 2d"),
     )
 
 
@@ -227,8 +274,9 @@ def _pairs(raw: str) -> list[tuple[str, str]]:
 
 def _http_url(raw: str) -> str:
     parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(raw)
+    _ = parts.port  # raises ValueError for a port that is not a number in range
     return raw.rstrip("/")
 
 
@@ -268,7 +316,10 @@ def _sqlite_path(raw: str) -> Path:
     prefix = "sqlite:///"
     if not raw.startswith(prefix) or len(raw) == len(prefix):
         raise ValueError(raw)
-    return Path(raw[len(prefix) :])
+    path = Path(raw[len(prefix) :])
+    if path.is_dir():
+        raise ValueError(raw)
+    return path
 
 
 def _float_range(low: float, high: float) -> Callable[[str], float]:
@@ -320,7 +371,7 @@ def _log_level(raw: str) -> str:
 def _timezone(raw: str) -> str:
     try:
         ZoneInfo(raw)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # "Asia" is a directory
         raise ValueError(raw) from exc
     return raw
 
@@ -329,3 +380,35 @@ def _nonempty(raw: str) -> str:
     if not raw.strip():
         raise ValueError(raw)
     return raw.strip()
+
+
+_HOST_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9-]{1,63})*$")
+
+
+def _hosts(raw: str) -> frozenset[str]:
+    hosts = set()
+    for part in _split_list(raw):
+        host = part.strip().lower().rstrip(".")
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise ValueError(part) from exc
+        if not _HOST_RE.match(host) and not _is_ip(host):
+            raise ValueError(part)
+        hosts.add(host)
+    return frozenset(hosts)
+
+
+def _is_ip(raw: str) -> bool:
+    try:
+        ipaddress.ip_address(raw.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _summary_mode(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("lead", "extractive"):
+        raise ValueError(raw)
+    return value

@@ -12,16 +12,18 @@ import calendar
 import hashlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urljoin, urlsplit, urlunsplit
 
 import feedparser
 import httpx
 
-from bot.text import html_to_text, one_line
+from bot.text import html_to_text, normalise_whitespace, one_line
 from storage.models import NewItem
 
 log = logging.getLogger(__name__)
@@ -194,8 +196,8 @@ def parse_feed(body: bytes, url: str, content_type: str | None = None) -> Parsed
             items.append(item)
         else:
             errors.append(f"entry {position}: no id, link or title")
-    # Feeds list newest first; reverse, then order by date when every entry has one.
-    items.reverse()
+    if _listed_newest_first(items):
+        items.reverse()
     if items and all(i.published_at is not None for i in items):
         items.sort(key=lambda i: i.published_at or 0.0)
     feed_info = parsed.get("feed") or {}
@@ -208,10 +210,21 @@ def parse_feed(body: bytes, url: str, content_type: str | None = None) -> Parsed
     )
 
 
+def _listed_newest_first(items: Sequence[NewItem]) -> bool:
+    """Tell the document's order from its dated entries; feeds without dates list newest first."""
+    dates = [i.published_at for i in items if i.published_at is not None]
+    pairs = list(pairwise(dates))
+    rising = sum(1 for a, b in pairs if b > a)
+    falling = sum(1 for a, b in pairs if b < a)
+    return not rising > falling
+
+
 def _entry_to_item(entry: Any, feed_url: str) -> NewItem | None:
-    title = one_line(html_to_text(str(entry.get("title") or "")))
+    title = one_line(_text(entry.get("title"), entry.get("title_detail")))
     raw_link = _entry_link(entry)
     link = clean_link(urljoin(feed_url, raw_link)) if raw_link else ""
+    if link and urlsplit(link).scheme not in ("http", "https"):
+        link = ""  # javascript:, mailto:, data:… never become a post's link
     published = _entry_time(entry)
     summary = _entry_summary(entry)
     guid = one_line(str(entry.get("id") or ""))
@@ -277,12 +290,20 @@ def _entry_time(entry: Any) -> float | None:
     return None
 
 
+def _text(value: Any, detail: Any) -> str:
+    """Plain text of a feed field: markup is stripped only when the feed says it is markup."""
+    kind = str(detail.get("type") or "") if isinstance(detail, dict) else "text/html"
+    raw = str(value or "")
+    # "<3" or "<Middle Corridor>" in a text/plain title is text, not a tag.
+    return html_to_text(raw) if "html" in kind else normalise_whitespace(raw)
+
+
 def _entry_summary(entry: Any) -> str:
-    summary = html_to_text(str(entry.get("summary") or ""))
+    summary = _text(entry.get("summary"), entry.get("summary_detail"))
     if len(summary) >= _RICH_SUMMARY:
         return summary
     for content in entry.get("content") or []:
-        value = html_to_text(str(content.get("value") or "")) if isinstance(content, dict) else ""
+        value = _text(content.get("value"), content) if isinstance(content, dict) else ""
         if len(value) > len(summary):
             summary = value
     return summary
@@ -312,12 +333,10 @@ def clean_link(url: str) -> str:
     parts = urlsplit(url.strip())
     if not parts.query:
         return urlunsplit(parts)
-    kept = [
-        (key, value)
-        for key, value in parse_qsl(parts.query, keep_blank_values=True)
-        if not _is_tracking(key)
-    ]
-    return urlunsplit(parts._replace(query=urlencode(kept, doseq=True)))
+    # Work on the raw "k=v" pieces so that what is kept stays byte for byte as the site wrote it.
+    pieces = [p for p in parts.query.split("&") if p]
+    kept = [p for p in pieces if not _is_tracking(unquote_plus(p.split("=", 1)[0]))]
+    return urlunsplit(parts._replace(query="&".join(kept)))
 
 
 def _is_tracking(key: str) -> bool:

@@ -213,8 +213,8 @@ class Poller:
             )  # fmt: skip
 
     def _interval(self) -> float:
-        jitter = self.config.jitter
-        return self.config.interval * (1 + self.rng.uniform(-jitter, jitter))
+        # Jitter only shortens the wait, so a new piece is never seen later than one interval.
+        return self.config.interval * (1 - self.rng.uniform(0, self.config.jitter))
 
     def _at(self, delay: float) -> float:
         return self.clock.now() + delay

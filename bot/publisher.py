@@ -1,9 +1,19 @@
 """The delivery engine: takes due rows from the outbox, sends them within the rate limits, and
 records each outcome after Telegram has answered.
 
-Ordering: each chat has at most one send in flight and always gets its oldest pending piece
-first; channels go before groups, groups before private chats. A delivery is marked sent only
-after Telegram's answer, so a crash can repeat at most the sends that were in flight.
+Scheduling: a pass reads the head of every chat's pending queue (channels first, then groups,
+then private chats; within a class the oldest piece first) and dispatches, in that order, the
+heads whose chat is free and whose chat windows allow a send now. Chats that must wait (their
+own window, a retry_after, a backoff) are skipped, so one slow or failing chat never holds up
+the rest; the pass remembers when the earliest of them is ready and looks again then.
+
+Flow control: at most `concurrency` sends are in flight (HTTP under way, or answered but not
+yet recorded), and at most `lookahead` of them are still queued in the limiter waiting for a
+slot of the global window, so the pipe stays full while the order stays the pass's order.
+
+Crash safety: a row stays pending until Telegram's answer is recorded (in batches, one
+transaction for all the sends that finished meanwhile), and a send keeps its in-flight slot
+until then; so a crash repeats at most the sends that were in flight, never loses one.
 """
 
 from __future__ import annotations
@@ -11,11 +21,12 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import random
-import warnings
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from telegram import Bot, LinkPreviewOptions, Message
 from telegram.constants import ParseMode
@@ -27,13 +38,12 @@ from telegram.error import (
     RetryAfter,
     TelegramError,
 )
-from telegram.warnings import PTBDeprecationWarning
 
 from bot.clock import Clock
-from bot.ratelimit import RateLimits, _seconds
+from bot.ratelimit import RateLimits, retry_after_seconds
 from bot.render import Post, Renderer
-from storage.models import Chat, DueDelivery, Item
-from storage.store import Store
+from storage.models import Chat, ChatSettings, DueDelivery, Item
+from storage.store import QueueHead, Store
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +76,18 @@ _NO_ACCESS = (
 # 400s that are our own fault (a rendering bug): retrying the same text cannot help.
 _PERMANENT = ("can't parse entities", "message is too long", "caption is too long", "text is empty")
 
+# Rows loaded per store round trip while dispatching a pass.
+_LOAD_CHUNK = 100
+# The longest the engine sleeps without reading the queues again.
+_MAX_IDLE = 30.0
+# How long the first finished send waits for others to share its commit (real seconds).
+_RECORD_DELAY = 0.005
+# Rendered posts kept: a fan-out renders a piece once per distinct chat setting, not per chat.
+_POST_CACHE = 256
+
+
+UNREACHABLE_BACKOFF_MAX = 300.0  # longest wait between tries while Telegram is unreachable
+
 
 class Outcome(enum.StrEnum):
     SENT = "sent"
@@ -74,6 +96,8 @@ class Outcome(enum.StrEnum):
     FAILED = "failed"
     NO_ACCESS = "no_access"
     MIGRATED = "migrated"
+    # No answer from Telegram (network, timeout, 5xx): an outage, not a verdict on this post.
+    UNREACHABLE = "unreachable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +114,66 @@ class SendResult:
 ChatProblemHook = Callable[[Chat, str], Awaitable[None]]
 
 
+class _Send:
+    """One dispatched delivery: its chat, its task, and whether it has left the limiter."""
+
+    __slots__ = ("chat_id", "more", "stamped", "task")
+
+    def __init__(self, chat_id: int, more: bool) -> None:
+        self.chat_id = chat_id
+        self.more = more  # the chat has further pending pieces behind this one
+        self.stamped = False
+        self.task: asyncio.Task[None] | None = None
+
+
+class _SentRecorder:
+    """Group commit of sent deliveries: whatever finished while one write ran goes in the next.
+
+    A caller's await returns once its row is committed, so the in-flight slot it holds until
+    then bounds what a crash can repeat.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._rows: list[tuple[int, int | None, float]] = []
+        self._batch: asyncio.Future[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+
+    async def sent(self, delivery_id: int, message_id: int | None, at: float) -> None:
+        self._rows.append((delivery_id, message_id, at))
+        if self._batch is None:
+            self._batch = asyncio.get_running_loop().create_future()
+        batch = self._batch
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write(), name="record-sent")
+        # Shielded: a caller cancelled at shutdown must not cancel the others' commit.
+        await asyncio.shield(batch)
+
+    async def _write(self) -> None:
+        try:
+            # Let the sends finishing about now join this transaction: fewer, larger commits.
+            await asyncio.sleep(_RECORD_DELAY)
+            while self._rows:
+                rows, batch = self._rows, self._batch
+                self._rows, self._batch = [], None
+                assert batch is not None
+                try:
+                    await self.store.mark_sent_many(rows)
+                except Exception as exc:
+                    log.exception("recording %d sent deliveries failed", len(rows))
+                    batch.set_exception(exc)
+                    batch.exception()  # retrieved: every waiter sees it, none is left unseen
+                else:
+                    batch.set_result(None)
+        finally:
+            self._writer = None
+
+    async def drain(self) -> None:
+        """Wait until every recorded send is committed."""
+        while self._writer is not None:
+            await asyncio.shield(self._writer)
+
+
 class Publisher:
     """Sends the outbox. Start `run()` as a task; `wake()` when new rows are queued."""
 
@@ -104,7 +188,8 @@ class Publisher:
         concurrency: int = 32,
         max_attempts: int = 6,
         paid_broadcast: bool = False,
-        batch_size: int = 500,
+        batch_size: int = 1000,
+        lookahead: int | None = None,
         rng: random.Random | None = None,
         on_chat_problem: ChatProblemHook | None = None,
     ) -> None:
@@ -117,106 +202,163 @@ class Publisher:
         self.max_attempts = max_attempts
         self.paid_broadcast = paid_broadcast
         self.batch_size = batch_size
+        # Enough sends queued in the limiter to cover ~50 ms of the global rate (a store
+        # round trip of the dispatcher), few enough that a new channel piece is not kept
+        # waiting behind a long queue of private chats.
+        rate = limits.limits.global_per_second
+        self.lookahead = lookahead or max(4, min(concurrency, math.ceil(rate * 0.05)))
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self._unreachable_streak = 0  # failed sends in a row with no answer from Telegram
         self.on_chat_problem = on_chat_problem
-        self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
-        self._slots = asyncio.Semaphore(concurrency)
-        self._in_flight: dict[int, asyncio.Task[None]] = {}
-        self._recent_429: deque[tuple[float, int]] = deque(maxlen=64)
         self.stats = dict.fromkeys(Outcome, 0)
+        self._recorder = _SentRecorder(store)
+        self._sends: dict[int, _Send] = {}  # by chat id: one send per chat at a time
+        self._unstamped = 0
+        self._new_work = asyncio.Event()
+        self._capacity = asyncio.Event()
+        self._freed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._freed_ready_at = math.inf
+        self._posts: OrderedDict[tuple[Item, ChatSettings, str, bool], Post] = OrderedDict()
 
     def wake(self) -> None:
         """Tell the engine the outbox has new rows."""
-        self._wake.set()
+        self._new_work.set()
 
     @property
     def in_flight(self) -> int:
-        return len(self._in_flight)
+        return len(self._sends)
+
+    # ------------------------------------------------------------------ scheduling
 
     async def run(self) -> None:
         """Send due deliveries until stop() is called."""
         while not self._stopping.is_set():
             try:
-                dispatched, next_ready = await self._pass()
+                look_again = await self._pass()
             except Exception:
                 log.exception("publisher pass failed; retrying shortly")
-                dispatched, next_ready = 0, self.clock.monotonic() + 5.0
-            if self._stopping.is_set():
-                break
-            if not dispatched:
-                await self._idle(next_ready)
+                look_again = self.clock.monotonic() + 5.0
+            if look_again is not None and not self._stopping.is_set():
+                await self._idle(look_again)
 
-    async def _pass(self) -> tuple[int, float | None]:
-        """Dispatch every due head whose chat is ready; return (count, when to look again)."""
-        self._wake.clear()
-        batch = await self.store.due_deliveries(
-            self.clock.now(), self.batch_size, exclude_chats=list(self._in_flight)
-        )
-        dispatched = 0
-        next_ready: float | None = None
-        for due in batch:
-            if self._stopping.is_set():
-                break
-            chat_id = due.chat.id
-            if chat_id in self._in_flight:
+    async def _pass(self) -> float | None:
+        """Dispatch every head that can go now; return when to look again (None: at once)."""
+        self._new_work.clear()
+        self._freed_ready_at = math.inf
+        heads = await self.store.pending_heads()
+        wall, now = self.clock.now(), self.clock.monotonic()
+        look_again = math.inf
+        ready: list[QueueHead] = []
+        for head in heads:
+            if head.chat_id in self._sends:
                 continue
-            ready = self.limits.chat_ready_at(chat_id)
-            if ready > self.clock.monotonic():
-                next_ready = ready if next_ready is None else min(next_ready, ready)
+            if head.next_attempt_at > wall:
+                look_again = min(look_again, now + head.next_attempt_at - wall)
                 continue
-            await self._slots.acquire()
-            if self._stopping.is_set():
-                self._slots.release()
+            chat_ready = self.limits.chat_ready_at(head.chat_id, now)
+            if chat_ready > now:
+                look_again = min(look_again, chat_ready)
+                continue
+            ready.append(head)
+            if len(ready) >= self.batch_size:
+                look_again = now  # more may be ready behind this batch
                 break
-            task = asyncio.create_task(self._send_task(due), name=f"send-{due.delivery.id}")
-            self._in_flight[chat_id] = task
-            dispatched += 1
-        if not batch:
-            due_at = await self.store.next_due_at()
-            if due_at is not None:
-                wall_wait = max(0.0, due_at - self.clock.now())
-                candidate = self.clock.monotonic() + wall_wait
-                next_ready = candidate if next_ready is None else min(next_ready, candidate)
-        return dispatched, next_ready
+        more = {head.delivery_id: head.pending > 1 for head in ready}
+        for start in range(0, len(ready), _LOAD_CHUNK):
+            chunk = [head.delivery_id for head in ready[start : start + _LOAD_CHUNK]]
+            # Rows answered since the heads were read drop out here (sent, or backing off).
+            for due in await self.store.due_by_ids(chunk, self.clock.now()):
+                if not await self._wait_capacity():
+                    return None
+                if self._new_work.is_set():
+                    return None  # something newer may come first: read the queues again
+                chat_ready = self.limits.chat_ready_at(due.chat.id)
+                if chat_ready > self.clock.monotonic():
+                    # A handler's reply took the chat's window meanwhile.
+                    look_again = min(look_again, chat_ready)
+                    continue
+                self._dispatch(due, more[due.delivery.id])
+        return None if look_again <= self.clock.monotonic() else look_again
 
-    async def _idle(self, next_ready: float | None) -> None:
-        """Wait for new work, the next due time, or a send slot freeing a chat."""
-        timeout = 30.0
-        if next_ready is not None:
-            timeout = min(timeout, max(0.0, next_ready - self.clock.monotonic()))
-        if self._in_flight:
-            # A finishing send may unblock its chat's next piece.
-            timeout = min(timeout, 0.5)
-        waiters = [
-            asyncio.create_task(self._wake.wait()),
-            asyncio.create_task(self._stopping.wait()),
-            asyncio.create_task(self.clock.sleep(timeout)),
-        ]
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+    async def _wait_capacity(self) -> bool:
+        """Wait for a free in-flight slot and room in the limiter's queue; False on stop."""
+        while not self._stopping.is_set() and (
+            len(self._sends) >= self.concurrency or self._unstamped >= self.lookahead
+        ):
+            self._capacity.clear()
+            await self._capacity.wait()
+        return not self._stopping.is_set()
 
-    async def _send_task(self, due: DueDelivery) -> None:
+    async def _idle(self, look_again: float) -> None:
+        """Wait for new work, stop, or the time to look again (a due row or a freed chat)."""
+        while not (self._new_work.is_set() or self._stopping.is_set()):
+            now = self.clock.monotonic()
+            # A periodic look as well: a row may become due without anyone calling wake().
+            until = min(look_again, self._freed_ready_at, now + _MAX_IDLE)
+            if until <= now:
+                return
+            self._freed.clear()
+            waiters: list[asyncio.Task[Any]] = [
+                asyncio.create_task(self._new_work.wait()),
+                asyncio.create_task(self._stopping.wait()),
+                asyncio.create_task(self._freed.wait()),
+            ]
+            sleeper = asyncio.create_task(self.clock.sleep(until - now))
+            waiters.append(sleeper)
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+            if sleeper.done() and not sleeper.cancelled():
+                return
+
+    def _dispatch(self, due: DueDelivery, more: bool) -> None:
+        send = _Send(due.chat.id, more)
+        self._sends[send.chat_id] = send
+        self._unstamped += 1
+        send.task = asyncio.create_task(self._send_task(due, send), name=f"send-{due.delivery.id}")
+
+    def _stamped(self, send: _Send) -> None:
+        if not send.stamped:
+            send.stamped = True
+            self._unstamped -= 1
+            self._capacity.set()
+
+    async def _send_task(self, due: DueDelivery, send: _Send) -> None:
         try:
-            await self.deliver(due)
+            result = await self.deliver(due, on_stamp=lambda: self._stamped(send))
+            if result.outcome is not Outcome.SENT:
+                send.more = True  # the row waits for a retry, or the chat's queue changed
         except asyncio.CancelledError:
             raise
         except Exception:
             # A bug, not an expected failure: keep the row pending and try again later.
+            send.more = True
             log.exception("delivery %d to chat %d crashed", due.delivery.id, due.chat.id)
             await self.store.mark_retry(due.delivery.id, "internal error", self.clock.now() + 60.0)
         finally:
-            self._in_flight.pop(due.chat.id, None)
-            self._slots.release()
-            self._wake.set()
+            if not send.stamped:
+                self._unstamped -= 1
+            if self._sends.get(send.chat_id) is send:
+                del self._sends[send.chat_id]
+            if send.more:
+                # The chat's next piece can go once its window allows.
+                ready = self.limits.chat_ready_at(send.chat_id)
+                if ready < self._freed_ready_at:
+                    self._freed_ready_at = ready
+                    self._freed.set()
+            self._capacity.set()
 
-    async def deliver(self, due: DueDelivery) -> SendResult:
+    # ------------------------------------------------------------------ one delivery
+
+    async def deliver(
+        self, due: DueDelivery, *, on_stamp: Callable[[], None] | None = None
+    ) -> SendResult:
         """Send one delivery, record the outcome in the store, and return it."""
         delivery, chat = due.delivery, due.chat
-        result = await self.send(chat, due.item)
+        result = await self.send(chat, due.item, on_stamp=on_stamp)
         now = self.clock.now()
         self.stats[result.outcome] += 1
         error = result.error or ""
@@ -228,21 +370,34 @@ class Publisher:
             await self.store.record_event("migrated", f"{chat.id} -> {new_id}", now, chat_id=new_id)
             if moved is not None:
                 # The outbox row moved with the chat; the next pass sends it to the new id.
-                self._wake.set()
+                self._new_work.set()
             return result
         if result.outcome is Outcome.SENT:
-            await self.store.mark_sent(delivery.id, result.message_id, now)
+            self._unreachable_streak = 0
+            await self._recorder.sent(delivery.id, result.message_id, now)
         elif result.outcome is Outcome.RATE_LIMITED:
             await self.store.mark_retry(
                 delivery.id, error, now + (result.retry_after or 1.0), count_attempt=False
             )
             await self.store.record_event("429", error, now, chat_id=chat.id)
         elif result.outcome is Outcome.NO_ACCESS:
-            log.warning("chat %d refuses the bot (%s); deactivating it", chat.id, error)
-            await self.store.deactivate_chat(chat.id, error, now)
             await self.store.record_event("no_access", error, now, chat_id=chat.id)
-            if self.on_chat_problem is not None:
+            if self.on_chat_problem is not None and not chat.type.is_private:
+                # The hook owns channels and groups: it deactivates one the bot has left and
+                # pauses one where it lacks a right (marking this row failed, telling admins).
                 await self.on_chat_problem(chat, error)
+            else:
+                log.warning("chat %d refuses the bot (%s); deactivating it", chat.id, error)
+                await self.store.deactivate_chat(chat.id, error, now)
+                if self.on_chat_problem is not None:
+                    await self.on_chat_problem(chat, error)
+        elif result.outcome is Outcome.UNREACHABLE:
+            # However long Telegram is out of reach, the post waits: attempts are not spent.
+            self._unreachable_streak += 1
+            step = min(self._unreachable_streak, 6)
+            delay = min(UNREACHABLE_BACKOFF_MAX, 5.0 * 2**step) * (0.75 + self.rng.random() / 2)
+            await self.store.mark_retry(delivery.id, error, now + delay, count_attempt=False)
+            await self.store.record_event("send_error", error, now, chat_id=chat.id)
         elif result.outcome is Outcome.FAILED or delivery.attempts + 1 >= self.max_attempts:
             log.error("delivery %d to chat %d failed: %s", delivery.id, chat.id, error)
             await self.store.mark_failed(delivery.id, error, now)
@@ -257,19 +412,19 @@ class Publisher:
             await self.store.record_event("send_error", error, now, chat_id=chat.id)
         return result
 
-    async def send(self, chat: Chat, item: Item) -> SendResult:
+    async def send(
+        self, chat: Chat, item: Item, *, on_stamp: Callable[[], None] | None = None
+    ) -> SendResult:
         """Render `item` for `chat` and send it; translate Telegram's answer into a SendResult."""
-        post = self.renderer.post(item, chat.settings, lang=item.lang)
+        post = self._post(item, chat.settings, allow_photo=True)
         try:
-            message = await self._send_post(chat, post)
+            message = await self._send_post(chat, post, on_stamp)
         except BadRequest as exc:
             if post.is_photo and _mentions(exc, _PHOTO_PROBLEMS):
                 log.info("photo for item %d refused (%s); sending text", item.id, exc.message)
-                text_post = self.renderer.post(
-                    item, chat.settings, lang=item.lang, allow_photo=False
-                )
+                text_post = self._post(item, chat.settings, allow_photo=False)
                 try:
-                    message = await self._send_post(chat, text_post)
+                    message = await self._send_post(chat, text_post, on_stamp)
                 except TelegramError as retry_exc:
                     return self._classify(chat, retry_exc)
                 return SendResult(Outcome.SENT, message.message_id)
@@ -278,12 +433,30 @@ class Publisher:
             return self._classify(chat, exc)
         return SendResult(Outcome.SENT, message.message_id)
 
-    async def _send_post(self, chat: Chat, post: Post) -> Message:
+    def _post(self, item: Item, settings: ChatSettings, *, allow_photo: bool) -> Post:
+        """Render through a small cache: a fan-out sends one piece to many alike chats."""
+        key = (item, settings, item.lang, allow_photo)
+        post = self._posts.get(key)
+        if post is None:
+            post = self.renderer.post(item, settings, lang=item.lang, allow_photo=allow_photo)
+            self._posts[key] = post
+            if len(self._posts) > _POST_CACHE:
+                self._posts.popitem(last=False)
+        else:
+            self._posts.move_to_end(key)
+        return post
+
+    async def _send_post(
+        self, chat: Chat, post: Post, on_stamp: Callable[[], None] | None
+    ) -> Message:
+        limiter_args: dict[str, object] = {"retry": False}
+        if on_stamp is not None:
+            limiter_args["on_stamp"] = on_stamp
         common: dict[str, object] = {
             "chat_id": chat.id,
             "parse_mode": ParseMode.HTML,
             "disable_notification": chat.settings.silent,
-            "rate_limit_args": {"retry": False},
+            "rate_limit_args": limiter_args,
         }
         if chat.settings.thread_id:
             common["message_thread_id"] = chat.settings.thread_id
@@ -303,8 +476,8 @@ class Publisher:
         if isinstance(exc, ChatMigrated):
             return SendResult(Outcome.MIGRATED, error=text, new_chat_id=int(exc.new_chat_id))
         if isinstance(exc, RetryAfter):
-            wait = _retry_after_seconds(exc)
-            self._note_429(chat.id, wait)
+            # The rate limiter has already held the chat (or everyone) for retry_after.
+            wait = retry_after_seconds(exc)
             return SendResult(Outcome.RATE_LIMITED, error=text, retry_after=wait)
         if isinstance(exc, Forbidden):
             return SendResult(Outcome.NO_ACCESS, error=text)
@@ -318,39 +491,39 @@ class Publisher:
             log.critical("Telegram rejects the bot token; deliveries cannot be sent")
         # Timeouts, network errors and 5xx: the send may or may not have happened; retrying
         # risks a rare duplicate, giving up would risk a lost post.
-        return SendResult(Outcome.RETRY, error=text)
+        return SendResult(Outcome.UNREACHABLE, error=text)
 
-    def _note_429(self, chat_id: int, wait: float) -> None:
-        """Hold the chat; when several chats are refused at once, it is the bot-wide limit."""
-        self.limits.block_chat(chat_id, wait)
-        now = self.clock.monotonic()
-        self._recent_429.append((now, chat_id))
-        recent_chats = {c for t, c in self._recent_429 if now - t <= 1.0}
-        if len(recent_chats) >= 3:
-            log.warning("429 from %d chats within a second: pausing all sends %.1f s",
-                        len(recent_chats), wait)  # fmt: skip
-            self.limits.block_all(wait)
+    # ------------------------------------------------------------------ shutdown
 
     async def stop(self, timeout: float) -> int:
-        """Stop dispatching, let in-flight sends finish for up to `timeout` s; return unfinished."""
+        """Stop dispatching, let in-flight sends finish for up to `timeout` s; return unfinished.
+
+        Sends still queued in the limiter have not left: they are cancelled at once and stay
+        pending for the next start. Every answered send is recorded before this returns.
+        """
         self._stopping.set()
-        tasks = list(self._in_flight.values())
-        if not tasks:
-            return 0
-        _, pending = await asyncio.wait(tasks, timeout=timeout)
-        for task in pending:
-            task.cancel()
+        self._capacity.set()
+        for send in list(self._sends.values()):
+            if not send.stamped and send.task is not None:
+                send.task.cancel()
+        tasks: Sequence[asyncio.Task[None]] = [
+            s.task for s in self._sends.values() if s.task is not None
+        ]
+        pending: set[asyncio.Task[None]] = set()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._recorder.drain()
+        log.info(
+            "publisher stopped: %s; %d send(s) written later than stamped (longest %.3f s)",
+            ", ".join(f"{n} {outcome}" for outcome, n in self.stats.items() if n) or "no sends",
+            self.limits.late_writes, self.limits.longest_write_delay,
+        )  # fmt: skip
         if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
             log.warning("%d sends still in flight at shutdown stay pending", len(pending))
         return len(pending)
-
-
-def _retry_after_seconds(exc: RetryAfter) -> float:
-    with warnings.catch_warnings():
-        # PTB warns that retry_after will become a timedelta; _seconds accepts both.
-        warnings.simplefilter("ignore", PTBDeprecationWarning)
-        return _seconds(exc.retry_after)
 
 
 def _mentions(exc: TelegramError, needles: tuple[str, ...]) -> bool:

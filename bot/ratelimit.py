@@ -1,23 +1,43 @@
 """Telegram's send limits as sliding windows, and PTB's BaseRateLimiter built on them.
 
 A leaky or token bucket lets a full bucket burst and then refills, so a window of the server's
-size can see more than the limit; here every send is stamped when it actually leaves, and a send
-is allowed only when the stamps in the trailing window are fewer than the limit. Every request
-the bot makes goes through one RateLimits, so handler replies and the publisher share the budget.
+size can see more than the limit; here a send is allowed only when the stamps in the trailing
+window are fewer than the limit. Every request the bot makes goes through one RateLimits, so
+handler replies and the publisher share the budget.
+
+The windows must hold as Telegram sees the requests arrive, so:
+- a send is stamped right before its HTTP call, and stamped again (moved later) when its
+  request is actually written (BotApiRequest's trace hook), should anything have delayed it in
+  between (a busy event loop, a wait for a pooled connection);
+- every window is `margin` seconds longer than Telegram's, for the jitter that is left;
+- waiters for the global window queue in FIFO order, one at a time, so a slot freeing up wakes
+  one sender rather than all of them; a send first waits for its own chat's windows outside
+  that queue, so one chat's wait never holds up the others.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import json
 import logging
 import math
+import urllib.request
 import warnings
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
-from telegram.error import RetryAfter
+import aiohttp
+
+# PTB's own request classes tell "not given" timeouts apart with these.
+from telegram._utils.defaultvalue import DefaultValue
+from telegram._utils.types import ODVInput
+from telegram.error import NetworkError, RetryAfter, TimedOut
 from telegram.ext import BaseRateLimiter
+from telegram.request import BaseRequest, RequestData
 from telegram.warnings import PTBDeprecationWarning
 
 from bot.clock import Clock
@@ -31,6 +51,17 @@ _EDIT_ENDPOINTS = frozenset(
 _OTHER_COUNTED = frozenset(
     {"copyMessage", "copyMessages", "forwardMessage", "forwardMessages", "sendMediaGroup"}
 )
+# 429s from this many different chats within a second mean the bot-wide limit, not a chat's.
+_GLOBAL_429_CHATS = 3
+# A bot-wide 429 despite the windows means more jitter on the way to Telegram than the margin
+# allows for: the bot-wide windows grow by a step (up to a cap) until a calm spell has passed.
+_MARGIN_STEP = 0.02
+_MAX_MARGIN = 0.25
+_MARGIN_RESET = 600.0
+# How far ahead of its even schedule the bot-wide pacer lets sends go (see Pacer).
+_PACE_TOLERANCE = 0.02
+# A stamp moves only when the write came this much later: below it, moving is just churn.
+_RESTAMP_AFTER = 0.0005
 
 
 def counts_as_send(endpoint: str) -> bool:
@@ -64,18 +95,30 @@ class SlidingWindow:
 
     def _prune(self, now: float) -> None:
         horizon = now - self.period
-        while self.stamps and self.stamps[0] <= horizon:
-            self.stamps.popleft()
+        stamps = self.stamps
+        while stamps and stamps[0] <= horizon:
+            stamps.popleft()
 
     def available_at(self, now: float) -> float:
         """Return the earliest time (>= now) at which one more event fits."""
         self._prune(now)
         if len(self.stamps) < self.limit:
             return now
-        return self.stamps[len(self.stamps) - self.limit] + self.period
+        return max(now, self.stamps[len(self.stamps) - self.limit] + self.period)
 
     def record(self, now: float) -> None:
         self.stamps.append(now)
+
+    def move(self, old: float, new: float) -> None:
+        """Move one stamp from `old` to `new` (>= every stamp in the window)."""
+        stamps = self.stamps
+        # The stamp is nearly always among the newest few: search from the right.
+        for offset in range(1, len(stamps) + 1):
+            if stamps[-offset] == old:
+                del stamps[-offset]
+                break
+        # Not found: the stamp had already left the window, but the send leaves only now.
+        stamps.append(new)
 
     def idle(self, now: float) -> bool:
         self._prune(now)
@@ -87,22 +130,67 @@ class Limits:
     global_per_second: int = 30
     group_per_minute: int = 20
     private_per_second: float = 1.0
-    # Extra length given to each window: absorbs network jitter and event-loop stalls between
-    # the stamp and the moment the server sees the request.
+    # Extra length given to each window: absorbs the jitter between the moment a send is
+    # stamped (when its request is written) and the moment the server sees it arrive.
     margin: float = 0.03
+    # With paid broadcasts the global limit is the paid one; sends made without
+    # allow_paid_broadcast (handler replies) still keep to this free rate.
+    unpaid_per_second: int | None = None
+
+
+class Stamp:
+    """One send's places in the windows, so it can be moved to when the send really left."""
+
+    __slots__ = ("at", "limits", "windows")
+
+    def __init__(self, limits: RateLimits, windows: tuple[SlidingWindow, ...], at: float) -> None:
+        self.limits = limits
+        self.windows = windows
+        self.at = at
+
+    def restamp(self) -> None:
+        """Move the stamp to now, if the send leaves noticeably later than it was stamped."""
+        now = self.limits.clock.monotonic()
+        delay = now - self.at
+        if delay <= _RESTAMP_AFTER:
+            return
+        for window in self.windows:
+            window.move(self.at, now)
+        self.at = now
+        self.limits.note_late_write(delay)
+
+
+# The stamp of the send this task is making, for the HTTP layer to move (see BotApiRequest).
+_CURRENT_STAMP: contextvars.ContextVar[Stamp | None] = contextvars.ContextVar(
+    "current_stamp", default=None
+)
 
 
 class RateLimits:
-    """The shared budget: one global window plus one or two windows per chat."""
+    """The shared budget: the bot-wide window and pacer (and the free rate's, with paid
+    broadcasts), one or two windows per chat, and retry_after holds."""
 
     def __init__(self, clock: Clock, limits: Limits = Limits()) -> None:
         self.clock = clock
         self.limits = limits
-        self._global = SlidingWindow(limits.global_per_second, 1.0 + limits.margin)
+        everyone = _BotWide(limits.global_per_second, limits.margin)
+        self._paid_rates: tuple[_BotWide, ...] = (everyone,)
+        self._unpaid_rates: tuple[_BotWide, ...] = self._paid_rates
+        if limits.unpaid_per_second is not None:
+            self._unpaid_rates += (_BotWide(limits.unpaid_per_second, limits.margin),)
         self._chats: dict[str, tuple[SlidingWindow, ...]] = {}
         self._blocked_until: dict[str, float] = {}
         self._all_blocked_until = 0.0
         self._records_since_sweep = 0
+        self._recent_429: deque[tuple[float, str]] = deque(maxlen=64)
+        # The bot-wide windows' margin: RATE_MARGIN, widened for a while after bot-wide 429s.
+        self.margin = limits.margin
+        self._widened_at = -math.inf
+        # One waiter at a time watches the global window; the rest queue here in FIFO order.
+        self._turn = asyncio.Lock()
+        # Sends written later than stamped (and moved), for the shutdown log.
+        self.late_writes = 0
+        self.longest_write_delay = 0.0
 
     def _windows(self, chat: int | str) -> tuple[SlidingWindow, ...]:
         key = str(chat)
@@ -129,9 +217,13 @@ class RateLimits:
             ready = max(ready, window.available_at(now))
         return ready
 
-    def global_ready_at(self, now: float | None = None) -> float:
+    def global_ready_at(self, now: float | None = None, *, paid: bool = False) -> float:
+        """Return when the bot-wide window (and, for unpaid sends, the free one) has room."""
         now = self.clock.monotonic() if now is None else now
-        return max(now, self._all_blocked_until, self._global.available_at(now))
+        ready = max(now, self._all_blocked_until)
+        for rate in self._paid_rates if paid else self._unpaid_rates:
+            ready = max(ready, rate.available_at(now))
+        return ready
 
     def ready_at(self, chat: int | str | None, now: float | None = None) -> float:
         """Return when a send to `chat` fits every window (>= now; == now means at once)."""
@@ -141,36 +233,49 @@ class RateLimits:
             ready = max(ready, self.chat_ready_at(chat, now))
         return ready
 
-    def try_acquire(self, chat: int | str | None) -> bool:
-        """Stamp a send now if every window allows it; return whether it did."""
+    def try_acquire(self, chat: int | str | None, *, paid: bool = False) -> Stamp | None:
+        """Stamp a send now if every window allows it and nobody is queued; else None."""
         now = self.clock.monotonic()
-        if self.ready_at(chat, now) > now:
-            return False
-        self._record(chat, now)
-        return True
+        if self._turn.locked() or self.global_ready_at(now, paid=paid) > now:
+            return None
+        if chat is not None and self.chat_ready_at(chat, now) > now:
+            return None
+        return self._record(chat, now, paid)
 
-    async def acquire(self, chat: int | str | None) -> None:
+    async def acquire(self, chat: int | str | None, *, paid: bool = False) -> Stamp:
         """Wait until a send to `chat` fits every window, then stamp it."""
         while True:
-            now = self.clock.monotonic()
-            ready = self.ready_at(chat, now)
-            if ready <= now:
-                self._record(chat, now)
-                return
-            await self.clock.sleep(ready - now)
+            if chat is not None:
+                # The chat's own wait comes first, outside the global queue.
+                while (ready := self.chat_ready_at(chat)) > self.clock.monotonic():
+                    await self.clock.sleep(ready - self.clock.monotonic())
+            async with self._turn:
+                while (ready := self.global_ready_at(paid=paid)) > self.clock.monotonic():
+                    await self.clock.sleep(ready - self.clock.monotonic())
+                now = self.clock.monotonic()
+                # Another request to the same chat may have taken its window meanwhile.
+                if chat is None or self.chat_ready_at(chat, now) <= now:
+                    return self._record(chat, now, paid)
 
-    def _record(self, chat: int | str | None, now: float) -> None:
-        self._global.record(now)
+    def _record(self, chat: int | str | None, now: float, paid: bool) -> Stamp:
+        rates = self._paid_rates if paid else self._unpaid_rates
+        for rate in rates:
+            rate.pacer.record(now)
+        windows = tuple(rate.window for rate in rates)
         if chat is not None:
-            for window in self._windows(chat):
-                window.record(now)
+            windows += self._windows(chat)
+        for window in windows:
+            window.record(now)
         self._records_since_sweep += 1
         if self._records_since_sweep >= 5000:
             self._sweep(now)
+        return Stamp(self, windows, now)
 
     def _sweep(self, now: float) -> None:
         """Forget idle chats so the table stays bounded by recent activity."""
         self._records_since_sweep = 0
+        if self.margin != self.limits.margin and now - self._widened_at > _MARGIN_RESET:
+            self._set_margin(self.limits.margin)
         idle = [k for k, ws in self._chats.items() if all(w.idle(now) for w in ws)]
         for key in idle:
             del self._chats[key]
@@ -188,6 +293,89 @@ class RateLimits:
         """Hold every send for `seconds` (a flood wait on the whole bot)."""
         self._all_blocked_until = max(self._all_blocked_until, self.clock.monotonic() + seconds)
 
+    def note_429(self, chat: int | str | None, seconds: float) -> bool:
+        """Honour a 429: hold the chat, or everyone when it is the bot-wide limit.
+
+        Telegram does not say which limit it was; refusals for several chats within a
+        second can only be the bot-wide one. Return True when every send was held.
+        """
+        if chat is None:
+            self.block_all(seconds)
+            return True
+        self.block_chat(chat, seconds)
+        now = self.clock.monotonic()
+        self._recent_429.append((now, str(chat)))
+        recent = {c for at, c in self._recent_429 if now - at <= 1.0}
+        if len(recent) >= _GLOBAL_429_CHATS:
+            log.warning("429 from %d chats within a second: holding all sends %.1f s",
+                        len(recent), seconds)  # fmt: skip
+            self.block_all(seconds)
+            self._widen_margin(now)
+            return True
+        return False
+
+    def _widen_margin(self, now: float) -> None:
+        """Allow for more jitter than RATE_MARGIN: the server saw sends closer than we did."""
+        if now - self._widened_at < 1.0:
+            return  # refusals of sends already under way at the first one
+        self._widened_at = now
+        margin = min(_MAX_MARGIN, self.margin + _MARGIN_STEP)
+        if margin > self.margin:
+            log.warning("bot-wide windows now %.0f ms longer than Telegram's, for %.0f s",
+                        margin * 1000, _MARGIN_RESET)  # fmt: skip
+            self._set_margin(margin)
+
+    def _set_margin(self, margin: float) -> None:
+        self.margin = margin
+        for rate in {*self._paid_rates, *self._unpaid_rates}:
+            rate.set_margin(margin)
+
+    def note_late_write(self, delay: float) -> None:
+        self.late_writes += 1
+        self.longest_write_delay = max(self.longest_write_delay, delay)
+
+
+class Pacer:
+    """Spreads sends evenly at one per `interval` (a GCRA virtual schedule).
+
+    A send may go `tolerance` ahead of the schedule, so one that woke a little late is made
+    up for by the next; beyond that, sends wait their turn. The sliding windows are the hard
+    limit; the pacer keeps a second's sends from leaving in one burst whenever the window
+    frees up, since a burst is what a busy server stamps unevenly.
+    """
+
+    __slots__ = ("interval", "scheduled", "tolerance")
+
+    def __init__(self, interval: float, tolerance: float) -> None:
+        self.interval = interval
+        self.tolerance = tolerance
+        self.scheduled = -math.inf  # when the schedule's next send is due
+
+    def available_at(self, now: float) -> float:
+        return max(now, self.scheduled - self.tolerance)
+
+    def record(self, now: float) -> None:
+        self.scheduled = max(self.scheduled, now) + self.interval
+
+
+class _BotWide:
+    """A bot-wide rate: its sliding window and its pacer."""
+
+    __slots__ = ("pacer", "per_second", "window")
+
+    def __init__(self, per_second: int, margin: float) -> None:
+        period = 1.0 + margin
+        self.per_second = per_second
+        self.window = SlidingWindow(per_second, period)
+        self.pacer = Pacer(period / per_second, _PACE_TOLERANCE)
+
+    def set_margin(self, margin: float) -> None:
+        self.window.period = 1.0 + margin
+        self.pacer.interval = (1.0 + margin) / self.per_second
+
+    def available_at(self, now: float) -> float:
+        return max(self.window.available_at(now), self.pacer.available_at(now))
+
 
 def _rate_to_window(per_second: float) -> tuple[int, float]:
     if per_second >= 1:
@@ -195,12 +383,135 @@ def _rate_to_window(per_second: float) -> tuple[int, float]:
     return 1, 1.0 / per_second
 
 
+class BotApiRequest(BaseRequest):
+    """PTB's network layer on aiohttp, for the requests that send.
+
+    Two reasons over PTB's httpx default: it costs about a third of the CPU per request (the
+    difference between keeping up with a 300/s fan-out on one core or not), and its trace hook
+    says when a request's bytes are written, which is when a send is stamped in the windows.
+    """
+
+    def __init__(
+        self,
+        *,
+        connection_pool_size: int = 64,
+        read_timeout: float = 5.0,
+        write_timeout: float = 5.0,
+        connect_timeout: float = 5.0,
+        pool_timeout: float = 1.0,
+        media_write_timeout: float = 20.0,
+    ) -> None:
+        self._pool_size = connection_pool_size
+        self._read = read_timeout
+        self._write = write_timeout
+        self._connect = connect_timeout
+        self._pool = pool_timeout
+        self._media_write = media_write_timeout
+        self._session: aiohttp.ClientSession | None = None
+        self._proxies: dict[str, str] = {}
+        self._proxy_for_host: dict[tuple[str, str], str | None] = {}
+
+    @property
+    def read_timeout(self) -> float:
+        return self._read
+
+    async def initialize(self) -> None:
+        if self._session is None or self._session.closed:
+            trace = aiohttp.TraceConfig()
+            trace.on_request_headers_sent.append(_headers_sent)
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._pool_size, ttl_dns_cache=300),
+                trace_configs=[trace],
+                headers={"User-Agent": self.USER_AGENT},
+            )
+            # HTTPS_PROXY / NO_PROXY are honoured as by PTB's httpx client, but read once
+            # (aiohttp's trust_env would read them, and ~/.netrc, on every request).
+            self._proxies = urllib.request.getproxies()
+            self._proxy_for_host.clear()
+
+    async def shutdown(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def do_request(
+        self,
+        url: str,
+        method: str,
+        request_data: RequestData | None = None,
+        read_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
+        write_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
+        connect_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
+        pool_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
+    ) -> tuple[int, bytes]:
+        if self._session is None:
+            raise RuntimeError("BotApiRequest is not initialized")
+        files = request_data is not None and request_data.contains_files
+        read = _given(read_timeout, self._read)
+        write = _given(write_timeout, self._media_write if files else self._write)
+        connect = _given(connect_timeout, self._connect)
+        pool = _given(pool_timeout, self._pool)
+        data: aiohttp.FormData | bytes | None = None
+        headers: dict[str, str] = {}
+        if request_data is not None and files:
+            data = aiohttp.FormData(request_data.json_parameters)
+            for name, (filename, content, mime) in request_data.multipart_data.items():
+                data.add_field(name, content, filename=filename, content_type=mime)
+        elif request_data is not None:
+            # A JSON body, as the Bot API documents it: far cheaper to build than a form.
+            data = json.dumps(request_data.parameters, separators=(",", ":")).encode()
+            headers["Content-Type"] = "application/json"
+        timeout = aiohttp.ClientTimeout(
+            total=_total(read, write, connect, pool),
+            connect=None if connect is None or pool is None else connect + pool,
+            sock_connect=connect,
+            sock_read=read,
+        )
+        try:
+            async with self._session.request(
+                method, url, data=data, headers=headers, timeout=timeout, proxy=self._proxy(url)
+            ) as answer:
+                return answer.status, await answer.read()
+        except TimeoutError as exc:
+            raise TimedOut from exc
+        except aiohttp.ClientError as exc:
+            raise NetworkError(f"aiohttp.{type(exc).__name__}: {exc}") from exc
+
+    def _proxy(self, url: str) -> str | None:
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.hostname or "")
+        if key not in self._proxy_for_host:
+            proxy = self._proxies.get(parts.scheme)
+            if proxy and urllib.request.proxy_bypass(key[1]):
+                proxy = None
+            self._proxy_for_host[key] = proxy
+        return self._proxy_for_host[key]
+
+
+def _given(value: ODVInput[float], default: float) -> float | None:
+    return default if isinstance(value, DefaultValue) else value
+
+
+def _total(*parts: float | None) -> float | None:
+    """An overall deadline, so that a server dripping bytes cannot hold a send forever."""
+    return None if any(p is None for p in parts) else sum(p for p in parts if p is not None)
+
+
+async def _headers_sent(
+    session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestHeadersSentParams
+) -> None:
+    stamp = _CURRENT_STAMP.get()
+    if stamp is not None:
+        stamp.restamp()
+
+
 class TelegramRateLimiter(BaseRateLimiter[dict[str, Any]]):
     """PTB's rate-limiter hook: every message-sending request waits for RateLimits first.
 
-    A 429 that still comes blocks that chat for retry_after; requests made with
+    A 429 that still comes holds that chat (or everyone) for retry_after. Requests made with
     rate_limit_args={"retry": False} (the publisher's) get the RetryAfter back to handle,
-    others are retried once after waiting.
+    others are retried once after waiting. rate_limit_args={"on_stamp": callable} is called
+    once the request has its place in the windows and is about to be sent.
     """
 
     def __init__(self, limits: RateLimits, max_retries: int = 1) -> None:
@@ -225,27 +536,33 @@ class TelegramRateLimiter(BaseRateLimiter[dict[str, Any]]):
         if not counts_as_send(endpoint):
             return await callback(*args, **kwargs)
         chat = data.get("chat_id")
-        retries = (
-            0 if rate_limit_args and rate_limit_args.get("retry") is False else self.max_retries
-        )
+        paid = bool(data.get("allow_paid_broadcast"))
+        options = rate_limit_args or {}
+        retries = 0 if options.get("retry") is False else self.max_retries
+        on_stamp = options.get("on_stamp")
         while True:
-            await self.limits.acquire(chat)
+            stamp = await self.limits.acquire(chat, paid=paid)
+            if on_stamp is not None:
+                on_stamp()
+            token = _CURRENT_STAMP.set(stamp)
             try:
                 return await callback(*args, **kwargs)
             except RetryAfter as exc:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", PTBDeprecationWarning)
-                    wait = _seconds(exc.retry_after)
-                if chat is not None:
-                    self.limits.block_chat(chat, wait)
-                else:
-                    self.limits.block_all(wait)
+                wait = retry_after_seconds(exc)
+                self.limits.note_429(chat, wait)
                 if retries <= 0:
                     raise
                 retries -= 1
                 log.warning("429 on %s for chat %s: waiting %.1f s", endpoint, chat, wait)
+            finally:
+                _CURRENT_STAMP.reset(token)
 
 
-def _seconds(value: Any) -> float:
+def retry_after_seconds(exc: RetryAfter) -> float:
+    """Return the wait Telegram asked for, in seconds."""
+    with warnings.catch_warnings():
+        # PTB warns that retry_after will become a timedelta; both forms are handled.
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        value: Any = exc.retry_after
     total = getattr(value, "total_seconds", None)
     return float(total()) if callable(total) else float(value)

@@ -200,7 +200,7 @@ def latest_count(args: list[str]) -> int | None:
     """Return how many pieces /latest [N] asks for (1..LATEST_MAX), None when N is no number."""
     if not args:
         return LATEST_DEFAULT
-    if len(args) > 1 or not re.fullmatch(r"[0-9]{1,6}", args[0]):
+    if len(args) > 1 or not re.fullmatch(r"[0-9]+", args[0]):
         return None
     return min(max(int(args[0]), 1), LATEST_MAX)
 

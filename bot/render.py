@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from telegram.constants import MessageLimit
 
 from bot.i18n import N_, Translator
+from bot.summary import lead
 from bot.text import normalise_whitespace, one_line, truncate, utf16_len
 from storage.models import ChatSettings, Item, PostStyle
 
@@ -50,24 +51,41 @@ def bold(text: str) -> str:
     return f"<b>{escape(text)}</b>"
 
 
-def hashtag(category: str) -> str | None:
-    """Turn a category into a hashtag: letters, digits and underscores, words joined CamelCase."""
+def hashtag(category: str, lang: str = "") -> str | None:
+    """Turn a category into a hashtag: letters, digits and underscores, words joined CamelCase
+    with the language's capitals (#Analytics, #Аналитика, #İqtisadiyyat); SHOUTED words of
+    five letters or more are written as words (ANALYTICS → #Analytics)."""
     words = [w for w in _HASHTAG_JUNK.split(unicodedata.normalize("NFC", category)) if w]
     words = [w.replace("_", "") or w for w in words]
     if not words:
         return None
-    joined = "".join(w[:1].upper() + w[1:] for w in words)[:60]
+    joined = "".join(_capitalised(w, lang) for w in words)[:60]
     # Telegram does not link a hashtag made only of digits.
     if not any(ch.isalpha() for ch in joined):
         return None
     return "#" + joined
 
 
-def hashtags(categories: tuple[str, ...], limit: int = MAX_HASHTAGS) -> list[str]:
+def _capitalised(word: str, lang: str) -> str:
+    turkic = lang in ("az", "tr")
+    if len(word) >= 5 and word.isupper():
+        rest = word[1:]
+        if turkic:
+            rest = rest.replace("I", "ı").replace("İ", "i")
+        word = word[0] + rest.replace("İ", "i").lower()
+    first = word[:1]
+    if turkic and first == "i":
+        first = "İ"
+    return first.upper() + word[1:]
+
+
+def hashtags(
+    categories: tuple[str, ...], limit: int = MAX_HASHTAGS, *, lang: str = ""
+) -> list[str]:
     tags: list[str] = []
     seen: set[str] = set()
     for category in categories:
-        tag = hashtag(category)
+        tag = hashtag(category, lang)
         if tag and tag.casefold() not in seen:
             seen.add(tag.casefold())
             tags.append(tag)
@@ -124,7 +142,7 @@ class Renderer:
         if item.author:
             meta += " · " + truncate(one_line(item.author), 100)
         read_more = tr.gettext(lang, READ_MORE)
-        tags = " ".join(hashtags(item.categories)) if settings.hashtags else ""
+        tags = " ".join(hashtags(item.categories, lang=item.lang)) if settings.hashtags else ""
         signature = truncate(one_line(settings.signature), 200) if settings.signature else ""
 
         # Fixed parts as (plain, html); the summary gets whatever room is left.
@@ -139,7 +157,9 @@ class Renderer:
         summary = normalise_whitespace(item.summary)
         if summary and _repeats_title(summary, title):
             summary = ""
-        summary = truncate(summary, min(room, self.summary_length)) if room > 20 else ""
+        # Whole sentences that fit (see bot.summary.lead); idempotent on a stored summary.
+        room = min(room, self.summary_length) if room > 20 else 0
+        summary = lead(summary, room, title=title, author=item.author, lang=item.lang)
 
         plain_parts = ["\n".join(p for p, _ in head)]
         html_parts = ["\n".join(h for _, h in head)]

@@ -5,11 +5,29 @@ register() holds the one routing table of the bot.
 
 from __future__ import annotations
 
-from telegram.ext import BaseHandler, ChatMemberHandler
+from telegram.ext import (
+    BaseHandler,
+    CallbackQueryHandler,
+    ChatMemberHandler,
+    CommandHandler,
+    InlineQueryHandler,
+    MessageHandler,
+    filters,
+)
 
+from bot import readers
 from bot.context import BotApplication
+from handlers import channels, here, stats, why
 from handlers.errors import on_error
+from handlers.help import help_command
+from handlers.inline import inline_query
+from handlers.language import choose_language, language
+from handlers.latest import latest
 from handlers.membership import on_my_chat_member
+from handlers.search import search, search_page
+from handlers.start import start
+from handlers.subscription import settings, settings_button, subscribe, unsubscribe
+from handlers.unknown import unknown_button
 
 # Update types the bot asks Telegram for (getUpdates allowed_updates).
 ALLOWED_UPDATES = ["message", "callback_query", "inline_query", "my_chat_member"]
@@ -19,6 +37,36 @@ def register(application: BotApplication) -> None:
     """Install every handler, in routing order."""
     table: list[BaseHandler] = [  # type: ignore[type-arg]
         ChatMemberHandler(on_my_chat_member, ChatMemberHandler.MY_CHAT_MEMBER),
+        # Channel admins. The panel's text input goes first: it matches only private text from
+        # someone the panel has just asked a question, so it never swallows other messages.
+        MessageHandler(channels.input_filter(application), channels.on_input),
+        CommandHandler(
+            "cancel", channels.on_cancel, filters.ChatType.PRIVATE & channels.awaiting(application)
+        ),
+        CommandHandler("channels", channels.on_channels),
+        CallbackQueryHandler(channels.on_button, pattern=channels.CALLBACK_PATTERN),
+        CommandHandler("why", why.on_why),
+        CommandHandler("stats", stats.on_stats),
+        CommandHandler("here", here.on_here),
+        MessageHandler(
+            filters.StatusUpdate.FORUM_TOPIC_CREATED | filters.StatusUpdate.FORUM_TOPIC_EDITED,
+            here.on_topic_seen,
+        ),
+        # Readers: language, search, latest pieces, subscriptions, help, inline mode.
+        CommandHandler("start", start),
+        CommandHandler(["language", "lang"], language),
+        CallbackQueryHandler(choose_language, pattern=readers.LANGUAGE_PATTERN),
+        CommandHandler("search", search),
+        CallbackQueryHandler(search_page, pattern=readers.SEARCH_PATTERN),
+        CommandHandler("latest", latest),
+        CommandHandler("subscribe", subscribe),
+        CommandHandler("unsubscribe", unsubscribe),
+        CommandHandler("settings", settings),
+        CallbackQueryHandler(settings_button, pattern=readers.SETTINGS_PATTERN),
+        CommandHandler("help", help_command),
+        InlineQueryHandler(inline_query),
+        # Last: any other button (old, forged, or a game) is still answered.
+        CallbackQueryHandler(unknown_button),
     ]
     for handler in table:
         application.add_handler(handler)

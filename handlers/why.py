@@ -46,7 +46,7 @@ SENT = N_("✅ sent on {date}: {link}")
 SENT_NO_LINK = N_("✅ sent on {date}")
 OPEN_POST = N_("open the post")
 PENDING = N_("⏳ waiting in the queue to be sent")
-RETRYING = N_("⏳ waiting to be sent again (attempt {n} failed: {reason})")
+RETRYING = N_("⏳ waiting to be sent again (the last try failed: {reason})")
 FAILED = N_("❌ failed: Telegram answered “{reason}”")
 PAUSED = N_("⏸ not sent: posting was paused")
 FILTERED = N_("🚫 not sent: filtered out by the rule {rule}")
@@ -54,6 +54,7 @@ CANCELLED = N_("🚫 not sent: the chat stopped receiving posts ({reason})")
 LANGUAGE = N_("➖ not sent: this chat does not take {language} pieces")
 CONNECTED_LATER = N_("➖ not sent: this chat was connected after the piece appeared")
 NOT_RECEIVING = N_("➖ not sent: the chat was not receiving posts when the piece appeared")
+NOT_CONNECTED = N_("This chat does not receive posts from me, so there is nothing to explain.")
 RULE_EXCLUDE_KEYWORD = N_("“exclude keyword: {value}”")
 RULE_EXCLUDE_CATEGORY = N_("“exclude category: {value}”")
 RULE_NOT_INCLUDED = N_("“include” (the piece matched none of the include rules)")
@@ -75,9 +76,12 @@ async def on_why(update: Update, context: BotContext) -> None:
         chats = await admin.chats_to_explain(actor)
     else:
         known = await svc.store.get_chat(chat.id)
+        if known is None:
+            await message.reply_html(reply(lang, NOT_CONNECTED))
+            return
         # An anonymous admin writes as the group itself; only admins can do that.
         anonymous_admin = message.sender_chat is not None and message.sender_chat.id == chat.id
-        if known is None or not (anonymous_admin or await admin.may_explain(actor, known)):
+        if not (anonymous_admin or await admin.may_explain(actor, known)):
             log.info("/why refused for user %d in chat %d", user.id, chat.id)
             await message.reply_html(reply(lang, NOT_ALLOWED))
             return
@@ -149,7 +153,7 @@ def _status(svc: Services, lang: str, verdict: ChatVerdict, item_lang: str) -> s
         case Verdict.RETRYING:
             assert delivery is not None
             return msg(
-                lang, RETRYING, n=delivery.attempts, reason=_reason(svc, lang, delivery.last_error)
+                lang, RETRYING, reason=_reason(svc, lang, delivery.last_error)
             )
         case Verdict.FAILED:
             assert delivery is not None

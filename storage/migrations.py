@@ -109,6 +109,106 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX events_at ON events(at);
         """,
     ),
+    Migration(
+        2,
+        "search: full-text index of items",
+        """
+        -- Terms folded, stemmed and tagged with the item's language by bot.search;
+        -- rowid = items.id.
+        CREATE VIRTUAL TABLE search_fts USING fts5(
+            title, body, tokenize = 'unicode61 remove_diacritics 2'
+        );
+        -- Which version of the text analysis built the index; the bot rebuilds it on a change
+        -- and fills in items the index lacks at every start.
+        -- Each indexed item's date (publication, else first sight) in a table small enough to
+        -- stay in the page cache: ranking reads it for many rows.
+        CREATE TABLE search_dates (
+            id INTEGER PRIMARY KEY,
+            ts REAL NOT NULL
+        );
+        CREATE TABLE search_state (
+            id               INTEGER PRIMARY KEY CHECK (id = 1),
+            analyzer_version INTEGER NOT NULL
+        );
+        INSERT INTO search_state (id, analyzer_version) VALUES (1, 0);
+        CREATE TRIGGER items_search_delete AFTER DELETE ON items BEGIN
+            DELETE FROM search_fts WHERE rowid = old.id;
+            DELETE FROM search_dates WHERE id = old.id;
+        END;
+        """,
+    ),
+    Migration(
+        3,
+        "channel admins: settings audit trail, no-right incidents, forum topics",
+        """
+        -- Who changed which setting of a chat, and when; user_id NULL means the bot itself.
+        CREATE TABLE settings_changes (
+            id        INTEGER PRIMARY KEY,
+            chat_id   INTEGER NOT NULL
+                      REFERENCES chats(id) ON DELETE CASCADE ON UPDATE CASCADE,
+            user_id   INTEGER,
+            user_name TEXT,
+            at        REAL NOT NULL,
+            what      TEXT NOT NULL,
+            old       TEXT,
+            new       TEXT
+        );
+        CREATE INDEX settings_changes_chat ON settings_changes(chat_id, at);
+
+        -- A chat paused because the bot could not post there; its admins were told once.
+        CREATE TABLE chat_incidents (
+            chat_id       INTEGER PRIMARY KEY
+                          REFERENCES chats(id) ON DELETE CASCADE ON UPDATE CASCADE,
+            reason        TEXT NOT NULL,
+            missing_right TEXT,
+            at            REAL NOT NULL
+        );
+
+        -- Forum topics the bot has seen, to choose where a supergroup's posts go.
+        CREATE TABLE forum_topics (
+            chat_id   INTEGER NOT NULL
+                      REFERENCES chats(id) ON DELETE CASCADE ON UPDATE CASCADE,
+            thread_id INTEGER NOT NULL,
+            name      TEXT NOT NULL,
+            seen_at   REAL NOT NULL,
+            PRIMARY KEY (chat_id, thread_id)
+        );
+        """,
+    ),
+    Migration(
+        4,
+        "summaries: article pages fetched for thin feed items",
+        """
+        -- One row per article page the bot fetched (keyed by the item's link), so each page
+        -- is fetched once. status: ok (text or metadata found), empty, or error.
+        CREATE TABLE articles (
+            url          TEXT PRIMARY KEY,
+            status       TEXT NOT NULL,
+            fetched_at   REAL NOT NULL,
+            text         TEXT NOT NULL DEFAULT '',
+            title        TEXT,
+            description  TEXT,
+            image_url    TEXT,
+            author       TEXT,
+            published_at REAL,
+            categories   TEXT NOT NULL DEFAULT '[]',
+            error        TEXT
+        );
+        CREATE INDEX articles_fetched_at ON articles(fetched_at);
+        """,
+    ),
+    Migration(
+        5,
+        "delivery engine: queue heads and retention without scanning the history",
+        """
+        -- Each chat's oldest pending piece, read on every publisher pass: covers the GROUP BY
+        -- over pending rows only, however many sent rows the retention keeps.
+        CREATE INDEX deliveries_pending_heads ON deliveries(chat_id, item_id)
+            WHERE state = 'pending';
+        -- Pruning by age walks this index instead of the whole table.
+        CREATE INDEX deliveries_created_at ON deliveries(created_at);
+        """,
+    ),
 )
 
 

@@ -7,6 +7,7 @@ import logging
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,19 @@ PRIORITY = {
     ChatType.GROUP: 1,
     ChatType.PRIVATE: 2,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class QueueHead:
+    """A chat's oldest pending delivery, as the publisher's scheduler sees it (no row bodies)."""
+
+    delivery_id: int
+    chat_id: int
+    priority: int
+    item_id: int
+    next_attempt_at: float
+    pending: int  # how many deliveries the chat has pending, this one included
+
 
 # Runs inside store_poll's transaction with the items it inserted or changed (e.g. the search
 # index keeping itself in step with the items table).
@@ -212,7 +226,8 @@ class Store:
                 seen_now.add(entry.identity)
                 fresh.append(entry)
 
-            targets = await _target_chats(conn, lang)
+            # Only new entries are queued: a poll with none need not read every chat.
+            targets = await _target_chats(conn, lang) if fresh else []
             new_items: list[Item] = []
             queued = 0
             backfill_from = len(fresh) - max(backfill, 0)
@@ -247,8 +262,13 @@ class Store:
                 item = entry.stored(item_id, feed_id, lang, now, origin)
                 new_items.append(item)
                 if origin is ItemOrigin.NEW and targets:
+                    # The same piece listed in two feeds (the same link) reaches a
+                    # chat once: chats that already have it from the other feed are skipped.
+                    already = await _chats_with_piece(conn, item)
                     rows = []
                     for chat in targets:
+                        if chat.id in already:
+                            continue
                         reason = (
                             "paused" if chat.paused else (decide(item, chat) if decide else None)
                         )
@@ -511,6 +531,49 @@ class Store:
                 (message_id, now, delivery_id),
             )
 
+    async def pending_heads(self) -> list[QueueHead]:
+        """Return every chat's oldest pending delivery, channels first, then the oldest piece."""
+        rows = await self._fetchall(
+            """
+            WITH heads AS (
+                SELECT chat_id, MIN(item_id) AS item_id, COUNT(*) AS pending
+                FROM deliveries WHERE state = 'pending' GROUP BY chat_id
+            )
+            SELECT d.id, d.chat_id, d.priority, d.item_id, d.next_attempt_at, h.pending
+            FROM heads h
+            JOIN deliveries d ON d.item_id = h.item_id AND d.chat_id = h.chat_id
+            ORDER BY d.priority, d.item_id, d.id
+            """
+        )
+        return [QueueHead(*row) for row in rows]
+
+    async def due_by_ids(self, delivery_ids: Sequence[int], now: float) -> list[DueDelivery]:
+        """Load those of `delivery_ids` that are still pending and due, in the order given."""
+        found: dict[int, DueDelivery] = {}
+        for start in range(0, len(delivery_ids), 500):
+            chunk = delivery_ids[start : start + 500]
+            rows = await self._fetchall(
+                f"SELECT {_DELIVERY_COLUMNS}, {_ITEM_COLUMNS}, {_CHAT_COLUMNS} "
+                "FROM deliveries d JOIN items i ON i.id = d.item_id "
+                "JOIN chats c ON c.id = d.chat_id "
+                f"WHERE d.state = 'pending' AND d.next_attempt_at <= ? "
+                f"AND d.id IN ({','.join('?' * len(chunk))})",
+                [now, *chunk],
+            )
+            for row in rows:
+                due = _due(row)
+                found[due.delivery.id] = due
+        return [found[i] for i in delivery_ids if i in found]
+
+    async def mark_sent_many(self, sent: Sequence[tuple[int, int | None, float]]) -> None:
+        """Record several sends (delivery id, message id, time) in one transaction."""
+        async with self._tx() as conn:
+            await conn.executemany(
+                "UPDATE deliveries SET state = 'sent', message_id = ?, sent_at = ?, "
+                "attempts = attempts + 1, last_error = NULL WHERE id = ? AND state = 'pending'",
+                [(message_id, at, delivery_id) for delivery_id, message_id, at in sent],
+            )
+
     async def mark_retry(
         self, delivery_id: int, error: str, next_attempt_at: float, *, count_attempt: bool = True
     ) -> None:
@@ -547,15 +610,24 @@ class Store:
             counts[DeliveryState(row[0])] = int(row[1])
         return counts
 
-    async def prune_deliveries(self, older_than: float) -> int:
+    async def prune_deliveries(self, older_than: float, *, chunk: int = 10_000) -> int:
         """Delete finished delivery rows older than `older_than`; items are kept for search."""
+        total = 0
+        while True:
+            # A chunk per transaction: the publisher's writes never wait for a long delete.
+            async with self._tx() as conn:
+                cursor = await conn.execute(
+                    "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries "
+                    "WHERE created_at < ? AND state != 'pending' LIMIT ?)",
+                    (older_than, chunk),
+                )
+                deleted = cursor.rowcount
+            total += deleted
+            if deleted < chunk:
+                break
         async with self._tx() as conn:
-            cursor = await conn.execute(
-                "DELETE FROM deliveries WHERE state != 'pending' AND created_at < ?",
-                (older_than,),
-            )
             await conn.execute("DELETE FROM events WHERE at < ?", (older_than,))
-            return cursor.rowcount
+        return total
 
     # ------------------------------------------------------------------ events
 
@@ -624,6 +696,16 @@ async def _update_item_content(conn: aiosqlite.Connection, feed_id: int, entry: 
             entry.identity,
         ),
     )
+
+
+async def _chats_with_piece(conn: aiosqlite.Connection, item: Item) -> set[int]:
+    """Return the chats that have (or had) a delivery of another item with `item`'s link."""
+    async with conn.execute(
+        "SELECT DISTINCT d.chat_id FROM items i JOIN deliveries d ON d.item_id = i.id "
+        "WHERE i.link = ? AND i.id != ?",
+        (item.link, item.id),
+    ) as cursor:
+        return {int(row[0]) for row in await cursor.fetchall()}
 
 
 async def _target_chats(conn: aiosqlite.Connection, lang: str) -> list[Chat]:

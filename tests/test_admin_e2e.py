@@ -604,8 +604,8 @@ async def test_why_explains_each_state(bot: Harness, people: dict[str, Any]) -> 
     await bot.store.update_chat(CHANNEL, NOW, paused=False)
     bot.api.server_error("sendMessage")
     await bot.publish("en", piece(6))
-    await bot.api.wait_for(lambda _: _pending_attempts(bot) == 1)
-    assert "waiting to be sent again (attempt 1 failed:" in await why(
+    await bot.api.wait_for(lambda _: _pending_errors(bot) == 1)
+    assert "waiting to be sent again (the last try failed:" in await why(
         "https://caliber.az/en/post/piece-6"
     )
 
@@ -851,13 +851,14 @@ async def _say_text(bot: Harness, user: dict[str, Any], text: str) -> str:
     return bot.last_text(user["id"])
 
 
-def _pending_attempts(bot: Harness) -> int:
+def _pending_errors(bot: Harness) -> int:
+    """Pending deliveries whose last try failed (a 5xx spends no attempt, but is recorded)."""
     import sqlite3
 
     conn = sqlite3.connect(bot.runtime.settings.database_path)
     try:
         row = conn.execute(
-            "SELECT MAX(attempts) FROM deliveries WHERE state = 'pending'"
+            "SELECT COUNT(*) FROM deliveries WHERE state = 'pending' AND last_error IS NOT NULL"
         ).fetchone()
         return int(row[0] or 0)
     finally:

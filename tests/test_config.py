@@ -67,6 +67,9 @@ def test_defaults_and_parsing() -> None:
         ("BACKFILL", "-3"),
         ("PAID_BROADCAST", "maybe"),
         ("TIMEZONE", "Mars/Olympus"),
+        ("TIMEZONE", "Asia"),  # a directory in the zone database, not a zone
+        ("TELEGRAM_API_URL", "http://localhost:notaport"),
+        ("DATABASE_URL", "sqlite:///" + str(Path(__file__).parent)),  # a directory
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:

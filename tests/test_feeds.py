@@ -106,3 +106,47 @@ async def test_whole_corpus_goes_through_parse_and_store(db_path: Path) -> None:
     # are stored and 1,104 test fragments without any link are skipped with a reason.
     assert not_feeds < 20
     assert stored > 100 and stored + skipped > 1000
+
+
+def test_plain_text_fields_keep_angle_brackets_and_markup_fields_lose_tags() -> None:
+    atom = """<feed xmlns="http://www.w3.org/2005/Atom"><title>x</title><id>f</id>
+    <entry><id>e1</id><title>Why Baku &lt;3 Ankara &amp; the &lt;Middle Corridor&gt;</title>
+    <link href="https://caliber.az/en/post/1"/><updated>2025-07-22T10:00:00Z</updated>
+    <summary type="text">A text with &lt;tags&gt; mentioned.</summary></entry>
+    <entry><id>e2</id><title type="html">&lt;b&gt;Bold&lt;/b&gt; title</title>
+    <link href="https://caliber.az/en/post/2"/><updated>2025-07-23T10:00:00Z</updated>
+    <summary type="html">&lt;p&gt;Para&lt;/p&gt;</summary></entry></feed>"""
+    first, second = parse_feed(atom.encode(), "https://caliber.az/atom").items
+    assert first.title == "Why Baku <3 Ankara & the <Middle Corridor>"
+    assert first.summary == "A text with <tags> mentioned."
+    assert second.title == "Bold title" and second.summary == "Para"
+
+
+def test_only_http_links_become_post_links() -> None:
+    feed = """<rss version="2.0"><channel><title>x</title>
+    <item><title>JS</title><link>javascript:alert(1)</link></item>
+    <item><title>Mail</title><link>mailto:a@b.c</link><guid>https://caliber.az/en/post/7</guid></item>
+    </channel></rss>"""
+    (only,) = parse_feed(feed.encode(), "https://caliber.az/rss").items
+    assert only.title == "Mail" and only.link == "https://caliber.az/en/post/7"
+
+
+def test_clean_link_keeps_the_rest_of_the_query_byte_for_byte() -> None:
+    assert clean_link("https://x.az/a?id=5&utm_source=tw&x") == "https://x.az/a?id=5&x"
+    assert clean_link("https://x.az/a?q=%D0%B8&b=1+2") == "https://x.az/a?q=%D0%B8&b=1+2"
+
+
+def test_a_feed_listed_oldest_first_with_undated_entries_keeps_its_order() -> None:
+    feed = """<rss version="2.0"><channel><title>x</title>
+    <item><title>A</title><link>https://x.az/a</link>
+    <pubDate>Mon, 21 Jul 2025 10:00:00 GMT</pubDate>
+    </item>
+    <item><title>B</title><link>https://x.az/b</link></item>
+    <item><title>C</title><link>https://x.az/c</link>
+    <pubDate>Tue, 22 Jul 2025 10:00:00 GMT</pubDate>
+    </item>
+    <item><title>D</title><link>https://x.az/d</link>
+    <pubDate>Wed, 23 Jul 2025 10:00:00 GMT</pubDate>
+    </item>
+    </channel></rss>"""
+    assert [i.title for i in parse_feed(feed.encode(), "https://x.az/rss").items] == list("ABCD")

@@ -293,3 +293,43 @@ async def test_group_that_restricts_the_bot_stops_receiving(
         count = len(feed_server.requests_to("/en/rss"))
         await polls(feed_server, "/en/rss", count + 3, api)
     assert api.sent(-1005) == []
+
+
+async def test_a_button_nobody_knows_is_still_answered(
+    api: FakeBotApi, feed_server: FeedServer, db_path: Path
+) -> None:
+    user = api.user(77, "Leyla", language_code="az")
+    feed_server.set("/en/rss", feed(1))
+    async with running_bot(bot_env(api.url, {"en": feed_server.url("/en/rss")}, db_path)):
+        api.push_update(api.make_callback_update(77, user, "garbage", message_id=1))
+        await api.wait_for(lambda a: len(a.calls_to("answerCallbackQuery")) == 1)
+    (answer,) = api.calls_to("answerCallbackQuery")
+    assert answer.ok and answer.params.get("text")  # a translated "this button no longer works"
+
+
+async def test_replies_in_one_chat_keep_the_order_of_the_commands(
+    api: FakeBotApi, feed_server: FeedServer, db_path: Path
+) -> None:
+    user = api.user(88, "Nigar")
+    feed_server.set("/en/rss", feed(1))
+    commands = ["/subscribe", "/unsubscribe", "/subscribe", "/unsubscribe"]
+    async with running_bot(bot_env(api.url, {"en": feed_server.url("/en/rss")}, db_path)):
+        for command in commands:
+            api.push_update(api.make_message_update(88, user, command))
+        await api.wait_sent(len(commands), 88)
+    firsts = [text.split(":")[0] for text in api.sent_texts(88)]
+    assert firsts == ["✅ Subscribed", "🔕 Unsubscribed", "✅ Subscribed", "🔕 Unsubscribed"]
+
+
+async def test_an_update_the_library_cannot_parse_is_skipped_not_refetched_forever(
+    api: FakeBotApi, feed_server: FeedServer, db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    user = api.user(89, "Elvin")
+    feed_server.set("/en/rss", feed(1))
+    broken = {"message": {"message_id": 1, "chat": {"id": 89}, "text": "/help"}}  # no type, date
+    async with running_bot(bot_env(api.url, {"en": feed_server.url("/en/rss")}, db_path)):
+        api.push_update(broken)
+        api.push_update(api.make_message_update(89, user, "/help"))
+        await api.wait_sent(1, 89)
+    assert any("cannot be parsed" in r.getMessage() for r in caplog.records)
+    assert len(api.sent(89)) == 1  # the good update was handled once, the broken one skipped

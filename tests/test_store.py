@@ -184,3 +184,15 @@ async def test_prune_keeps_items_and_pending(store: Store) -> None:
     counts = await store.delivery_counts()
     assert counts[DeliveryState.PENDING] == 1 and counts[DeliveryState.SENT] == 0
     assert await store.count_items() == 1
+
+
+async def test_a_piece_in_two_feeds_reaches_a_chat_once(store: Store) -> None:
+    main = await store.ensure_feed("https://caliber.az/en/rss", "en")
+    section = await store.ensure_feed("https://caliber.az/en/analytics/rss", "en")
+    await _subscriber(store, -100)
+    await _poll(store, main.id, [])
+    await _poll(store, section.id, [])
+    first = await _poll(store, main.id, [new_item(1)])
+    second = await _poll(store, section.id, [new_item(1, identity="other-guid")])
+    assert first.queued == 1 and second.queued == 0
+    assert len(second.new_items) == 1  # stored (for search and /why), not sent twice

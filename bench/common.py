@@ -1,0 +1,294 @@
+"""What the delivery benchmarks share: a fake Telegram and a feed server on 127.0.0.1, a database
+seeded with subscribers, the real bot run as a subprocess (`python -m bot`), and figures.
+
+The fake Bot API (tests/fakes/botapi.py) runs in the benchmark's own process and enforces
+Telegram's windows as the requests arrive; the bot runs in its own process, as in production.
+Nothing here talks to anything but 127.0.0.1, and every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from storage.models import ChatType
+from storage.store import Store
+from tests.fakes.botapi import MESSAGE_METHODS, ApiCall, FakeBotApi
+from tests.fakes.feedserver import FeedServer, make_rss
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "123456:BENCH-TOKEN-0123456789abcdefghij"
+BASE = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+NOW = 1_767_225_600.0
+FEED_PATH = "/en/rss"
+
+
+def piece(n: int) -> dict[str, Any]:
+    """One feed entry shaped like a Caliber.az analytics piece."""
+    return {
+        "title": f"Piece {n}: the Caspian corridor and what it means for the region",
+        "link": f"https://caliber.az/en/post/piece-{n}",
+        "guid": f"caliber-{n}",
+        "description": (
+            f"<p>Summary of piece {n}. "
+            + "Energy, trade and security in the South Caucasus, analysed. " * 6
+            + "</p>"
+        ),
+        "pub_date": BASE + timedelta(minutes=n),
+        "categories": ["Analytics", "Region"],
+    }
+
+
+def feed(*numbers: int) -> str:
+    """The feed as the site lists it: newest first."""
+    return make_rss([piece(n) for n in sorted(numbers, reverse=True)])
+
+
+@dataclass(frozen=True, slots=True)
+class Scale:
+    """Telegram's limits multiplied by `factor`, set alike on the bot and on the fake server."""
+
+    factor: float = 1.0
+
+    @property
+    def global_per_second(self) -> int:
+        return round(30 * self.factor)
+
+    @property
+    def group_per_minute(self) -> int:
+        return round(20 * self.factor)
+
+    @property
+    def private_per_second(self) -> float:
+        return 1.0 * self.factor
+
+    def bot_env(self) -> dict[str, str]:
+        return {
+            "RATE_GLOBAL_PER_SECOND": str(self.global_per_second),
+            "RATE_GROUP_PER_MINUTE": str(self.group_per_minute),
+            "RATE_PRIVATE_PER_SECOND": f"{self.private_per_second:g}",
+        }
+
+    def fake_api(self) -> FakeBotApi:
+        return FakeBotApi(
+            TOKEN,
+            global_per_second=self.global_per_second,
+            group_per_minute=self.group_per_minute,
+            private_per_second=self.private_per_second,
+        )
+
+
+def chat_ids(count: int, *, channels: int = 0, groups: int = 0) -> list[tuple[int, ChatType]]:
+    """`count` chats: the given number of channels and supergroups, the rest private chats."""
+    chats: list[tuple[int, ChatType]] = []
+    chats += [(-1_001_000_000_000 - i, ChatType.CHANNEL) for i in range(1, channels + 1)]
+    chats += [(-1_002_000_000_000 - i, ChatType.SUPERGROUP) for i in range(1, groups + 1)]
+    chats += [(10_000_000 + i, ChatType.PRIVATE) for i in range(1, count - len(chats) + 1)]
+    return chats
+
+
+async def seed_chats(db_path: Path, chats: Iterable[tuple[int, ChatType]]) -> int:
+    """Subscribe `chats` to English posts through the store, as /start would."""
+    store = await Store.open(db_path)
+    try:
+        count = 0
+        for chat_id, chat_type in chats:
+            await store.upsert_chat(
+                chat_id,
+                chat_type,
+                title=None if chat_type is ChatType.PRIVATE else f"Chat {chat_id}",
+                username=None,
+                default_lang="en",
+                now=NOW,
+                subscribed=True,
+            )
+            count += 1
+        return count
+    finally:
+        await store.close()
+
+
+def register_chats(api: FakeBotApi, chats: Iterable[tuple[int, ChatType]]) -> None:
+    """Tell the fake server the chats' types (it would guess channels as groups)."""
+    for chat_id, chat_type in chats:
+        api.add_chat(chat_id, chat_type.value, title=f"Chat {chat_id}")
+
+
+def bot_env(
+    api: FakeBotApi, feeds: FeedServer, db_path: Path, scale: Scale, **extra: str
+) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key in ("PATH", "HOME", "LANG", "LC_ALL", "VIRTUAL_ENV", "TMPDIR")
+    }
+    env.update(
+        {
+            "PYTHONPATH": str(ROOT),
+            "TELEGRAM_BOT_TOKEN": TOKEN,
+            "TELEGRAM_API_URL": api.url,
+            "FEEDS": f"en={feeds.url(FEED_PATH)}",
+            "DATABASE_URL": f"sqlite:///{db_path}",
+            "POLL_INTERVAL": "1",
+            "POLL_JITTER": "0",
+            "MAX_AGE": "3650d",
+            "LOG_LEVEL": "WARNING",
+            "HTTP_TIMEOUT": "5",
+            **scale.bot_env(),
+        }
+    )
+    env.update(extra)
+    return env
+
+
+class BotProcess:
+    """`python -m bot` in a subprocess with its stderr in a log file."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+        self.env = dict(env)
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                # BENCH_PYTHON_ARGS="-m cProfile -o bot.prof" profiles the bot.
+                [sys.executable, *os.environ.get("BENCH_PYTHON_ARGS", "").split(), "-m", "bot"],
+                cwd=ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    async def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"bot {self.proc.pid} still running after {timeout} s")
+            await asyncio.sleep(0.02)
+        return self.proc.returncode
+
+    async def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM and wait; SIGKILL if it does not exit in time."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.signal(signal.SIGTERM)
+        try:
+            return await self.wait(timeout)
+        except TimeoutError:
+            self.proc.kill()
+            return await self.wait(5)
+
+    def log_tail(self, lines: int = 30) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+
+def rss_kib(pid: int) -> tuple[int, int]:
+    """Return (current RSS, peak RSS) of a process in KiB, from /proc."""
+    values: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0])
+    return values.get("VmRSS", 0), values.get("VmHWM", 0)
+
+
+@asynccontextmanager
+async def servers(scale: Scale) -> AsyncIterator[tuple[FakeBotApi, FeedServer]]:
+    async with scale.fake_api() as api, FeedServer() as feeds:
+        yield api, feeds
+
+
+async def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+def successful_sends(api: FakeBotApi) -> list[ApiCall]:
+    return [c for c in api.calls if c.ok and c.method in MESSAGE_METHODS]
+
+
+class SendCounter:
+    """Counts successful sends incrementally, so that polling it costs the fake server nothing."""
+
+    def __init__(self, api: FakeBotApi) -> None:
+        self.api = api
+        self._seen = 0
+        self.count = 0
+
+    def __call__(self) -> int:
+        calls = self.api.calls
+        end = len(calls)
+        # A send is answered in the same step that records it (only getUpdates waits).
+        for call in calls[self._seen : end]:
+            if call.ok and call.method in MESSAGE_METHODS:
+                self.count += 1
+        self._seen = end
+        return self.count
+
+
+def refused_429(api: FakeBotApi) -> int:
+    return sum(1 for c in api.calls if c.error_code == 429)
+
+
+def max_in_window(times: Sequence[float], period: float) -> int:
+    """The most events in any window of `period` seconds (times sorted)."""
+    best, start = 0, 0
+    for end, at in enumerate(times):
+        while times[start] <= at - period:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def machine() -> str:
+    """One line saying what the figures were measured on."""
+    model = platform.processor() or "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return (
+        f"{model}, {os.cpu_count()} CPU(s), Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}"
+    )
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,245 @@
+"""Benchmark 1: fan-out of one new piece to many chats at Telegram's limits.
+
+The real bot (`python -m bot`, its own process) polls a local feed; its database holds N
+subscribed chats (a few channels and groups, the rest private chats). When a new piece appears
+in the feed, the bot sends it to every chat through the fake Bot API, which enforces Telegram's
+windows (overall per second, per group per minute, per private chat per second) on the
+requests as they arrive and answers 429 with retry_after when one is full.
+
+Reported per run, from the fake server's arrival times: achieved sends/s over the fan-out
+(first to last send) divided by the configured global limit, the most sends seen in any one
+second, 429 answers, the fan-out's wall time, and the bot's CPU seconds.
+
+`--engine ptb` runs the comparison instead: python-telegram-bot's stock AIORateLimiter
+(overall 30/s, 20/min per group, max_retries=5) sending the same post to the same chats with
+asyncio.gather, as a bot without an outbox engine would.
+
+Run: `python -m bench.fanout_bench` (10,000 chats, limits x10, 5 runs); `--chats 600 --scale 1
+--runs 3` reproduces the 600-chat comparison at Telegram's real limits; add `--engine ptb`
+for PTB's limiter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.common import (
+    FEED_PATH,
+    TOKEN,
+    BotProcess,
+    Scale,
+    SendCounter,
+    bot_env,
+    chat_ids,
+    feed,
+    machine,
+    markdown_table,
+    max_in_window,
+    median,
+    refused_429,
+    register_chats,
+    seed_chats,
+    servers,
+    successful_sends,
+    wait_until,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    chats: int
+    limit: int
+    sent: int
+    rate: float
+    peak_1s: int
+    refused: int
+    fanout_s: float
+    wall_s: float
+    cpu_s: float
+
+    @property
+    def ratio(self) -> float:
+        return self.rate / self.limit
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime + stime
+    import os
+
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _figures(api: object, chats: int, limit: int, published_at: float, cpu: float) -> Run:
+    sends = sorted(c.at for c in successful_sends(api))  # type: ignore[arg-type]
+    fanout = sends[-1] - sends[0] if len(sends) > 1 else 0.0
+    rate = (len(sends) - 1) / fanout if fanout > 0 else 0.0
+    return Run(
+        chats=chats,
+        limit=limit,
+        sent=len(sends),
+        rate=rate,
+        peak_1s=max_in_window(sends, 1.0),
+        refused=refused_429(api),  # type: ignore[arg-type]
+        fanout_s=fanout,
+        wall_s=sends[-1] - published_at,
+        cpu_s=cpu,
+    )
+
+
+async def run_engine(chats: int, scale: Scale, workdir: Path, extra_env: dict[str, str]) -> Run:
+    """One fan-out by the bot's own engine."""
+    db_path = workdir / "bot.sqlite3"
+    targets = chat_ids(chats, channels=min(20, chats // 50), groups=min(200, chats // 10))
+    await seed_chats(db_path, targets)
+    async with servers(scale) as (api, feeds):
+        register_chats(api, targets)
+        feeds.set(FEED_PATH, feed(1))
+        bot = BotProcess(bot_env(api, feeds, db_path, scale, **extra_env), workdir / "bot.log")
+        bot.start()
+        try:
+            # The first poll marks the backlog as seen; the second one finds nothing new.
+            await wait_until(lambda: len(feeds.requests_to(FEED_PATH)) >= 2, 60, "first polls")
+            cpu_before = _cpu_seconds(bot.pid)
+            # A collection pass over the fake's 10,000 recorded calls would stall it and bunch
+            # its arrival stamps; Telegram's servers have no such pauses (see the docstring).
+            gc.collect()
+            gc.disable()
+            feeds.set(FEED_PATH, feed(1, 2))
+            published_at = time.monotonic()
+            budget = 60 + 3 * chats / scale.global_per_second
+            sent = SendCounter(api)
+            await wait_until(lambda: sent() >= chats, budget, "fan-out", interval=0.2)
+            cpu = _cpu_seconds(bot.pid) - cpu_before
+        except TimeoutError:
+            print(bot.log_tail(), file=sys.stderr)
+            raise
+        finally:
+            gc.enable()
+            code = await bot.stop()
+        if code != 0:
+            print(bot.log_tail(), file=sys.stderr)
+            raise RuntimeError(f"the bot exited with {code}")
+        return _figures(api, chats, scale.global_per_second, published_at, cpu)
+
+
+async def run_ptb(chats: int, scale: Scale) -> Run:
+    """The same fan-out through python-telegram-bot's stock AIORateLimiter."""
+    from telegram import LinkPreviewOptions
+    from telegram.constants import ParseMode
+    from telegram.error import RetryAfter
+    from telegram.ext import AIORateLimiter, ExtBot
+    from telegram.request import HTTPXRequest
+
+    targets = chat_ids(chats, channels=min(20, chats // 50), groups=min(200, chats // 10))
+    text = (
+        '<a href="https://caliber.az/en/post/piece-2">Piece 2</a>\n\n'
+        + "Energy, trade and security in the South Caucasus, analysed. " * 6
+    )
+    async with servers(scale) as (api, _feeds):
+        register_chats(api, targets)
+        limiter = AIORateLimiter(
+            overall_max_rate=scale.global_per_second,
+            overall_time_period=1,
+            group_max_rate=scale.group_per_minute,
+            group_time_period=60,
+            max_retries=5,
+        )
+        bot = ExtBot(
+            TOKEN,
+            base_url=f"{api.url}/bot",
+            request=HTTPXRequest(connection_pool_size=256, pool_timeout=30),
+            rate_limiter=limiter,
+        )
+        lost = 0
+        async with bot:
+            start = time.monotonic()
+
+            async def send(chat_id: int) -> None:
+                nonlocal lost
+                try:
+                    await bot.send_message(
+                        chat_id,
+                        text,
+                        parse_mode=ParseMode.HTML,
+                        link_preview_options=LinkPreviewOptions(is_disabled=True),
+                    )
+                except RetryAfter:
+                    lost += 1
+
+            await asyncio.wait_for(
+                asyncio.gather(*(send(chat_id) for chat_id, _ in targets)),
+                timeout=60 + 5 * chats / scale.global_per_second,
+            )
+        if lost:
+            print(f"PTB: {lost} sends given up after 5 retries", file=sys.stderr)
+        return _figures(api, chats, scale.global_per_second, start, 0.0)
+
+
+async def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chats", type=int, default=10_000)
+    parser.add_argument("--scale", type=float, default=10.0, help="limits x this (default 10)")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--engine", choices=("bot", "ptb"), default="bot")
+    parser.add_argument(
+        "--env", action="append", default=[], help="extra bot setting NAME=VALUE (repeatable)"
+    )
+    args = parser.parse_args(argv)
+    scale = Scale(args.scale)
+    extra = dict(item.split("=", 1) for item in args.env)
+    runs: list[Run] = []
+    for index in range(args.runs):
+        with tempfile.TemporaryDirectory(prefix="fanout-bench-") as tmp:
+            if args.engine == "ptb":
+                run = await run_ptb(args.chats, scale)
+            else:
+                run = await run_engine(args.chats, scale, Path(tmp), extra)
+        runs.append(run)
+        print(
+            f"run {index + 1}: {run.sent} sent, {run.rate:.1f}/s = {run.ratio:.3f} of "
+            f"{run.limit}/s, peak {run.peak_1s} in 1 s, {run.refused} x 429, fan-out "
+            f"{run.fanout_s:.1f} s, wall {run.wall_s:.1f} s, bot CPU {run.cpu_s:.1f} s",
+            flush=True,
+        )
+    print()
+    print(f"Machine: {machine()}")
+    print()
+    header = [
+        "engine",
+        "chats",
+        "limit/s",
+        "sends/s",
+        "of limit",
+        "peak in 1 s",
+        "429s",
+        "fan-out s",
+        "wall s",
+        "bot CPU s",
+    ]
+    row = [
+        "bot outbox engine" if args.engine == "bot" else "PTB AIORateLimiter",
+        f"{args.chats:,}",
+        scale.global_per_second,
+        f"{median([r.rate for r in runs]):.1f}",
+        f"{median([r.ratio for r in runs]):.3f}",
+        f"{median([r.peak_1s for r in runs]):g}",
+        f"{median([r.refused for r in runs]):g}",
+        f"{median([r.fanout_s for r in runs]):.1f}",
+        f"{median([r.wall_s for r in runs]):.1f}",
+        f"{median([r.cpu_s for r in runs]):.1f}" if args.engine == "bot" else "-",
+    ]
+    print(f"Median of {len(runs)} run(s):")
+    print(markdown_table(header, [row]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(sys.argv[1:])))

@@ -1,0 +1,228 @@
+"""Crash safety for real: `python -m bot` in a subprocess fans a piece out to hundreds of chats
+through the fake Bot API, and is killed (SIGKILL) or stopped (SIGTERM) in the middle of it.
+
+After a kill and a restart every chat has the piece, and only sends that were in flight at the
+kill (at most SEND_CONCURRENCY) arrived twice. After SIGTERM the bot exits 0 with every answered
+send recorded, and the restarted bot sends each chat's piece exactly once overall. (Whether
+the sends kept to Telegram's windows is tested on virtual time in test_publisher; here the fake
+server shares the machine with the test and the bot, and a 429 would only delay a send.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from storage.models import ChatType
+from storage.store import Store
+from tests.fakes.botapi import MESSAGE_METHODS, FakeBotApi
+from tests.fakes.feedserver import FeedServer, make_rss
+from tests.support import TOKEN, bot_env
+
+ROOT = Path(__file__).resolve().parents[1]
+NOW = 1_767_225_600.0
+CHANNELS = [-1_001_500_000_000 - i for i in range(1, 11)]
+GROUPS = [-1_002_500_000_000 - i for i in range(1, 41)]
+PRIVATE = [50_000_000 + i for i in range(1, 801)]
+ALL_CHATS = CHANNELS + GROUPS + PRIVATE
+IN_FLIGHT = 16
+# Telegram's limits x10, on the bot and on the fake server alike.
+SCALED = {
+    "RATE_GLOBAL_PER_SECOND": "300",
+    "RATE_GROUP_PER_MINUTE": "200",
+    "RATE_PRIVATE_PER_SECOND": "10",
+}
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[FakeBotApi]:
+    async with FakeBotApi(
+        TOKEN, global_per_second=300, group_per_minute=200, private_per_second=10
+    ) as server:
+        for chat_id in CHANNELS:
+            server.add_chat(chat_id, "channel", title=f"Channel {chat_id}")
+        yield server
+
+
+def feed(*numbers: int) -> str:
+    """The feed with these pieces, newest first as the site lists them."""
+    return make_rss(
+        [
+            {
+                "title": f"Piece {n}",
+                "link": f"https://caliber.az/en/post/piece-{n}",
+                "guid": f"caliber-{n}",
+                "description": f"<p>Summary of piece {n}.</p>",
+                "pub_date": datetime(2026, 11, 20, 8, 0, tzinfo=UTC) + timedelta(hours=n),
+            }
+            for n in sorted(numbers, reverse=True)
+        ]
+    )
+
+
+class BotProcess:
+    """The bot as the container runs it: its own process, stopped by signals."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "bot"],
+                cwd=ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    async def exit_code(self, timeout: float) -> int:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the bot did not exit within {timeout} s\n{self.log()}")
+            await asyncio.sleep(0.02)
+        return self.proc.returncode
+
+    def kill_if_running(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def log(self) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-40:])
+
+
+async def _subscribe_all(db_path: Path) -> None:
+    store = await Store.open(db_path)
+    kinds = [(CHANNELS, ChatType.CHANNEL), (GROUPS, ChatType.SUPERGROUP)]
+    kinds.append((PRIVATE, ChatType.PRIVATE))
+    for ids, kind in kinds:
+        for chat_id in ids:
+            await store.upsert_chat(
+                chat_id, kind, title=None, username=None, default_lang="en", now=NOW,
+                subscribed=True,
+            )  # fmt: skip
+    await store.close()
+
+
+def _received(api: FakeBotApi) -> Counter[int]:
+    """Messages each chat received."""
+    return Counter(c.chat_id for c in api.calls if c.ok and c.method in MESSAGE_METHODS)
+
+
+async def _until(what: str, predicate: Callable[[], bool], bot: BotProcess, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s\n{bot.log()}")
+        if bot.proc is not None and bot.proc.poll() is not None:
+            raise AssertionError(f"{what}: the bot exited with {bot.proc.returncode}\n{bot.log()}")
+        await asyncio.sleep(0.02)
+
+
+def _sent_rows(db_path: Path) -> int:
+    with sqlite3.connect(db_path) as conn:
+        return int(
+            conn.execute("SELECT COUNT(*) FROM deliveries WHERE state = 'sent'").fetchone()[0]
+        )
+
+
+async def _fan_out_under_way(
+    api: FakeBotApi, feed_server: FeedServer, db_path: Path, tmp_path: Path
+) -> BotProcess:
+    """Start the bot, let it mark the backlog, publish a piece, return once ~250 sends are out."""
+    await _subscribe_all(db_path)
+    feed_server.set("/en/rss", feed(1))
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    env |= bot_env(
+        api.url, {"en": feed_server.url("/en/rss")}, db_path,
+        LOG_LEVEL="INFO", SEND_CONCURRENCY=str(IN_FLIGHT), SHUTDOWN_TIMEOUT="10", **SCALED,
+    )  # fmt: skip
+    env["PYTHONPATH"] = str(ROOT)
+    bot = BotProcess(env, tmp_path / "bot.log")
+    bot.start()
+    await _until("first polls", lambda: len(feed_server.requests_to("/en/rss")) >= 2, bot, 30)
+    feed_server.set("/en/rss", feed(1, 2))
+    await _until("fan-out under way", lambda: sum(_received(api).values()) >= 250, bot, 30)
+    return bot
+
+
+async def test_sigkill_mid_fan_out_then_restart_loses_nothing_and_repeats_little(
+    api: FakeBotApi, feed_server: FeedServer, db_path: Path, tmp_path: Path
+) -> None:
+    bot = await _fan_out_under_way(api, feed_server, db_path, tmp_path)
+    try:
+        bot.signal(signal.SIGKILL)
+        assert await bot.exit_code(10) == -signal.SIGKILL
+        at_kill = sum(_received(api).values())
+        assert at_kill < len(ALL_CHATS)  # killed in the middle of the fan-out
+
+        bot.start()
+        await _until(
+            "every chat served after the restart",
+            lambda: set(_received(api)) >= set(ALL_CHATS),
+            bot,
+            60,
+        )
+        bot.signal(signal.SIGTERM)
+        assert await bot.exit_code(20) == 0, bot.log()
+    finally:
+        bot.kill_if_running()
+
+    received = _received(api)
+    assert set(received) == set(ALL_CHATS)
+    duplicates = sum(n - 1 for n in received.values())
+    assert duplicates <= IN_FLIGHT, f"{duplicates} chats got the piece twice\n{bot.log()}"
+    assert _sent_rows(db_path) == len(ALL_CHATS), bot.log()
+
+
+async def test_sigterm_mid_fan_out_exits_0_and_nothing_is_lost_or_repeated(
+    api: FakeBotApi, feed_server: FeedServer, db_path: Path, tmp_path: Path
+) -> None:
+    bot = await _fan_out_under_way(api, feed_server, db_path, tmp_path)
+    try:
+        bot.signal(signal.SIGTERM)
+        assert await bot.exit_code(20) == 0, bot.log()
+        at_stop = sum(_received(api).values())
+        assert at_stop < len(ALL_CHATS)
+        # Every send Telegram answered was recorded before the bot exited.
+        assert _sent_rows(db_path) == at_stop, bot.log()
+        assert "publisher stopped" in bot.log_path.read_text()
+
+        bot.start()
+        await _until(
+            "the rest sent after the restart",
+            lambda: set(_received(api)) >= set(ALL_CHATS),
+            bot,
+            60,
+        )
+        bot.signal(signal.SIGINT)
+        assert await bot.exit_code(20) == 0, bot.log()
+    finally:
+        bot.kill_if_running()
+
+    received = _received(api)
+    assert set(received) == set(ALL_CHATS)
+    twice = sorted(chat for chat, n in received.items() if n > 1)
+    assert not twice, f"sent twice to {twice}\n{bot.log()}"
+    assert _sent_rows(db_path) == len(ALL_CHATS), bot.log()
