@@ -152,9 +152,7 @@ def _status(svc: Services, lang: str, verdict: ChatVerdict, item_lang: str) -> s
             return msg(lang, PENDING)
         case Verdict.RETRYING:
             assert delivery is not None
-            return msg(
-                lang, RETRYING, reason=_reason(svc, lang, delivery.last_error)
-            )
+            return msg(lang, RETRYING, reason=_reason(svc, lang, delivery.last_error))
         case Verdict.FAILED:
             assert delivery is not None
             return msg(lang, FAILED, reason=_reason(svc, lang, delivery.last_error))
