@@ -175,7 +175,11 @@ def parse_feed(body: bytes, url: str, content_type: str | None = None) -> Parsed
     headers = {"content-location": url}
     if content_type:
         headers["content-type"] = content_type
-    parsed = feedparser.parse(body, response_headers=headers, sanitize_html=True)
+    # Links inside descriptions need no resolving: descriptions become plain text, and the
+    # entry's own link is made absolute below. Skipping it saves about a fifth of the parse.
+    parsed = feedparser.parse(
+        body, response_headers=headers, sanitize_html=True, resolve_relative_uris=False
+    )
     bozo = None
     if parsed.get("bozo"):
         exc = parsed.get("bozo_exception")

@@ -643,6 +643,8 @@ async def test_stats_for_operators_only(bot: Harness, people: dict[str, Any]) ->
     bot.api.retry_after(CHANNEL, 1)
     await bot.publish("en", piece(2))
     await bot.api.wait_sent(1, CHANNEL, timeout=10)
+    # Outcomes are recorded in batches just after Telegram answers.
+    await bot.api.wait_for(lambda _: _count(bot, "state = 'sent'") == 1)
     await bot.say(people["operator"], "/stats")
     text = bot.last_text(OPERATOR)  # in the operator's language
     assert text.startswith("📊 Состояние бота")
@@ -849,6 +851,17 @@ async def _delivery(bot: Harness, link: str) -> Any:
 async def _say_text(bot: Harness, user: dict[str, Any], text: str) -> str:
     await bot.say(user, text)
     return bot.last_text(user["id"])
+
+
+def _count(bot: Harness, where: str) -> int:
+    """Count delivery rows matching `where` (read straight from the database file)."""
+    import sqlite3
+
+    conn = sqlite3.connect(bot.runtime.settings.database_path)
+    try:
+        return int(conn.execute(f"SELECT COUNT(*) FROM deliveries WHERE {where}").fetchone()[0])
+    finally:
+        conn.close()
 
 
 def _pending_errors(bot: Harness) -> int:
