@@ -477,60 +477,6 @@ class Store:
 
     # ------------------------------------------------------------------ deliveries
 
-    async def due_deliveries(
-        self, now: float, limit: int, *, exclude_chats: Iterable[int] = ()
-    ) -> list[DueDelivery]:
-        """Return the head of each chat's pending queue that is due, channels first, oldest first.
-
-        Only a chat's oldest pending delivery is ever returned, so each chat gets its posts in
-        order and one slow chat never hides the others.
-        """
-        excluded = list(exclude_chats)
-        exclusion = ""
-        if excluded:
-            exclusion = f"AND h.chat_id NOT IN ({','.join('?' * len(excluded))})"
-        rows = await self._fetchall(
-            f"""
-            WITH heads AS (
-                SELECT chat_id, MIN(item_id) AS item_id
-                FROM deliveries WHERE state = 'pending' GROUP BY chat_id
-            )
-            SELECT {_DELIVERY_COLUMNS}, {_ITEM_COLUMNS}, {_CHAT_COLUMNS}
-            FROM heads h
-            JOIN deliveries d ON d.chat_id = h.chat_id AND d.item_id = h.item_id
-            JOIN items i ON i.id = d.item_id
-            JOIN chats c ON c.id = d.chat_id
-            WHERE d.next_attempt_at <= ? {exclusion}
-            ORDER BY d.priority, d.item_id, d.id
-            LIMIT ?
-            """,
-            [now, *excluded, limit],
-        )
-        return [_due(r) for r in rows]
-
-    async def next_due_at(self) -> float | None:
-        """Return when the earliest pending delivery becomes due (None when the outbox is empty)."""
-        # Only queue heads count: a later row may be "due" while its chat's head backs off.
-        row = await self._fetchone(
-            """
-            WITH heads AS (
-                SELECT chat_id, MIN(item_id) AS item_id
-                FROM deliveries WHERE state = 'pending' GROUP BY chat_id
-            )
-            SELECT MIN(d.next_attempt_at) FROM heads h
-            JOIN deliveries d ON d.chat_id = h.chat_id AND d.item_id = h.item_id
-            """
-        )
-        return float(row[0]) if row and row[0] is not None else None
-
-    async def mark_sent(self, delivery_id: int, message_id: int | None, now: float) -> None:
-        async with self._tx() as conn:
-            await conn.execute(
-                "UPDATE deliveries SET state = 'sent', message_id = ?, sent_at = ?, "
-                "attempts = attempts + 1, last_error = NULL WHERE id = ?",
-                (message_id, now, delivery_id),
-            )
-
     async def pending_heads(self) -> list[QueueHead]:
         """Return every chat's oldest pending delivery, channels first, then the oldest piece."""
         rows = await self._fetchall(

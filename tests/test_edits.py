@@ -72,7 +72,7 @@ async def world(api: FakeBotApi, db_path: Path) -> AsyncIterator[World]:
                 message = await bot.send_message(chat_id, post.html, parse_mode=ParseMode.HTML)
             delivery = await store.get_delivery(item.id, chat_id)
             assert delivery is not None
-            await store.mark_sent(delivery.id, message.message_id, clock.now())
+            await store.mark_sent_many([(delivery.id, message.message_id, clock.now())])
             sent[chat_id] = message.message_id
         yield World(store, bot, clock, feed.id, sent)
     await store.close()
@@ -144,7 +144,12 @@ async def test_a_photo_chat_that_got_text_is_edited_as_text(world: World, api: F
     item = (await world.store.find_items_by_link("https://caliber.az/en/post/1"))[0]
     delivery = await world.store.get_delivery(item.id, PHOTO_GROUP)
     assert delivery is not None
-    await world.store.mark_sent(delivery.id, text_message.message_id, world.clock.now())
+    # Point the (already sent) delivery at that text message, as the publisher would have.
+    async with world.store._tx() as conn:
+        await conn.execute(
+            "UPDATE deliveries SET message_id = ? WHERE id = ?",
+            (text_message.message_id, delivery.id),
+        )
     updated = await _site_edit(world, title="Drills, revised")
     await _editor(world).on_updated(updated)
     tried = [c for c in api.calls if c.chat_id == PHOTO_GROUP and c.method.startswith("edit")]

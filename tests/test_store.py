@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from storage.migrations import MIGRATIONS
-from storage.models import ChatType, DeliveryState, ItemOrigin
+from storage.models import ChatType, DeliveryState, DueDelivery, ItemOrigin
 from storage.store import Store
 from tests.factories import new_item
 
@@ -37,6 +37,12 @@ async def _subscriber(
         chat_id, kind, title=f"chat {chat_id}", username=None, default_lang=lang, now=NOW,
         subscribed=True,
     )  # fmt: skip
+
+
+async def _due(store: Store, now: float) -> list[DueDelivery]:
+    """The deliveries the publisher would take now: each chat's queue head, if due."""
+    heads = await store.pending_heads()
+    return await store.due_by_ids([h.delivery_id for h in heads], now)
 
 
 async def test_schema_is_versioned_and_pragmas_set(db_path: Path) -> None:
@@ -71,7 +77,7 @@ async def test_first_poll_is_backlog_then_new_items_queue_once(store: Store) -> 
     second = await _poll(store, feed.id, [new_item(1), new_item(2), new_item(3), new_item(4)])
     assert [i.identity for i in second.new_items] == ["guid-3", "guid-4"]
     assert second.queued == 2
-    due = await store.due_deliveries(NOW, 10)
+    due = await _due(store, NOW)
     # Only the head of the chat's queue, oldest first.
     assert [d.item.identity for d in due] == ["guid-3"]
 
@@ -131,7 +137,7 @@ async def test_language_routing_priority_and_paused(store: Store) -> None:
     await _poll(store, feed.id, [])
     outcome = await _poll(store, feed.id, [new_item(1)])
     assert outcome.queued == 2
-    due = await store.due_deliveries(NOW, 10)
+    due = await _due(store, NOW)
     assert [d.chat.id for d in due] == [-200, 5]  # channel before private chat
     skipped = await store.get_delivery(outcome.new_items[0].id, -400)
     assert skipped is not None and skipped.state is DeliveryState.SKIPPED
@@ -143,17 +149,17 @@ async def test_outbox_states_and_deactivation(store: Store) -> None:
     await _subscriber(store, 7, ChatType.PRIVATE)
     await _poll(store, feed.id, [])
     await _poll(store, feed.id, [new_item(1), new_item(2)])
-    (head,) = await store.due_deliveries(NOW, 10)
+    (head,) = await _due(store, NOW)
     await store.mark_retry(head.delivery.id, "NetworkError", NOW + 30)
-    assert await store.due_deliveries(NOW, 10) == []  # the head is backing off: order holds
-    assert await store.next_due_at() == NOW + 30
-    (head,) = await store.due_deliveries(NOW + 30, 10)
-    await store.mark_sent(head.delivery.id, 55, NOW + 30)
-    (second,) = await store.due_deliveries(NOW + 30, 10)
+    assert await _due(store, NOW) == []  # the head is backing off: order holds
+    assert min(h.next_attempt_at for h in await store.pending_heads()) == NOW + 30
+    (head,) = await _due(store, NOW + 30)
+    await store.mark_sent_many([(head.delivery.id, 55, NOW + 30)])
+    (second,) = await _due(store, NOW + 30)
     assert second.item.identity == "guid-2"
     cancelled = await store.deactivate_chat(7, "Forbidden: bot was blocked by the user", NOW)
     assert cancelled == 1
-    assert await store.due_deliveries(NOW + 60, 10) == []
+    assert await _due(store, NOW + 60) == []
     chat = await store.get_chat(7)
     assert chat is not None and not chat.active and "blocked" in (chat.deactivated_reason or "")
     sent = await store.get_delivery(head.item.id, 7)
@@ -167,7 +173,7 @@ async def test_migrate_chat_moves_pending_deliveries(store: Store) -> None:
     await _poll(store, feed.id, [new_item(1)])
     moved = await store.migrate_chat(-1, -1001, NOW)
     assert moved is not None and moved.type is ChatType.SUPERGROUP and moved.subscribed
-    (due,) = await store.due_deliveries(NOW, 10)
+    (due,) = await _due(store, NOW)
     assert due.chat.id == -1001
     assert await store.get_chat(-1) is None
 
@@ -178,8 +184,8 @@ async def test_prune_keeps_items_and_pending(store: Store) -> None:
     await _subscriber(store, 10, ChatType.PRIVATE)
     await _poll(store, feed.id, [])
     await _poll(store, feed.id, [new_item(1)])
-    (first, _) = await store.due_deliveries(NOW, 10)
-    await store.mark_sent(first.delivery.id, 1, NOW)
+    (first, _) = await _due(store, NOW)
+    await store.mark_sent_many([(first.delivery.id, 1, NOW)])
     assert await store.prune_deliveries(NOW + DAY) == 1
     counts = await store.delivery_counts()
     assert counts[DeliveryState.PENDING] == 1 and counts[DeliveryState.SENT] == 0
