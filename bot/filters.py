@@ -13,10 +13,9 @@ only ("war" does not match Warsaw). Categories match by their whole name.
 from __future__ import annotations
 
 import functools
-import re
-import unicodedata
 from collections.abc import Iterable
 
+from bot.search import strip_marks, words
 from storage.models import Chat, ChatSettings, Item
 
 EXCLUDE_CATEGORY = "exclude_category"
@@ -25,19 +24,12 @@ NOT_INCLUDED = "not_included"
 PAUSED = "paused"
 
 # Letters that are not a base letter plus a combining mark, so NFD alone cannot fold them.
-_LETTERS = str.maketrans({"ı": "i", "ə": "e", "ә": "е", "ø": "o", "đ": "d", "ł": "l", "ß": "ss"})
-_NON_WORD = re.compile(r"[\W_]+")
 _QUOTES = "\"“”«»„'‘’"
 
 
 def fold(text: str) -> str:
-    """Return `text` case-folded, without diacritics, punctuation collapsed to single spaces."""
-    # casefold() turns İ into "i" plus a combining dot; NFD then drops every combining mark.
-    text = unicodedata.normalize("NFKC", text).replace("İ", "i").casefold()
-    bare = "".join(
-        ch for ch in unicodedata.normalize("NFD", text) if unicodedata.category(ch) != "Mn"
-    )
-    return " ".join(_NON_WORD.sub(" ", bare.translate(_LETTERS)).split())
+    """Return `text` folded as search folds it (case, diacritics, İ/ı, ё), words single-spaced."""
+    return " ".join(strip_marks(word) for word in words(text))
 
 
 def keyword_pattern(keyword: str) -> tuple[str, bool] | None:
