@@ -26,7 +26,7 @@ import httpx
 from bot.clock import Clock
 from bot.config import Settings
 from bot.extract import extract_article
-from bot.feeds import _read_response
+from bot.feeds import read_response
 from bot.summary import LEAD, clean_text, summarise
 from storage.articles import Article, get_article, prune_articles, save_article
 from storage.models import Feed, Item, NewItem
@@ -146,7 +146,7 @@ class PageFetcher:
                 if response.status_code in _REDIRECTS and location:
                     url = urljoin(url, location.strip())
                     continue
-                result = await _read_response(response, url, self.max_bytes)
+                result = await read_response(response, url, self.max_bytes)
             finally:
                 await response.aclose()
             if result.status != "ok":

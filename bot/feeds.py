@@ -95,7 +95,7 @@ async def fetch_feed(
         # drips bytes slowly enough to never trip the read timeout.
         async with asyncio.timeout(timeout * 2):
             async with client.stream("GET", url, headers=headers) as response:
-                return await _read_response(response, url, max_bytes)
+                return await read_response(response, url, max_bytes)
     except TimeoutError:
         return FetchResult("error", url=url, error="timed out")
     except httpx.TimeoutException as exc:
@@ -106,7 +106,8 @@ async def fetch_feed(
         return FetchResult("error", url=url, error=f"{type(exc).__name__}: {exc}"[:300])
 
 
-async def _read_response(response: httpx.Response, url: str, max_bytes: int) -> FetchResult:
+async def read_response(response: httpx.Response, url: str, max_bytes: int) -> FetchResult:
+    """Turn a streamed response into a FetchResult: 304, HTTP errors, the size cap, the body."""
     status = response.status_code
     final_url = str(response.url)
     common: dict[str, Any] = {"url": final_url, "http_status": status}
