@@ -225,23 +225,6 @@ class RateLimits:
             ready = max(ready, rate.available_at(now))
         return ready
 
-    def ready_at(self, chat: int | str | None, now: float | None = None) -> float:
-        """Return when a send to `chat` fits every window (>= now; == now means at once)."""
-        now = self.clock.monotonic() if now is None else now
-        ready = self.global_ready_at(now)
-        if chat is not None:
-            ready = max(ready, self.chat_ready_at(chat, now))
-        return ready
-
-    def try_acquire(self, chat: int | str | None, *, paid: bool = False) -> Stamp | None:
-        """Stamp a send now if every window allows it and nobody is queued; else None."""
-        now = self.clock.monotonic()
-        if self._turn.locked() or self.global_ready_at(now, paid=paid) > now:
-            return None
-        if chat is not None and self.chat_ready_at(chat, now) > now:
-            return None
-        return self._record(chat, now, paid)
-
     async def acquire(self, chat: int | str | None, *, paid: bool = False) -> Stamp:
         """Wait until a send to `chat` fits every window, then stamp it."""
         while True:

@@ -178,10 +178,6 @@ class Chat:
     updated_at: float = 0.0
 
     @property
-    def receives_posts(self) -> bool:
-        return self.active and self.subscribed and not self.paused
-
-    @property
     def display_name(self) -> str:
         if self.title:
             return self.title

@@ -303,12 +303,6 @@ class Store:
 
     # ------------------------------------------------------------------ items
 
-    async def get_item(self, item_id: int) -> Item | None:
-        row = await self._fetchone(
-            f"SELECT {_ITEM_COLUMNS} FROM items i WHERE i.id = ?", (item_id,)
-        )
-        return _item(row) if row else None
-
     async def find_items_by_link(self, link: str) -> list[Item]:
         rows = await self._fetchall(
             f"SELECT {_ITEM_COLUMNS} FROM items i WHERE i.link = ? ORDER BY i.id", (link,)
@@ -385,13 +379,6 @@ class Store:
     async def get_chat(self, chat_id: int) -> Chat | None:
         row = await self._fetchone(
             f"SELECT {_CHAT_COLUMNS} FROM chats c WHERE c.id = ?", (chat_id,)
-        )
-        return _chat(row) if row else None
-
-    async def get_chat_by_username(self, username: str) -> Chat | None:
-        row = await self._fetchone(
-            f"SELECT {_CHAT_COLUMNS} FROM chats c WHERE lower(c.username) = lower(?)",
-            (username.lstrip("@"),),
         )
         return _chat(row) if row else None
 
