@@ -16,11 +16,10 @@ from functools import cache
 
 import snowballstemmer
 
-from bot.text import cut_utf16, normalise_whitespace, utf16_len
+from bot.text import cut_at_word, normalise_whitespace, utf16_len
 
 LEAD = "lead"
 EXTRACTIVE = "extractive"
-ELLIPSIS = "…"
 
 # Work on a bounded prefix: the lead never needs more than a few times its length.
 _PREFIX_FACTOR = 4
@@ -476,20 +475,6 @@ def _join_fitting(
     if not out and sentences and indices:
         out = cut_at_word(sentences[indices[0]][0], limit)
     return out
-
-
-def cut_at_word(text: str, limit: int) -> str:
-    """Shorten one sentence to `limit` UTF-16 units at a word boundary, with an ellipsis."""
-    if utf16_len(text) <= limit:
-        return text
-    if limit <= 1:
-        return ""
-    room = cut_utf16(text, limit - 1)
-    boundary = room.rfind(" ")
-    if boundary > len(room) * 0.3:  # else one giant word: cut inside it
-        room = room[:boundary]
-    room = room.rstrip(" ,;:.—–-(«“„‘\"'")
-    return room + ELLIPSIS if room else ""
 
 
 def centrality(sentences: Sequence[str], lang: str = "en") -> list[float]:

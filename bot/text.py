@@ -20,6 +20,7 @@ _SPACES = re.compile(r"[ \t\r\f\v\u00a0\u2000-\u200b\u202f\u205f\u3000]+")
 _NEWLINES = re.compile(r"\s*\n\s*")
 # Control characters other than tab and newline are never text a reader should get.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
+ELLIPSIS = "…"
 _SENTENCE_END = re.compile(r"[.!?…](?:[\"'»”)\]]*)(?=\s|$)")
 
 
@@ -93,23 +94,30 @@ def cut_utf16(text: str, limit: int) -> str:
     return text
 
 
-def truncate(text: str, limit: int, ellipsis: str = "…") -> str:
+def truncate(text: str, limit: int) -> str:
     """Shorten `text` to at most `limit` UTF-16 units, at a sentence end when one is near.
 
-    Falls back to a word boundary with an ellipsis; a single overlong word is cut hard.
+    Falls back to a word boundary with an ellipsis (cut_at_word).
     """
     if utf16_len(text) <= limit:
         return text
-    if limit <= utf16_len(ellipsis):
-        return cut_utf16(text, limit)
     room = cut_utf16(text, limit)
     # A sentence end in the later part of the room reads better than a mid-sentence ellipsis.
     ends = [m.end() for m in _SENTENCE_END.finditer(room)]
     if ends and ends[-1] >= len(room) * 0.4:
         return room[: ends[-1]].rstrip()
-    room = cut_utf16(text, limit - utf16_len(ellipsis))
-    cut = room.rstrip()
-    boundary = max(cut.rfind(" "), cut.rfind("\n"))
-    if boundary >= len(cut) * 0.5:
-        cut = cut[:boundary]
-    return cut.rstrip(" ,;:—–-") + ellipsis
+    return cut_at_word(text, limit)
+
+
+def cut_at_word(text: str, limit: int) -> str:
+    """Shorten `text` to `limit` UTF-16 units at a word boundary, with an ellipsis."""
+    if utf16_len(text) <= limit:
+        return text
+    if limit <= 1:
+        return ""
+    room = cut_utf16(text, limit - 1)
+    boundary = max(room.rfind(" "), room.rfind("\n"))
+    if boundary > len(room) * 0.3:  # else one giant word: cut inside it
+        room = room[:boundary]
+    room = room.rstrip(" \n,;:.—–-(«“„‘\"'")
+    return room + ELLIPSIS if room else ""

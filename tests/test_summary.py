@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from bot.extract import extract_article
 from bot.render import hashtag, hashtags
 from bot.summary import (
-    ELLIPSIS,
     clean_text,
     extractive,
     is_chrome,
@@ -20,7 +19,7 @@ from bot.summary import (
     split_sentences,
     summarise,
 )
-from bot.text import utf16_len
+from bot.text import ELLIPSIS, utf16_len
 from tests.data.pages import AZ_CHROME, RU_CHROME, caliber_page, corpus_article, page
 
 # ------------------------------------------------------------------ sentence splitting
