@@ -8,8 +8,6 @@ reader sees is a msgid of the "readers" catalogs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
 from telegram import (
     CallbackQuery,
@@ -27,9 +25,8 @@ from bot import readers
 from bot.commands import COMMANDS, Command, Scope, commands_for
 from bot.i18n import LANGUAGES, N_
 from bot.readers import Found
-from bot.render import Markup, Renderer, bold, escape, link
+from bot.render import Markup, Renderer, bold, escape
 from bot.search import SearchQuery, snippet
-from bot.text import one_line, truncate
 from storage.models import Chat, Item
 
 # ---------------------------------------------------------------------- messages
@@ -316,29 +313,11 @@ def _scope_button(
 
 
 def _entry(renderer: Renderer, lang: str, number: int, item: Item, query: SearchQuery) -> str:
-    title = _title(item)
-    lines = [
-        f"<b>{number}.</b> {link(item.link, title)}",
-        f"<i>{escape(_date(renderer, lang, item))}</i>",
-    ]
+    lines = [renderer.listing(number, item, lang, TITLE_LIMIT)]
     fragments = snippet(item.summary, item.lang, query.terms_for(item.lang), SNIPPET_WIDTH)
     if fragments:
         lines.append("".join(bold(f.text) if f.matched else escape(f.text) for f in fragments))
     return "\n".join(lines)
-
-
-def _title(item: Item) -> str:
-    title = truncate(one_line(item.title), TITLE_LIMIT)
-    if title:
-        return title
-    if item.summary:
-        return truncate(one_line(item.summary), 80)
-    return urlsplit(item.link).netloc or item.link
-
-
-def _date(renderer: Renderer, lang: str, item: Item) -> str:
-    moment = datetime.fromtimestamp(item.published_at or item.first_seen_at, UTC)
-    return renderer.translator.format_date(lang, moment.astimezone(renderer.zone))
 
 
 # ---------------------------------------------------------------------- latest
@@ -351,8 +330,7 @@ def latest(renderer: Renderer, lang: str, items: list[Item]) -> Reply:
         return text(renderer, lang, LATEST_NONE, language=language_name)
     head = renderer.plural(lang, LATEST_ONE, LATEST_MANY, len(items), language=language_name)
     entries = [
-        f"<b>{number}.</b> {link(item.link, _title(item))}\n"
-        f"<i>{escape(_date(renderer, lang, item))}</i>"
+        renderer.listing(number, item, lang, TITLE_LIMIT)
         for number, item in enumerate(items, start=1)
     ]
     return Reply(head + "\n\n" + "\n\n".join(entries))
@@ -369,11 +347,11 @@ def inline_results(
     for item in items:
         post = renderer.post(item, lang=item.lang, allow_photo=False)
         fragments = snippet(item.summary, item.lang, query.terms_for(item.lang), 160)
-        description = "".join(f.text for f in fragments) or _date(renderer, item.lang, item)
+        description = "".join(f.text for f in fragments) or renderer.date(item, item.lang)
         results.append(
             InlineQueryResultArticle(
                 id=str(item.id),
-                title=_title(item),
+                title=renderer.title(item, item.lang, TITLE_LIMIT),
                 description=description,
                 url=item.link,
                 input_message_content=InputTextMessageContent(

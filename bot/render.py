@@ -51,6 +51,10 @@ def bold(text: str) -> str:
     return f"<b>{escape(text)}</b>"
 
 
+def italic(text: str) -> str:
+    return f"<i>{escape(text)}</i>"
+
+
 def hashtag(category: str, lang: str = "") -> str | None:
     """Turn a category into a hashtag: letters, digits and underscores, words joined CamelCase
     with the language's capitals (#Analytics, #Аналитика, #İqtisadiyyat); SHOUTED words of
@@ -136,9 +140,8 @@ class Renderer:
         limit = CAPTION_LIMIT if photo else TEXT_LIMIT
         tr = self.translator
 
-        title = truncate(one_line(item.title), TITLE_LIMIT) or self._fallback_title(item, lang)
-        moment = datetime.fromtimestamp(item.published_at or item.first_seen_at, UTC)
-        meta = tr.format_date(lang, moment.astimezone(self.zone))
+        title = self.title(item, lang)
+        meta = self.date(item, lang)
         if item.author:
             meta += " · " + truncate(one_line(item.author), 100)
         read_more = tr.gettext(lang, READ_MORE)
@@ -146,7 +149,7 @@ class Renderer:
         signature = truncate(one_line(settings.signature), 200) if settings.signature else ""
 
         # Fixed parts as (plain, html); the summary gets whatever room is left.
-        head = [(title, f"<b>{link(item.link, title)}</b>"), (meta, f"<i>{escape(meta)}</i>")]
+        head = [(title, f"<b>{link(item.link, title)}</b>"), (meta, italic(meta))]
         tail = [(read_more, link(item.link, read_more))]
         if tags:
             tail.append((tags, escape(tags)))
@@ -176,12 +179,24 @@ class Renderer:
             disable_preview=settings.style is PostStyle.TEXT,
         )
 
-    def _fallback_title(self, item: Item, lang: str) -> str:
+    def title(self, item: Item, lang: str, limit: int = TITLE_LIMIT) -> str:
+        """The piece's title as plain text; the summary's start or the host when it has none."""
         return (
-            truncate(one_line(item.summary), 80)
+            truncate(one_line(item.title), limit)
+            or truncate(one_line(item.summary), 80)
             or urlsplit(item.link).netloc
             or self.translator.gettext(lang, UNTITLED)
         )
+
+    def date(self, item: Item, lang: str) -> str:
+        """When the piece was published (else first seen), in `lang`, in the bot's time zone."""
+        moment = datetime.fromtimestamp(item.published_at or item.first_seen_at, UTC)
+        return self.translator.format_date(lang, moment.astimezone(self.zone))
+
+    def listing(self, number: int, item: Item, lang: str, title_limit: int = TITLE_LIMIT) -> str:
+        """One numbered entry of a list of pieces: bold number, linked title, date in italics."""
+        title = self.title(item, lang, title_limit)
+        return f"{bold(f'{number}.')} {link(item.link, title)}\n{italic(self.date(item, lang))}"
 
     def message(self, lang: str | None, msgid: str, /, **values: object) -> str:
         """Translate `msgid` and fill it with escaped values: HTML ready to send.
