@@ -31,6 +31,7 @@ from bot.ratelimit import BotApiRequest, Limits, RateLimits, TelegramRateLimiter
 from bot.render import Renderer
 from bot.search import attach_index
 from bot.updates import PerChatUpdateProcessor, TolerantBot
+from storage import search as index_store
 from storage.models import ChatType
 from storage.store import Store
 
@@ -335,13 +336,16 @@ async def _connect_env_channel(services: Services, target: ChannelTarget) -> boo
 
 
 async def _maintenance(services: Services, stop: asyncio.Event) -> None:
-    """Prune old delivery rows now and then; items are kept for search."""
+    """Hourly upkeep: prune old delivery rows and tighten search's recency floor."""
     while not stop.is_set():
         try:
-            cutoff = services.clock.now() - services.settings.delivery_retention
-            pruned = await services.store.prune_deliveries(cutoff)
+            now = services.clock.now()
+            pruned = await services.store.prune_deliveries(
+                now - services.settings.delivery_retention
+            )
             if pruned:
                 log.info("pruned %d delivery rows older than the retention", pruned)
+            await index_store.refresh_recency(services.store, now)
         except Exception:
             log.exception("maintenance failed")
         await services.clock.sleep(MAINTENANCE_INTERVAL)

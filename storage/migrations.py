@@ -209,6 +209,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX deliveries_created_at ON deliveries(created_at);
         """,
     ),
+    Migration(
+        6,
+        "search: a lower bound on the ids of recent pieces, so ranking skips old pieces' dates",
+        """
+        -- Every indexed piece dated at or after fresh_since has an id of at least fresh_from
+        -- (storage/search.py keeps this true). 0 and 0 claim nothing, so every date is read.
+        ALTER TABLE search_state ADD COLUMN fresh_from INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE search_state ADD COLUMN fresh_since REAL NOT NULL DEFAULT 0;
+        """,
+    ),
 )
 
 

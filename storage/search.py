@@ -22,13 +22,14 @@ from storage.store import _ITEM_COLUMNS, Store, _item
 TITLE_WEIGHT = 4.0
 BODY_WEIGHT = 1.0
 # Recency: a piece published now ranks as if its bm25 score were (1 + RECENCY_BOOST) times
-# better; the boost halves at RECENCY_HALF_LIFE seconds of age and keeps fading after that.
+# better; the boost fades linearly to nothing at RECENCY_WINDOW seconds of age. Ending the boost
+# at a fixed age (rather than letting a long tail fade) is what lets a search skip reading the
+# date of every older match (see _SEARCH).
 RECENCY_BOOST = 0.5
-RECENCY_HALF_LIFE = 30 * 86400.0
-# Above this many matches only the newest this many are ranked (see search()).
-CANDIDATE_WINDOW = 5000
-# How many of the best by bm25 alone set the bar for the rest (see _SEARCH).
-FIRST_FETCH = 48
+RECENCY_WINDOW = 90 * 86400.0
+# Above this many matches only the newest this many are ranked (see search()): 600 pages of
+# results, and what keeps the broadest query (a word in every piece) well under 20 ms.
+CANDIDATE_WINDOW = 3000
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +58,14 @@ class SearchPage:
     total: int  # every match, including any beyond the ranked window
 
 
-_BOOST = "(1.0 + :boost / (1.0 + MAX(0.0, :now - d.ts) / :half_life))"
+# The boost of the piece whose date is d.ts (a piece dated in the future counts as new).
+_BOOST = "(1.0 + :boost * MIN(1.0, MAX(0.0, 1.0 - (:now - d.ts) / :recency)))"
 
 
 async def write_docs(conn: aiosqlite.Connection, docs: Sequence[SearchDoc]) -> None:
     """Add or replace `docs` using the caller's transaction (the store's item hook)."""
+    if not docs:
+        return
     await conn.executemany(
         "INSERT OR REPLACE INTO search_fts (rowid, title, body) VALUES (?, ?, ?)",
         [(d.item_id, d.title, d.body) for d in docs],
@@ -70,6 +74,35 @@ async def write_docs(conn: aiosqlite.Connection, docs: Sequence[SearchDoc]) -> N
         "INSERT OR REPLACE INTO search_dates (id, ts) VALUES (?, ?)",
         [(d.item_id, d.ts) for d in docs],
     )
+    # Keep the recency floor's promise (see refresh_recency): if any of these pieces is dated
+    # after fresh_since, the floor comes down to the lowest id among them. One statement for
+    # the batch; lowering it further than needed only costs a few date reads.
+    await conn.execute(
+        "UPDATE search_state SET fresh_from = MIN(fresh_from, ?) WHERE id = 1 AND fresh_since <= ?",
+        (min(d.item_id for d in docs), max(d.ts for d in docs)),
+    )
+
+
+async def refresh_recency(store: Store, now: float) -> int:
+    """Raise the recency floor to the lowest id of a piece dated within RECENCY_WINDOW of `now`.
+
+    The floor (search_state.fresh_from) lets a search give pieces below it no boost without
+    reading their dates: every piece dated at or after fresh_since has an id of at least
+    fresh_from. write_docs keeps that true as pieces are added or re-dated, so the floor stays
+    usable for any later search (one whose window starts at or after fresh_since); refreshing
+    it (at start and hourly) only makes it tighter as time passes. Return the new floor.
+    """
+    since = now - RECENCY_WINDOW
+    async with store._tx() as conn:
+        await conn.execute(
+            "UPDATE search_state SET fresh_since = :since, fresh_from = COALESCE("
+            "(SELECT MIN(id) FROM search_dates WHERE ts >= :since), "
+            "(SELECT COALESCE(MAX(id), 0) + 1 FROM search_dates)) WHERE id = 1",
+            {"since": since},
+        )
+        async with conn.execute("SELECT fresh_from FROM search_state WHERE id = 1") as cursor:
+            row = await cursor.fetchone()
+    return int(row[0]) if row else 0
 
 
 async def index_docs(store: Store, docs: Sequence[SearchDoc]) -> None:
@@ -102,45 +135,38 @@ async def clear(store: Store, version: int) -> None:
         await conn.execute("DELETE FROM search_dates")
         await conn.execute(
             "INSERT INTO search_state (id, analyzer_version) VALUES (1, ?) "
-            "ON CONFLICT(id) DO UPDATE SET analyzer_version = excluded.analyzer_version",
+            "ON CONFLICT(id) DO UPDATE SET analyzer_version = excluded.analyzer_version, "
+            "fresh_from = 0, fresh_since = 0",
             (version,),
         )
 
 
-# One statement, so a search is one trip to the database thread:
-# - floor: when more than :window items match, the id of the :window-th newest match (only
-#   matches from there on are ranked), else 0;
-# - m: every match with its bm25 score (title words weighing more);
-# - top: the :fetch best by bm25 alone, with the recency boost applied;
-# - cut: the :wanted-th best boosted score among those;
-# - ranked: since the boost improves a score at most :max_boost times, only matches whose
-#   bm25 * :max_boost reaches the cut can still be among the :wanted best; they are boosted
-#   and sorted, and the page is cut from them (exact, however flat the bm25 scores are);
-# - the page's items are read, with the number of matches.
+# One statement, so a search is one trip to the database thread and one pass over the matches:
+# - fresh: the recency floor, when it holds for this search's window (else 0: read every date);
+# - m: the newest :window matches (FTS5 walks the doclist from the top and stops there), each
+#   scored once: bm25 (title words weighing more) times the recency boost. A match below the
+#   floor is older than RECENCY_WINDOW, so its boost is 1 and its date is not read; only the
+#   few recent matches cost a lookup in search_dates;
+# - n: how many matched, counted from m; a full count of the doclist only when m is full;
+# - ranked: the page, best first, ties going to the newer piece; the page's items are read.
 _SEARCH = f"""
-WITH floor AS (
-    SELECT COALESCE((
-        SELECT rowid FROM search_fts WHERE search_fts MATCH :q
-        ORDER BY rowid DESC LIMIT 1 OFFSET :window - 1
-    ), 0) AS id
+WITH fresh AS (
+    SELECT CASE WHEN :now - :recency >= fresh_since THEN fresh_from ELSE 0 END AS id
+    FROM search_state WHERE id = 1
 ),
 m AS MATERIALIZED (
-    SELECT rowid AS id, bm25(search_fts, :title_weight, :body_weight) AS b FROM search_fts
-    WHERE search_fts MATCH :q AND rowid >= (SELECT id FROM floor)
+    SELECT f.rowid AS id, bm25(search_fts, :title_weight, :body_weight) * CASE
+        WHEN f.rowid < (SELECT id FROM fresh) THEN 1.0
+        ELSE COALESCE((SELECT {_BOOST} FROM search_dates d WHERE d.id = f.rowid), 1.0)
+    END AS s
+    FROM search_fts f WHERE search_fts MATCH :q
+    ORDER BY f.rowid DESC LIMIT :window
 ),
-top AS MATERIALIZED (
-    SELECT t.id, t.b * {_BOOST} AS s
-    FROM (SELECT id, b FROM m ORDER BY b LIMIT :fetch) t JOIN search_dates d ON d.id = t.id
-),
-cut AS (SELECT s FROM top ORDER BY s LIMIT 1 OFFSET :wanted - 1),
-ranked AS MATERIALIZED (
-    SELECT m.id, m.b * {_BOOST} AS s FROM m JOIN search_dates d ON d.id = m.id
-    WHERE (SELECT s FROM cut) IS NULL OR m.b * :max_boost <= (SELECT s FROM cut)
-    ORDER BY s, m.id DESC LIMIT :limit + 1 OFFSET :offset
-)
-SELECT r.s, CASE WHEN (SELECT id FROM floor) > 0
-                 THEN (SELECT COUNT(*) FROM search_fts WHERE search_fts MATCH :q)
-                 ELSE (SELECT COUNT(*) FROM m) END,
+n AS (SELECT COUNT(*) AS c FROM m),
+ranked AS MATERIALIZED (SELECT id, s FROM m ORDER BY s, id DESC LIMIT :limit + 1 OFFSET :offset)
+SELECT r.s,
+       CASE WHEN (SELECT c FROM n) < :window THEN (SELECT c FROM n)
+            ELSE (SELECT COUNT(*) FROM search_fts WHERE search_fts MATCH :q) END,
        {_ITEM_COLUMNS}
 FROM ranked r JOIN items i ON i.id = r.id
 ORDER BY r.s, r.id DESC
@@ -164,10 +190,7 @@ async def search(
         "body_weight": BODY_WEIGHT,
         "boost": RECENCY_BOOST,
         "now": now,
-        "half_life": RECENCY_HALF_LIFE,
-        "fetch": max(FIRST_FETCH, 2 * (offset + limit + 1)),
-        "wanted": offset + limit + 1,
-        "max_boost": 1.0 + RECENCY_BOOST,
+        "recency": RECENCY_WINDOW,
         "limit": limit,
         "offset": offset,
     }

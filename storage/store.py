@@ -695,7 +695,7 @@ def _item(row: sqlite3.Row, offset: int = 0) -> Item:
         summary=r[6],
         author=r[7],
         image_url=r[8],
-        categories=tuple(json.loads(r[9] or "[]")),
+        categories=tuple(json.loads(r[9])) if r[9] and r[9] != "[]" else (),
         published_at=r[10],
         first_seen_at=r[11],
         origin=ItemOrigin(r[12]),

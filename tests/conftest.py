@@ -7,11 +7,29 @@ from pathlib import Path
 
 import pytest
 
+from storage.store import Store
 from tests.fakes.botapi import FakeBotApi
 from tests.fakes.feedserver import FeedServer
 from tests.support import TOKEN
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+
+
+@pytest.fixture(autouse=True)
+async def close_left_stores(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    """Close any store a failed test left open: its worker thread would keep pytest from exiting."""
+    opened: list[Store] = []
+    real_open = Store.open.__func__  # type: ignore[attr-defined]
+
+    async def tracking_open(cls: type[Store], path: str | Path) -> Store:
+        store = await real_open(cls, path)
+        opened.append(store)
+        return store
+
+    monkeypatch.setattr(Store, "open", classmethod(tracking_open))
+    yield
+    for store in opened:
+        await store.close()  # a no-op for a store the test closed
 
 
 @pytest.fixture
