@@ -27,9 +27,10 @@ BODY_WEIGHT = 1.0
 # date of every older match (see _SEARCH).
 RECENCY_BOOST = 0.5
 RECENCY_WINDOW = 90 * 86400.0
-# Above this many matches only the newest this many are ranked (see search()): 600 pages of
-# results, and what keeps the broadest query (a word in every piece) well under 20 ms.
-CANDIDATE_WINDOW = 3000
+# Above this many matches only the newest this many are ranked (see search()): 400 pages of
+# results, and the bound that keeps the broadest query (a word in every piece) well under
+# 20 ms on a 2-core machine (cost grows with the window: about 3 ms per 1,000 ranked).
+CANDIDATE_WINDOW = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +148,7 @@ async def clear(store: Store, version: int) -> None:
 #   scored once: bm25 (title words weighing more) times the recency boost. A match below the
 #   floor is older than RECENCY_WINDOW, so its boost is 1 and its date is not read; only the
 #   few recent matches cost a lookup in search_dates;
-# - n: how many matched, counted from m; a full count of the doclist only when m is full;
+# - how many matched, counted from m (search() counts the whole doclist when m is full);
 # - ranked: the page, best first, ties going to the newer piece; the page's items are read.
 _SEARCH = f"""
 WITH fresh AS (
@@ -162,12 +163,8 @@ m AS MATERIALIZED (
     FROM search_fts f WHERE search_fts MATCH :q
     ORDER BY f.rowid DESC LIMIT :window
 ),
-n AS (SELECT COUNT(*) AS c FROM m),
-ranked AS MATERIALIZED (SELECT id, s FROM m ORDER BY s, id DESC LIMIT :limit + 1 OFFSET :offset)
-SELECT r.s,
-       CASE WHEN (SELECT c FROM n) < :window THEN (SELECT c FROM n)
-            ELSE (SELECT COUNT(*) FROM search_fts WHERE search_fts MATCH :q) END,
-       {_ITEM_COLUMNS}
+ranked AS MATERIALIZED (SELECT id, s FROM m ORDER BY s, id DESC LIMIT :limit OFFSET :offset)
+SELECT r.s, (SELECT COUNT(*) FROM m), {_ITEM_COLUMNS}
 FROM ranked r JOIN items i ON i.id = r.id
 ORDER BY r.s, r.id DESC
 """
@@ -197,15 +194,21 @@ async def search(
     # sqlite3 takes a mapping for named parameters; _fetchall passes it through.
     rows = await store._fetchall(_SEARCH, cast(Sequence[Any], params))
     if not rows:
-        total = 0
-        if offset > 0:
-            count = await store._fetchone(
-                "SELECT COUNT(*) FROM search_fts WHERE search_fts MATCH ?", (expression,)
-            )
-            total = int(count[0]) if count else 0
+        total = await _count(store, expression) if offset > 0 else 0
         return SearchPage(hits=(), has_more=False, offset=offset, total=total)
-    hits = tuple(SearchHit(_item(row, 2), float(row[0])) for row in rows[:limit])
-    return SearchPage(hits=hits, has_more=len(rows) > limit, offset=offset, total=int(rows[0][1]))
+    total = int(rows[0][1])
+    if total >= CANDIDATE_WINDOW:  # m was full: count every match, beyond the ranked ones
+        total = await _count(store, expression)
+    hits = tuple(SearchHit(_item(row, 2), float(row[0])) for row in rows)
+    ranked = min(total, CANDIDATE_WINDOW)
+    return SearchPage(hits=hits, has_more=offset + len(hits) < ranked, offset=offset, total=total)
+
+
+async def _count(store: Store, expression: str) -> int:
+    row = await store._fetchone(
+        "SELECT COUNT(*) FROM search_fts WHERE search_fts MATCH ?", (expression,)
+    )
+    return int(row[0]) if row else 0
 
 
 async def bare_match(store: Store, expression: str, limit: int = 5) -> list[int]:

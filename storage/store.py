@@ -684,23 +684,29 @@ def _feed(row: sqlite3.Row) -> Feed:
 
 
 def _item(row: sqlite3.Row, offset: int = 0) -> Item:
-    r = list(row)[offset : offset + 14]
+    # Called for every row of a search page or a fan-out: unpacking and the origin lookup
+    # table are about a third cheaper than indexing and calling the enum.
+    (item_id, feed_id, lang, identity, link, title, summary, author, image_url, categories,
+     published_at, first_seen_at, origin, content_hash) = row[offset : offset + 14]  # fmt: skip
     return Item(
-        id=r[0],
-        feed_id=r[1],
-        lang=r[2],
-        identity=r[3],
-        link=r[4],
-        title=r[5],
-        summary=r[6],
-        author=r[7],
-        image_url=r[8],
-        categories=tuple(json.loads(r[9])) if r[9] and r[9] != "[]" else (),
-        published_at=r[10],
-        first_seen_at=r[11],
-        origin=ItemOrigin(r[12]),
-        content_hash=r[13],
+        id=item_id,
+        feed_id=feed_id,
+        lang=lang,
+        identity=identity,
+        link=link,
+        title=title,
+        summary=summary,
+        author=author,
+        image_url=image_url,
+        categories=tuple(json.loads(categories)) if categories and categories != "[]" else (),
+        published_at=published_at,
+        first_seen_at=first_seen_at,
+        origin=_ORIGINS[origin],
+        content_hash=content_hash,
     )
+
+
+_ORIGINS = {origin.value: origin for origin in ItemOrigin}
 
 
 def _chat(row: sqlite3.Row, offset: int = 0) -> Chat:
