@@ -17,7 +17,13 @@ Then the poller polls a feed served by a separate process with ETag/Last-Modifie
 poll is answered 304, and the CPU seconds (this process: event loop plus the store's thread)
 per poll are reported.
 
-Run: `python -m bench.ingest_bench` (7 runs; `--runs N`, `--items N`).
+On a shared VM the CPU time of one step swings by up to +-40% from run to run, so the same
+steps are also counted in machine instructions under valgrind's callgrind (`--instructions`),
+which gives the same count on every run: each step runs in its own process, and its count is
+that process's total minus the total of a process that does everything up to the step.
+
+Run: `python -m bench.ingest_bench` (7 runs; `--runs N`, `--items N`), and
+`python -m bench.ingest_bench --instructions` (needs valgrind; about 4 minutes).
 """
 
 from __future__ import annotations
@@ -25,10 +31,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -157,12 +167,93 @@ async def not_modified_cpu(body: bytes, db_path: Path, polls: int) -> float:
         server.wait()
 
 
+# Cumulative steps: each process under callgrind runs the steps up to and including its own.
+STEPS = ("setup", "bare", "first", "seen")
+
+
+async def run_steps(last: str, items: int, db_path: Path) -> None:
+    """Do the steps up to `last` once, untimed (the process that callgrind counts)."""
+    body = make_feed(items)
+    store = await Store.open(db_path)
+    try:
+        feed = await store.ensure_feed(URL, "en")
+        if last == "bare":
+            feedparser.parse(body)
+        for step in ("first", "seen")[: max(0, STEPS.index(last) - 1)]:
+            parsed = parse_feed(body, URL, "application/rss+xml")
+            outcome = await store.store_poll(
+                feed.id, parsed.items, etag='"e"', last_modified=None, now=NOW,
+                next_poll_at=NOW + 120, max_age=2 * 86400.0, backfill=0,
+            )  # fmt: skip
+            assert len(outcome.new_items) == (items if step == "first" else 0)
+    finally:
+        await store.close()
+
+
+def count_instructions(last: str, items: int, tmp: Path) -> int:
+    """Instructions executed by a process running the steps up to `last` (all its threads)."""
+    out = tmp / f"callgrind.{last}.out"
+    result = subprocess.run(
+        [
+            "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+            sys.executable, "-m", "bench.ingest_bench", "--step", last,
+            "--items", str(items), "--db", str(tmp / f"{last}.sqlite3"),
+        ],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=1800,
+        env={**os.environ, "PYTHONHASHSEED": "0"},  # the same dict layouts in every process
+    )  # fmt: skip
+    found = re.search(r"Collected : (\d+)", result.stderr)
+    if found is None:
+        raise RuntimeError(f"no instruction count from callgrind:\n{result.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def instructions(items: int) -> int:
+    """Count each step in instructions and print the table."""
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed (apt install valgrind)", file=sys.stderr)
+        return 2
+    # Two at a time: the counts do not depend on what else the machine runs.
+    with (
+        tempfile.TemporaryDirectory(prefix="ingest-instr-") as tmp,
+        ThreadPoolExecutor(max_workers=2) as pool,
+    ):
+        counts = pool.map(lambda step: count_instructions(step, items, Path(tmp)), STEPS)
+        totals = dict(zip(STEPS, counts, strict=True))
+    bare = totals["bare"] - totals["setup"]
+    first = totals["first"] - totals["setup"]
+    seen = totals["seen"] - totals["first"]
+    print(f"Machine: {machine()}")
+    print()
+    print(f"Instructions (callgrind), {items} items:")
+    print(
+        markdown_table(
+            ["step", "instructions", "vs bare feedparser"],
+            [
+                ["bare `feedparser.parse`", f"{bare / 1e6:,.0f} M", "1.00x"],
+                ["first sight: parse + dedupe + store", f"{first / 1e6:,.0f} M",
+                 f"{first / bare:.2f}x"],
+                ["seen again: parse + dedupe", f"{seen / 1e6:,.0f} M", f"{seen / bare:.2f}x"],
+            ],
+        )
+    )  # fmt: skip
+    return 0
+
+
 async def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--polls", type=int, default=200)
+    parser.add_argument("--instructions", action="store_true", help="count under callgrind")
+    parser.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)  # callgrind's child
+    parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.step:
+        await run_steps(args.step, args.items, args.db)
+        return 0
+    if args.instructions:
+        return instructions(args.items)
     body = make_feed(args.items)
     print(f"feed: {args.items} items, {len(body) / 1e6:.2f} MB")
     bare, first, seen = [], [], []
