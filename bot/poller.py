@@ -162,7 +162,7 @@ class Poller:
     async def _enriched(self, feed: Feed, items: list[NewItem]) -> list[NewItem]:
         """Let the enricher improve the items this feed has never stored (only those)."""
         assert self.enrich is not None
-        unknown = await self.store.unknown_identities(feed.id, [i.identity for i in items])
+        unknown = await self.store.unknown_identities(feed.id, items)
         fresh = [i for i in items if i.identity in unknown]
         if not fresh:
             return items

@@ -80,6 +80,10 @@ class NewItem:
     author: str | None = None
     image_url: str | None = None
     content_hash: str = ""
+    # Identities an earlier version of the bot may have stored this entry under: a stored
+    # item with one of them is this entry, so changing how identities are made posts nothing
+    # twice.
+    aliases: tuple[str, ...] = ()
 
     def stored(
         self, item_id: int, feed_id: int, lang: str, first_seen_at: float, origin: ItemOrigin

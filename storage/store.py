@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,16 +210,17 @@ class Store:
             lang = str(feed_row["lang"])
             first_poll = not feed_row["initialized"]
 
-            known = await _known_identities(conn, feed_id, [e.identity for e in entries])
+            known = await _known_identities(conn, feed_id, _all_identities(entries))
             fresh: list[NewItem] = []
             seen_now: set[str] = set()
             updated_identities: list[str] = []
             for entry in entries:
-                if entry.identity in known:
-                    old_hash = known[entry.identity]
+                stored_as = _stored_identity(entry, known)
+                if stored_as is not None:
+                    old_hash = known[stored_as]
                     if entry.content_hash and old_hash != entry.content_hash:
-                        await _update_item_content(conn, feed_id, entry)
-                        updated_identities.append(entry.identity)
+                        await _update_item_content(conn, feed_id, stored_as, entry)
+                        updated_identities.append(stored_as)
                     continue
                 if entry.identity in seen_now:
                     continue  # the same entry twice in one document
@@ -295,11 +296,11 @@ class Store:
                 await hook(conn, [*new_items, *updated])
         return PollOutcome(new_items=tuple(new_items), queued=queued, updated_items=updated)
 
-    async def unknown_identities(self, feed_id: int, identities: Sequence[str]) -> set[str]:
-        """Return the identities of `identities` that the feed has never stored."""
+    async def unknown_identities(self, feed_id: int, entries: Sequence[NewItem]) -> set[str]:
+        """Return the identities of the entries the feed has never stored (under any alias)."""
         async with self._lock:
-            known = await _known_identities(self._conn, feed_id, identities)
-        return set(identities) - set(known)
+            known = await _known_identities(self._conn, feed_id, _all_identities(entries))
+        return {e.identity for e in entries if _stored_identity(e, known) is None}
 
     # ------------------------------------------------------------------ items
 
@@ -613,7 +614,20 @@ async def _known_identities(
     return known
 
 
-async def _update_item_content(conn: aiosqlite.Connection, feed_id: int, entry: NewItem) -> None:
+def _all_identities(entries: Sequence[NewItem]) -> list[str]:
+    return [identity for e in entries for identity in (e.identity, *e.aliases)]
+
+
+def _stored_identity(entry: NewItem, known: Mapping[str, str]) -> str | None:
+    """Return the identity `entry` is stored under (its own or an alias), or None if new."""
+    if entry.identity in known:
+        return entry.identity
+    return next((alias for alias in entry.aliases if alias in known), None)
+
+
+async def _update_item_content(
+    conn: aiosqlite.Connection, feed_id: int, identity: str, entry: NewItem
+) -> None:
     """Keep the stored text current when the site edits a piece (it is not posted again)."""
     await conn.execute(
         "UPDATE items SET title = ?, summary = ?, author = ?, image_url = ?, categories = ?, "
@@ -626,7 +640,7 @@ async def _update_item_content(conn: aiosqlite.Connection, feed_id: int, entry: 
             json.dumps(list(entry.categories), ensure_ascii=False),
             entry.content_hash,
             feed_id,
-            entry.identity,
+            identity,
         ),
     )
 
