@@ -15,7 +15,7 @@ from telegram.ext import (
     filters,
 )
 
-from bot import readers
+from bot import channel_views, readers
 from bot.context import BotApplication
 from handlers import channels, here, stats, why
 from handlers.errors import on_error
@@ -44,7 +44,7 @@ def register(application: BotApplication) -> None:
             "cancel", channels.on_cancel, filters.ChatType.PRIVATE & channels.awaiting(application)
         ),
         CommandHandler("channels", channels.on_channels),
-        CallbackQueryHandler(channels.on_button, pattern=channels.CALLBACK_PATTERN),
+        CallbackQueryHandler(channels.on_button, pattern=channel_views.CALLBACK_PATTERN),
         CommandHandler("why", why.on_why),
         CommandHandler("stats", stats.on_stats),
         CommandHandler("here", here.on_here),

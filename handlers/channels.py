@@ -1,23 +1,19 @@
 """/channels: the settings panel of a channel or group, run from a private chat with the bot.
 
-Callback data is "ch:list" or "ch:<chat_id>:<action>[:<arg>]" (at most 64 bytes, no secrets);
-every press is parsed strictly and re-authorised with a live getChatMember before anything
-happens, and every callback query is answered. Text the panel asks for (a signature, filter
+Its texts, buttons, callback data and screens are in bot/channel_views.py; here every press
+is parsed strictly and re-authorised with a live getChatMember before anything happens, and
+every callback query is answered. Text the panel asks for (a signature, filter
 rules) arrives as the admin's next private message; /cancel drops the question.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from telegram import (
     CallbackQuery,
-    InlineKeyboardButton,
-    InlineKeyboardMarkup,
-    LinkPreviewOptions,
     Message,
     Update,
 )
@@ -25,11 +21,41 @@ from telegram.constants import ParseMode
 from telegram.error import BadRequest
 from telegram.ext import filters
 
+from bot.channel_views import (
+    CANCELLED,
+    INVALID_BUTTON,
+    LAST_LANGUAGE,
+    NO_PIECE,
+    NO_PREVIEW,
+    NOT_ALLOWED,
+    ONLY_PRIVATE,
+    PREVIEW_SENT,
+    SAVED,
+    SEND_LATER,
+    SEND_REFUSED,
+    SIGNATURE_EMPTY,
+    SIGNATURE_TOO_LONG,
+    STILL_NO_RIGHT,
+    TEST_SENT,
+    Press,
+    Screen,
+    chat_list_screen,
+    disconnect_screen,
+    disconnected_screen,
+    filters_screen,
+    history_screen,
+    languages_screen,
+    main_screen,
+    parse_callback,
+    rule_prompt_screen,
+    signature_prompt_screen,
+    signature_screen,
+    style_screen,
+    topic_screen,
+)
 from bot.channels import (
     CHANNELS_KEY,
     RIGHT_LABELS,
-    RULE_KINDS,
-    RULE_MAX,
     SIGNATURE_MAX,
     Actor,
     ChannelAdmin,
@@ -37,223 +63,13 @@ from bot.channels import (
     SendReport,
     SignatureResult,
     channel_admin,
-    rule_token,
-    when,
 )
 from bot.context import BotApplication, BotContext, Services
-from bot.i18n import LANGUAGES, N_
 from bot.publisher import Outcome
-from bot.render import Markup, bold
 from bot.text import truncate
-from storage.admin import SettingsChange, Topic
 from storage.models import Chat, ChatType, PostStyle
 
 log = logging.getLogger(__name__)
-
-CALLBACK_PATTERN = r"^ch:"
-NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
-MAX_RULE_BUTTONS = 40  # Telegram allows 100 buttons per keyboard
-
-# --- messages --------------------------------------------------------------------------------
-ONLY_PRIVATE = N_("Send /channels to me in a private chat to set up your channels and groups.")
-LIST_TITLE = N_("Choose a channel or group to set up:")
-LIST_TITLE_OPERATOR = N_("You are an operator: every connected chat is listed. Choose one:")
-NO_CHATS = N_(
-    "I found no channel or group where you are an administrator and I am present. Add me to "
-    "your channel as an administrator with the right to post messages (or to your group), then "
-    "send /channels again."
-)
-NOT_ALLOWED = N_(
-    "You cannot change the settings of this chat: only its creator and administrators who may "
-    "post (channels) or change its info (groups) can."
-)
-INVALID_BUTTON = N_("This button is not valid any more. Send /channels to start again.")
-SAVED = N_("Saved.")
-LAST_LANGUAGE = N_("At least one language must stay selected.")
-STILL_NO_RIGHT = N_("I still cannot post there: give me the “{right}” right first.")
-
-PANEL_TITLE = N_("⚙️ Settings of {chat}")
-STATUS_POSTING = N_("Status: ▶️ posting")
-STATUS_PAUSED = N_("Status: ⏸ paused")
-STATUS_PAUSED_INCIDENT = N_("Status: ⏸ paused because I could not post there ({reason})")
-STATUS_NOT_SUBSCRIBED = N_("Status: not receiving posts yet (press “Resume” to start)")
-LINE_LANGUAGES = N_("Languages: {value}")
-LINE_STYLE = N_("Post style: {value}")
-LINE_SILENT = N_("Silent posts: {value}")
-LINE_HASHTAGS = N_("Hashtags: {value}")
-LINE_SIGNATURE = N_("Signature: {value}")
-LINE_FILTERS = N_("Filters: {value}")
-LINE_TOPIC = N_("Topic: {value}")
-BOT_PROBLEM = N_("⚠️ I cannot post there: give me the “{right}” right.")
-ON = N_("on")
-OFF = N_("off")
-NONE = N_("none")
-FILTER_RULES = (N_("{n} rule"), N_("{n} rules"))
-TOPIC_MAIN = N_("main chat (General)")
-TOPIC_NUMBER = N_("topic #{number}")
-
-STYLE_LABELS = {
-    PostStyle.PREVIEW: N_("Text with link preview"),
-    PostStyle.TEXT: N_("Text without preview"),
-    PostStyle.PHOTO: N_("Photo with caption"),
-}
-KIND_LABELS = {
-    InputKind.INCLUDE_CATEGORY: N_("Include category"),
-    InputKind.EXCLUDE_CATEGORY: N_("Exclude category"),
-    InputKind.INCLUDE_KEYWORD: N_("Include keyword"),
-    InputKind.EXCLUDE_KEYWORD: N_("Exclude keyword"),
-}
-
-LANGUAGES_TITLE = N_("Which feeds should {chat} take? Choose one language or several.")
-STYLE_TITLE = N_(
-    "How should posts look in {chat}? A photo post uses the article's image with the text as "
-    "its caption, and falls back to text when there is no image."
-)
-SIGNATURE_TITLE = N_(
-    "The signature is a line added at the end of every post in {chat}, e.g. its own link.\n"
-    "Now: {value}"
-)
-SIGNATURE_PROMPT = N_(
-    "Send me the signature for {chat}: one line, up to {limit} characters. Or /cancel."
-)
-SIGNATURE_EMPTY = N_("The signature cannot be empty. Send it again, or /cancel.")
-SIGNATURE_TOO_LONG = N_("That is longer than {limit} characters. Send a shorter one, or /cancel.")
-FILTERS_TITLE = N_("Filters of {chat}")
-FILTERS_HELP = N_(
-    "When there are “include” rules, only pieces matching at least one of them are posted; "
-    "a piece matching an “exclude” rule is never posted. Keywords match the beginning of words "
-    'in the title and summary, ignoring case and accents; put a keyword in "quotes" to match '
-    "whole words only. Categories match by their full name."
-)
-FILTERS_LINE = N_("{kind}: {value}")
-FILTERS_PROMPT = N_(
-    "Send the rules to add to “{kind}” for {chat}, separated by commas (up to {limit} "
-    "characters each). Or /cancel."
-)
-CATEGORIES_HINT = N_("Recent categories: {value}")
-TOPIC_TITLE = N_(
-    "Posts in {chat} go to: {value}.\nTo choose a topic, send /here inside it, or pick one of the "
-    "topics I have seen:"
-)
-HISTORY_TITLE = N_("Recent changes in {chat}:")
-HISTORY_EMPTY = N_("No changes yet.")
-HISTORY_LINE = N_("{date} · {who}: {what}: {old} → {new}")
-HISTORY_BOT = N_("the bot")
-DISCONNECT_CONFIRM = N_(
-    "Disconnect {chat}? I will stop posting there and leave it. To connect it again, add me "
-    "as an administrator again."
-)
-DISCONNECTED = N_("{chat} is disconnected.")
-CANCELLED = N_("Cancelled.")
-
-PREVIEW_SENT = N_("Preview sent: see the next message.")
-TEST_SENT = N_("Test post sent to {chat}.")
-NO_PIECE = N_("There is no piece matching these settings yet.")
-SEND_REFUSED = N_("Telegram refused the post: {reason}")
-SEND_LATER = N_("Telegram asks me to wait {seconds} s. Try again then.")
-
-WHAT_LABELS = {
-    "paused": N_("Paused"),
-    "languages": N_("Languages"),
-    "style": N_("Post style"),
-    "silent": N_("Silent posts"),
-    "hashtags": N_("Hashtags"),
-    "signature": N_("Signature"),
-    "include_categories": KIND_LABELS[InputKind.INCLUDE_CATEGORY],
-    "exclude_categories": KIND_LABELS[InputKind.EXCLUDE_CATEGORY],
-    "include_keywords": KIND_LABELS[InputKind.INCLUDE_KEYWORD],
-    "exclude_keywords": KIND_LABELS[InputKind.EXCLUDE_KEYWORD],
-    "thread_id": N_("Topic"),
-    "connected": N_("Connected"),
-}
-
-# --- buttons ---------------------------------------------------------------------------------
-BTN_LANGUAGES = N_("🌐 Languages")
-BTN_PAUSE = N_("⏸ Pause")
-BTN_RESUME = N_("▶️ Resume")
-BTN_STYLE = N_("🖼 Post style")
-BTN_SILENT = N_("🔕 Silent posts: {value}")
-BTN_HASHTAGS = N_("#️⃣ Hashtags: {value}")
-BTN_SIGNATURE = N_("✍️ Signature")
-BTN_FILTERS = N_("🔎 Filters")
-BTN_TOPIC = N_("🧵 Topic")
-BTN_PREVIEW = N_("👁 Preview")
-BTN_TEST = N_("🧪 Test post")
-BTN_HISTORY = N_("📜 Changes")
-BTN_DISCONNECT = N_("🔌 Disconnect")
-BTN_BACK = N_("⬅️ Back")
-BTN_ALL_CHATS = N_("⬅️ All chats")
-BTN_SET_SIGNATURE = N_("✏️ Set signature")
-BTN_LINK_SIGNATURE = N_("🔗 Use {link}")
-BTN_REMOVE_SIGNATURE = N_("🗑 Remove signature")
-BTN_ADD_RULE = N_("➕ {kind}")
-BTN_REMOVE_RULE = N_("✖️ {kind}: {rule}")
-BTN_CLEAR_FILTERS = N_("🗑 Clear all filters")
-BTN_MAIN_TOPIC = N_("Main chat (General)")
-BTN_CONFIRM_DISCONNECT = N_("🔌 Yes, disconnect")
-BTN_CANCEL = N_("✖️ Cancel")
-
-# --- callback data ---------------------------------------------------------------------------
-_CALLBACK = re.compile(r"^ch:(?:list|(-?\d{1,20}):([a-z]{2,8})(?::([a-z0-9.+-]{1,24}))?)$")
-_ARGS: dict[str, re.Pattern[str]] = {
-    "open": re.compile(r"^$"),
-    "pause": re.compile(r"^$"),
-    "resume": re.compile(r"^$"),
-    "langs": re.compile(r"^$"),
-    "lang": re.compile("^(" + "|".join(LANGUAGES) + ")$"),
-    "style": re.compile("^(" + "|".join(PostStyle) + ")?$"),
-    "silent": re.compile(r"^$"),
-    "tags": re.compile(r"^$"),
-    "sig": re.compile(r"^(set|link|clear)?$"),
-    "flt": re.compile(r"^(clear|\+(ic|xc|ik|xk)|-(ic|xc|ik|xk)\.[0-9a-f]{8})?$"),
-    "topic": re.compile(r"^(\d{1,10})?$"),
-    "prev": re.compile(r"^$"),
-    "test": re.compile(r"^$"),
-    "hist": re.compile(r"^$"),
-    "disc": re.compile(r"^(yes)?$"),
-}
-
-Screen = tuple[str, InlineKeyboardMarkup | None]
-
-
-@dataclass(frozen=True, slots=True)
-class Press:
-    """A validated panel button: chat None means the chat list."""
-
-    chat_id: int | None
-    action: str
-    arg: str
-
-
-@dataclass(frozen=True, slots=True)
-class PressResult:
-    """What a press leads to: a new screen, and a toast (or alert) on the button."""
-
-    screen: Screen | None
-    toast: str | None = None
-    alert: bool = False
-
-
-def parse_callback(data: str) -> Press | None:
-    """Return the press `data` describes, or None when it is not one the panel makes."""
-    if len(data.encode()) > 64:
-        return None
-    match = _CALLBACK.match(data)
-    if match is None:
-        return None
-    if match.group(1) is None:
-        return Press(None, "list", "")
-    action, arg = match.group(2), match.group(3) or ""
-    pattern = _ARGS.get(action)
-    if pattern is None or not pattern.match(arg):
-        return None
-    return Press(int(match.group(1)), action, arg)
-
-
-def cb(chat_id: int, action: str, arg: str = "") -> str:
-    data = f"ch:{chat_id}:{action}" + (f":{arg}" if arg else "")
-    assert parse_callback(data) is not None, data
-    return data
 
 
 def input_filter(application: BotApplication) -> filters.BaseFilter:
@@ -280,6 +96,15 @@ class AwaitingInput(filters.MessageFilter):
         if user is None or CHANNELS_KEY not in self._bot_data:
             return False
         return channel_admin(self._bot_data).inputs.peek(user.id) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class PressResult:
+    """What a press leads to: a new screen, and a toast (or alert) on the button."""
+
+    screen: Screen | None
+    toast: str | None = None
+    alert: bool = False
 
 
 # --- handlers --------------------------------------------------------------------------------
@@ -471,9 +296,7 @@ async def _act(
     if action == "disc":
         if arg == "yes":
             await admin.disconnect(chat, actor)
-            text = svc.renderer.message(lang, DISCONNECTED, chat=chat.display_name)
-            back = [[InlineKeyboardButton(tr(lang, BTN_ALL_CHATS), callback_data="ch:list")]]
-            return PressResult((text, InlineKeyboardMarkup(back)))
+            return PressResult(disconnected_screen(svc, lang, chat))
         return PressResult(disconnect_screen(svc, lang, chat))
     raise AssertionError(f"unhandled panel action {action}")  # parse_callback lets none through
 
@@ -484,10 +307,7 @@ async def _signature_action(
     tr = svc.translator.gettext
     if arg == "set":
         admin.inputs.expect(actor.user_id, chat.id, InputKind.SIGNATURE)
-        text = svc.renderer.message(
-            lang, SIGNATURE_PROMPT, chat=chat.display_name, limit=SIGNATURE_MAX
-        )
-        return PressResult((text, _cancel_keyboard(svc, lang, chat, "sig")))
+        return PressResult(signature_prompt_screen(svc, lang, chat))
     if arg == "link" and chat.username:
         chat, _ = await admin.set_signature(chat, actor, "@" + chat.username)
         return PressResult(signature_screen(svc, lang, chat), tr(lang, SAVED))
@@ -504,18 +324,10 @@ async def _filters_action(
     if arg.startswith("+"):
         kind = InputKind(arg[1:])
         admin.inputs.expect(actor.user_id, chat.id, kind)
-        lines = [
-            svc.renderer.message(
-                lang, FILTERS_PROMPT, kind=tr(lang, KIND_LABELS[kind]), chat=chat.display_name,
-                limit=RULE_MAX,
-            )
-        ]  # fmt: skip
+        categories: list[str] = []
         if kind in (InputKind.INCLUDE_CATEGORY, InputKind.EXCLUDE_CATEGORY):
             categories = await admin.recent_categories(chat)
-            if categories:
-                hint = ", ".join(categories)
-                lines.append(svc.renderer.message(lang, CATEGORIES_HINT, value=hint))
-        return PressResult(("\n\n".join(lines), _cancel_keyboard(svc, lang, chat, "flt")))
+        return PressResult(rule_prompt_screen(svc, lang, chat, kind, categories))
     if arg.startswith("-"):
         kind_code, token = arg[1:].split(".", 1)
         chat = await admin.remove_rule(chat, actor, InputKind(kind_code), token)
@@ -539,266 +351,3 @@ def _sent_outcome(
         seconds = round(result.retry_after or 1)
         return PressResult(None, tr(lang, SEND_LATER, seconds=seconds), alert=True)
     return PressResult(None, tr(lang, SEND_REFUSED, reason=result.error or "?"), alert=True)
-
-
-# --- screens ---------------------------------------------------------------------------------
-
-
-def chat_list_screen(svc: Services, lang: str, actor: Actor, chats: list[Chat]) -> Screen:
-    if not chats:
-        return svc.renderer.message(lang, NO_CHATS), None
-    title = LIST_TITLE_OPERATOR if actor.operator else LIST_TITLE
-    rows = []
-    for chat in chats:
-        icon = "📢" if chat.type is ChatType.CHANNEL else "👥"
-        paused = "⏸ " if chat.paused else ""
-        label = f"{paused}{icon} {truncate(chat.display_name, 48)}"
-        rows.append([InlineKeyboardButton(label, callback_data=cb(chat.id, "open"))])
-    return svc.renderer.message(lang, title), InlineKeyboardMarkup(rows)
-
-
-async def main_screen(admin: ChannelAdmin, svc: Services, lang: str, chat: Chat) -> Screen:
-    tr, msg = svc.translator.gettext, svc.renderer.message
-    state = await admin.panel_state(chat)
-    settings = chat.settings
-    lines = [msg(lang, PANEL_TITLE, chat=Markup(bold(chat.display_name))), ""]
-    if chat.paused and state.incident is not None:
-        lines.append(msg(lang, STATUS_PAUSED_INCIDENT, reason=state.incident.reason))
-    elif chat.paused:
-        lines.append(msg(lang, STATUS_PAUSED))
-    elif not chat.subscribed:
-        lines.append(msg(lang, STATUS_NOT_SUBSCRIBED))
-    else:
-        lines.append(msg(lang, STATUS_POSTING))
-    languages = ", ".join(LANGUAGES.get(code, code) for code in chat.languages)
-    lines.append(msg(lang, LINE_LANGUAGES, value=languages or tr(lang, NONE)))
-    lines.append(msg(lang, LINE_STYLE, value=tr(lang, STYLE_LABELS[settings.style])))
-    lines.append(msg(lang, LINE_SILENT, value=_onoff(svc, lang, settings.silent)))
-    lines.append(msg(lang, LINE_HASHTAGS, value=_onoff(svc, lang, settings.hashtags)))
-    lines.append(msg(lang, LINE_SIGNATURE, value=settings.signature or tr(lang, NONE)))
-    count = sum(len(getattr(settings, kind.field)) for kind in RULE_KINDS)
-    rules = svc.translator.ngettext(lang, *FILTER_RULES, count) if count else tr(lang, NONE)
-    lines.append(msg(lang, LINE_FILTERS, value=rules))
-    if chat.type is ChatType.SUPERGROUP:
-        lines.append(msg(lang, LINE_TOPIC, value=_topic_name(svc, lang, chat, state.topic)))
-    if state.bot_problem is not None:
-        right = tr(lang, RIGHT_LABELS[state.bot_problem])
-        lines += ["", msg(lang, BOT_PROBLEM, right=right)]
-
-    def button(label: str, action: str, arg: str = "", **values: object) -> InlineKeyboardButton:
-        return InlineKeyboardButton(
-            tr(lang, label, **values), callback_data=cb(chat.id, action, arg)
-        )
-
-    posting = chat.subscribed and not chat.paused
-    rows = [
-        [button(BTN_LANGUAGES, "langs"), button(BTN_PAUSE, "pause") if posting
-         else button(BTN_RESUME, "resume")],
-        [button(BTN_STYLE, "style")],
-        [button(BTN_SILENT, "silent", value=_onoff(svc, lang, settings.silent)),
-         button(BTN_HASHTAGS, "tags", value=_onoff(svc, lang, settings.hashtags))],
-        [button(BTN_SIGNATURE, "sig"), button(BTN_FILTERS, "flt")],
-    ]  # fmt: skip
-    if chat.type is ChatType.SUPERGROUP:
-        rows.append([button(BTN_TOPIC, "topic")])
-    rows += [
-        [button(BTN_PREVIEW, "prev"), button(BTN_TEST, "test")],
-        [button(BTN_HISTORY, "hist"), button(BTN_DISCONNECT, "disc")],
-        [InlineKeyboardButton(tr(lang, BTN_ALL_CHATS), callback_data="ch:list")],
-    ]
-    return "\n".join(lines), InlineKeyboardMarkup(rows)
-
-
-def languages_screen(svc: Services, lang: str, chat: Chat) -> Screen:
-    rows = [
-        [
-            InlineKeyboardButton(
-                ("✅ " if code in chat.languages else "▫️ ") + name,
-                callback_data=cb(chat.id, "lang", code),
-            )
-        ]
-        for code, name in LANGUAGES.items()
-    ]
-    rows.append([_back(svc, lang, chat)])
-    text = svc.renderer.message(lang, LANGUAGES_TITLE, chat=Markup(bold(chat.display_name)))
-    return text, InlineKeyboardMarkup(rows)
-
-
-def style_screen(svc: Services, lang: str, chat: Chat) -> Screen:
-    tr = svc.translator.gettext
-    rows = [
-        [
-            InlineKeyboardButton(
-                ("✅ " if chat.settings.style is style else "▫️ ") + tr(lang, label),
-                callback_data=cb(chat.id, "style", style.value),
-            )
-        ]
-        for style, label in STYLE_LABELS.items()
-    ]
-    rows.append([_back(svc, lang, chat)])
-    text = svc.renderer.message(lang, STYLE_TITLE, chat=Markup(bold(chat.display_name)))
-    return text, InlineKeyboardMarkup(rows)
-
-
-def signature_screen(svc: Services, lang: str, chat: Chat) -> Screen:
-    tr = svc.translator.gettext
-    value = chat.settings.signature or tr(lang, NONE)
-    text = svc.renderer.message(
-        lang, SIGNATURE_TITLE, chat=Markup(bold(chat.display_name)), value=value
-    )
-    rows = [
-        [InlineKeyboardButton(tr(lang, BTN_SET_SIGNATURE), callback_data=cb(chat.id, "sig", "set"))]
-    ]
-    if chat.username:
-        label = tr(lang, BTN_LINK_SIGNATURE, link="@" + chat.username)
-        rows.append([InlineKeyboardButton(label, callback_data=cb(chat.id, "sig", "link"))])
-    if chat.settings.signature:
-        label = tr(lang, BTN_REMOVE_SIGNATURE)
-        rows.append([InlineKeyboardButton(label, callback_data=cb(chat.id, "sig", "clear"))])
-    rows.append([_back(svc, lang, chat)])
-    return text, InlineKeyboardMarkup(rows)
-
-
-def filters_screen(svc: Services, lang: str, chat: Chat) -> Screen:
-    tr, msg = svc.translator.gettext, svc.renderer.message
-    lines = [
-        msg(lang, FILTERS_TITLE, chat=Markup(bold(chat.display_name))),
-        "",
-        msg(lang, FILTERS_HELP),
-        "",
-    ]
-    for kind in RULE_KINDS:
-        rules = getattr(chat.settings, kind.field)
-        value = ", ".join(f"“{r}”" for r in rules) if rules else tr(lang, NONE)
-        lines.append(msg(lang, FILTERS_LINE, kind=tr(lang, KIND_LABELS[kind]), value=value))
-    rows = []
-    for pair in ((InputKind.INCLUDE_KEYWORD, InputKind.EXCLUDE_KEYWORD),
-                 (InputKind.INCLUDE_CATEGORY, InputKind.EXCLUDE_CATEGORY)):  # fmt: skip
-        rows.append(
-            [
-                InlineKeyboardButton(
-                    tr(lang, BTN_ADD_RULE, kind=tr(lang, KIND_LABELS[kind])),
-                    callback_data=cb(chat.id, "flt", "+" + kind.value),
-                )
-                for kind in pair
-            ]
-        )
-    removable = [
-        (kind, rule) for kind in RULE_KINDS for rule in getattr(chat.settings, kind.field)
-    ][:MAX_RULE_BUTTONS]
-    for kind, rule in removable:
-        label = tr(lang, BTN_REMOVE_RULE, kind=tr(lang, KIND_LABELS[kind]), rule=truncate(rule, 32))
-        data = cb(chat.id, "flt", f"-{kind.value}.{rule_token(rule)}")
-        rows.append([InlineKeyboardButton(label, callback_data=data)])
-    if removable:
-        rows.append(
-            [
-                InlineKeyboardButton(
-                    tr(lang, BTN_CLEAR_FILTERS), callback_data=cb(chat.id, "flt", "clear")
-                )
-            ]
-        )
-    rows.append([_back(svc, lang, chat)])
-    return "\n".join(lines), InlineKeyboardMarkup(rows)
-
-
-async def topic_screen(admin: ChannelAdmin, svc: Services, lang: str, chat: Chat) -> Screen:
-    tr = svc.translator.gettext
-    topics = await admin.topics(chat)
-    current = next((t for t in topics if t.thread_id == chat.settings.thread_id), None)
-    text = svc.renderer.message(
-        lang, TOPIC_TITLE, chat=Markup(bold(chat.display_name)),
-        value=_topic_name(svc, lang, chat, current),
-    )  # fmt: skip
-    rows = [[InlineKeyboardButton(
-        ("✅ " if not chat.settings.thread_id else "") + tr(lang, BTN_MAIN_TOPIC),
-        callback_data=cb(chat.id, "topic", "0"),
-    )]]  # fmt: skip
-    for topic in topics:
-        mark = "✅ " if topic.thread_id == chat.settings.thread_id else ""
-        rows.append([InlineKeyboardButton(
-            mark + truncate(topic.name or tr(lang, TOPIC_NUMBER, number=topic.thread_id), 48),
-            callback_data=cb(chat.id, "topic", str(topic.thread_id)),
-        )])  # fmt: skip
-    rows.append([_back(svc, lang, chat)])
-    return text, InlineKeyboardMarkup(rows)
-
-
-def history_screen(svc: Services, lang: str, chat: Chat, changes: list[SettingsChange]) -> Screen:
-    msg = svc.renderer.message
-    lines = [msg(lang, HISTORY_TITLE, chat=Markup(bold(chat.display_name))), ""]
-    if not changes:
-        lines.append(msg(lang, HISTORY_EMPTY))
-    for change in changes:
-        lines.append(
-            msg(
-                lang,
-                HISTORY_LINE,
-                date=when(svc, lang, change.at),
-                who=_who(svc, lang, change),
-                what=svc.translator.gettext(lang, WHAT_LABELS.get(change.what, change.what)),
-                old=_audit_value(svc, lang, change.what, change.old),
-                new=_audit_value(svc, lang, change.what, change.new),
-            )
-        )
-    return "\n".join(lines), InlineKeyboardMarkup([[_back(svc, lang, chat)]])
-
-
-def disconnect_screen(svc: Services, lang: str, chat: Chat) -> Screen:
-    tr = svc.translator.gettext
-    text = svc.renderer.message(lang, DISCONNECT_CONFIRM, chat=Markup(bold(chat.display_name)))
-    rows = [
-        [
-            InlineKeyboardButton(
-                tr(lang, BTN_CONFIRM_DISCONNECT), callback_data=cb(chat.id, "disc", "yes")
-            )
-        ],
-        [InlineKeyboardButton(tr(lang, BTN_CANCEL), callback_data=cb(chat.id, "open"))],
-    ]
-    return text, InlineKeyboardMarkup(rows)
-
-
-def _back(svc: Services, lang: str, chat: Chat) -> InlineKeyboardButton:
-    return InlineKeyboardButton(
-        svc.translator.gettext(lang, BTN_BACK), callback_data=cb(chat.id, "open")
-    )
-
-
-def _cancel_keyboard(svc: Services, lang: str, chat: Chat, action: str) -> InlineKeyboardMarkup:
-    label = svc.translator.gettext(lang, BTN_CANCEL)
-    return InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=cb(chat.id, action))]])
-
-
-def _onoff(svc: Services, lang: str, value: bool) -> str:
-    return svc.translator.gettext(lang, ON if value else OFF)
-
-
-def _topic_name(svc: Services, lang: str, chat: Chat, topic: Topic | None) -> str:
-    thread_id = chat.settings.thread_id
-    if not thread_id:
-        return svc.translator.gettext(lang, TOPIC_MAIN)
-    if topic is not None and topic.name:
-        return topic.name
-    return svc.translator.gettext(lang, TOPIC_NUMBER, number=thread_id)
-
-
-def _who(svc: Services, lang: str, change: SettingsChange) -> str:
-    if change.user_id is None:
-        return svc.translator.gettext(lang, HISTORY_BOT)
-    name = change.user_name or ""
-    return f"{name} ({change.user_id})" if name else str(change.user_id)
-
-
-def _audit_value(svc: Services, lang: str, what: str, value: str | None) -> str:
-    tr = svc.translator.gettext
-    if not value:
-        return "—"
-    if value in ("on", "off") and what in ("paused", "silent", "hashtags", "connected"):
-        return tr(lang, ON if value == "on" else OFF)
-    if what == "style" and value in {s.value for s in PostStyle}:
-        return tr(lang, STYLE_LABELS[PostStyle(value)])
-    if what == "languages":
-        return ", ".join(LANGUAGES.get(code, code) for code in value.split(","))
-    if what == "thread_id":
-        return tr(lang, TOPIC_NUMBER, number=value)
-    return value

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from bot.app import Runtime
+from bot.channel_views import cb, parse_callback
 from bot.channels import InputKind, InputStates, link_variants, message_link
-from handlers.channels import cb, parse_callback
 from storage import admin as admin_store
 from storage.admin import AuditLine, ChatChange
 from storage.models import Chat, ChatSettings, ChatType, DeliveryState, PostStyle
