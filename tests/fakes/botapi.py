@@ -20,10 +20,11 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Self, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from aiohttp import web
 
+from tests.fakes.local import LocalServer
 from tests.fakes.telegram_html import TelegramHtmlError, parse_html, utf16_len
 
 __all__ = [
@@ -294,7 +295,7 @@ def _bad(description: str) -> ApiError:
     return ApiError(400, f"Bad Request: {description}")
 
 
-class FakeBotApi:
+class FakeBotApi(LocalServer):
     """In-memory Telegram Bot API served over HTTP on 127.0.0.1.
 
     Use as ``async with FakeBotApi() as api:`` (or ``start()``/``stop()``). State
@@ -327,6 +328,7 @@ class FakeBotApi:
         strict_html: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__()
         self.token = token
         bot_id = int(token.split(":", 1)[0]) if token.split(":", 1)[0].isdigit() else 123456
         self.bot_user: JSONDict = {
@@ -383,8 +385,6 @@ class FakeBotApi:
         self._updates_arrived = asyncio.Event()
         self._poll_generation = 0
         self._closing = False
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
 
         self._handlers: dict[str, Callable[[ApiCall], Any]] = {
             "getMe": self._get_me,
@@ -427,40 +427,29 @@ class FakeBotApi:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Start serving on a free port of 127.0.0.1."""
+    # A short shutdown timeout: pending long polls are released by stop() anyway.
+    shutdown_timeout = 1.0
+
+    def make_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
-        # A short shutdown timeout: pending long polls are released by stop() anyway.
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self._port = self._runner.addresses[0][1]
+        return app
+
+    async def start(self) -> None:
         self._closing = False
+        await super().start()
 
     async def stop(self) -> None:
         """Release long polls and shut the server down."""
         self._closing = True
         self._wake_pollers()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
+        await super().stop()
 
     @property
     def url(self) -> str:
         """Base URL without trailing slash, e.g. ``http://127.0.0.1:41234``."""
-        if self._port is None:
-            raise RuntimeError("FakeBotApi is not started")
-        return f"http://127.0.0.1:{self._port}"
+        return self.origin
 
     @property
     def base_url(self) -> str:

@@ -19,10 +19,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
-from typing import Any, Self
+from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from aiohttp import web
+
+from tests.fakes.local import LocalServer
 
 __all__ = ["FeedRequest", "FeedServer", "make_atom", "make_rss"]
 
@@ -63,46 +65,29 @@ class _Route:
     redirect_to: str = ""
 
 
-class FeedServer:
+class FeedServer(LocalServer):
     """HTTP server on 127.0.0.1 serving configured paths; ``async with FeedServer()``."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.requests: list[FeedRequest] = []
         self._routes: dict[str, _Route] = {}
         self._failures: dict[str, list[int]] = {}
         self._delays: dict[str, float] = {}
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    async def start(self) -> None:
+    # Short shutdown timeout: a slow() answer must not hold up the test's teardown.
+    shutdown_timeout = 0.5
+
+    def make_app(self) -> web.Application:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        # Short shutdown timeout: a slow() answer must not hold up the test's teardown.
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self._port = self._runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
+        return app
 
     @property
     def base_url(self) -> str:
-        if self._port is None:
-            raise RuntimeError("FeedServer is not started")
-        return f"http://127.0.0.1:{self._port}"
+        return self.origin
 
     def url(self, path: str) -> str:
         """Absolute URL of ``path`` on this server."""
