@@ -10,7 +10,7 @@ import ipaddress
 import logging
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -25,6 +25,8 @@ _TOKEN_RE = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{20,}$")
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
 _DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 DEFAULT_USER_AGENT = "CaliberTelegramBot/0.1 (+https://caliber.az; Telegram publishing bot)"
+# A webhook must be reachable from outside the container.
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104
 _CHAT_RE = re.compile(r"^(@[A-Za-z][A-Za-z0-9_]{3,31}|-?\d{1,20})$")
 
 
@@ -95,6 +97,21 @@ class Settings:
     summary_mode: str = "lead"
     edit_on_update: bool = False
     edit_window: float = 48 * 3600.0
+    # Operators (issue 10): health endpoints, logs, webhook mode.
+    health_port: int = 0  # 0: no health server
+    health_listen: str = "127.0.0.1"
+    ready_api_grace: float = 300.0
+    ready_max_lag: float = 300.0
+    log_format: str = "text"
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_listen: str = ALL_INTERFACES
+    webhook_port: int = 8443
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Return the values no log line, stored row or message may ever show."""
+        return tuple(s for s in (self.token, self.webhook_secret) if s)
 
     @property
     def global_rate(self) -> int:
@@ -110,8 +127,63 @@ class Settings:
         return max(32, min(512, math.ceil(self.global_rate * 0.25)))
 
 
+# Secrets may come from files, as container orchestrators pass them: NAME_FILE holds the value.
+SECRET_FILE_VARIABLES = ("TELEGRAM_BOT_TOKEN", "WEBHOOK_SECRET", "DATABASE_URL")
+_SECRET_MAX_BYTES = 64 * 1024
+
+
+def resolve_secret_files(env: Mapping[str, str]) -> Mapping[str, str]:
+    """Return `env` with each NAME_FILE of SECRET_FILE_VARIABLES read into NAME.
+
+    Setting both NAME and NAME_FILE is an error (which one wins would be a guess); a file that
+    cannot be read names itself. One trailing newline is dropped, as editors add one.
+    """
+    resolved: dict[str, str] = {}
+    for name in SECRET_FILE_VARIABLES:
+        file_name = f"{name}_FILE"
+        path = _get(env, file_name)
+        if path is None:
+            continue
+        if _get(env, name) is not None:
+            raise ConfigError(file_name, path, f"either {name} or {file_name}, not both")
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(_SECRET_MAX_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(file_name, path, f"a readable file ({exc.strerror or exc})") from exc
+        if len(data) > _SECRET_MAX_BYTES:
+            raise ConfigError(file_name, path, "a file of at most 64 KiB")
+        try:
+            value = data.decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            raise ConfigError(file_name, path, "a UTF-8 text file") from exc
+        if not value:
+            raise ConfigError(file_name, path, f"a file holding {name}")
+        resolved[name] = value
+    return _Overlay(resolved, env) if resolved else env
+
+
+class _Overlay(Mapping[str, str]):
+    """`top` over `env`, read through rather than copied, so every lookup still reaches `env`."""
+
+    def __init__(self, top: dict[str, str], env: Mapping[str, str]) -> None:
+        self._top = top
+        self._env = env
+
+    def __getitem__(self, key: str) -> str:
+        return self._top[key] if key in self._top else self._env[key]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._top
+        yield from (key for key in self._env if key not in self._top)
+
+    def __len__(self) -> int:
+        return len(self._top.keys() | self._env.keys())
+
+
 def load_settings(env: Mapping[str, str], *, require_token: bool = True) -> Settings:
     """Build Settings from `env` (normally os.environ); raise ConfigError on the first bad value."""
+    env = resolve_secret_files(env)
     token = _get(env, "TELEGRAM_BOT_TOKEN")
     if require_token and token is None:
         raise ConfigError(
@@ -125,6 +197,14 @@ def load_settings(env: Mapping[str, str], *, require_token: bool = True) -> Sett
     default_language = _parse(env, "DEFAULT_LANGUAGE", "en", _language, _languages_hint())
     timezone = _parse(env, "TIMEZONE", "Asia/Baku", _timezone, "an IANA time zone like Asia/Baku")
     global_rate = _parse(env, "RATE_GLOBAL_PER_SECOND", "30", _int_range(1, 1000), "1..1000")
+    webhook_url = _parse(env, "WEBHOOK_URL", "", _webhook_url, "an https URL, or empty")
+    webhook_secret = _get(env, "WEBHOOK_SECRET")
+    if webhook_secret is not None and not _SECRET_TOKEN_RE.match(webhook_secret):
+        raise ConfigError(
+            "WEBHOOK_SECRET", "<hidden>", "1-256 characters of A-Z, a-z, 0-9, _ and -"
+        )
+    if webhook_url and webhook_secret is None:
+        raise ConfigError("WEBHOOK_SECRET", None, "a secret (required with WEBHOOK_URL)")
     return Settings(
         token=token,
         api_url=_parse(
@@ -219,6 +299,25 @@ def load_settings(env: Mapping[str, str], *, require_token: bool = True) -> Sett
         summary_mode=_parse(env, "SUMMARY_MODE", "lead", _summary_mode, "lead or extractive"),
         edit_on_update=_parse(env, "EDIT_ON_UPDATE", "false", _bool, "true or false"),
         edit_window=_parse(env, "EDIT_WINDOW", "48h", _duration, "a duration like 48h or 2d"),
+        health_port=_parse(env, "HEALTH_PORT", "0", _int_range(0, 65535), "0 (off) or a port"),
+        health_listen=_parse(env, "HEALTH_LISTEN", "127.0.0.1", _ip, "an IP address to listen on"),
+        ready_api_grace=_parse(
+            env, "READY_API_GRACE", "5m", _duration, "a duration like 300, 5m or 1h"
+        ),
+        ready_max_lag=_parse(
+            env, "READY_MAX_LAG", "5m", _duration, "a duration like 300, 5m or 1h"
+        ),
+        log_format=_parse(env, "LOG_FORMAT", "text", _log_format, "text or json"),
+        webhook_url=webhook_url or None,
+        webhook_secret=webhook_secret,
+        webhook_listen=_parse(
+            env,
+            "WEBHOOK_LISTEN",
+            ALL_INTERFACES,
+            _ip,
+            "an IP address to listen on",
+        ),
+        webhook_port=_parse(env, "WEBHOOK_PORT", "8443", _int_range(1, 65535), "a port, 1..65535"),
     )
 
 
@@ -405,6 +504,30 @@ def _is_ip(raw: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+_SECRET_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+
+
+def _webhook_url(raw: str) -> str:
+    if not raw.strip():
+        return ""
+    parts = urlsplit(raw.strip())
+    if parts.scheme != "https" or not parts.hostname:
+        raise ValueError(raw)  # Telegram delivers webhooks over HTTPS only
+    _ = parts.port
+    return raw.strip()
+
+
+def _ip(raw: str) -> str:
+    return str(ipaddress.ip_address(raw.strip().strip("[]")))
+
+
+def _log_format(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("text", "json"):
+        raise ValueError(raw)
+    return value
 
 
 def _summary_mode(raw: str) -> str:

@@ -2,7 +2,9 @@
 date, og:image, description, author, section and tags); paragraphs that are page furniture are
 dropped, so menus, share buttons, counters and copyright lines never reach a summary.
 
-CPU work on untrusted input: call `extract_article` through asyncio.to_thread.
+CPU work on untrusted input: call `extract_article` through asyncio.to_thread. trafilatura (with
+lxml, jusText, dateparser and their data: tens of MB) is imported at the first extraction, so a bot
+whose feeds never need the article page does not carry it.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urljoin, urlsplit
-
-import trafilatura
 
 from bot.summary import is_chrome, is_label
 from bot.text import normalise_whitespace, one_line
@@ -39,6 +39,8 @@ class Extracted:
 
 def extract_article(page: bytes | str, url: str) -> Extracted:
     """Extract the body and metadata of an article page; an empty Extracted when it has none."""
+    import trafilatura  # heavy: loaded on first use (see the module docstring)
+
     try:
         document = trafilatura.bare_extraction(
             page,
