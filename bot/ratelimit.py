@@ -18,14 +18,16 @@ The windows must hold as Telegram sees the requests arrive, so:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import logging
 import math
+import time
 import urllib.request
 import warnings
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -191,6 +193,8 @@ class RateLimits:
         # Sends written later than stamped (and moved), for the shutdown log.
         self.late_writes = 0
         self.longest_write_delay = 0.0
+        # Told how long each acquired send waited for the windows (metrics).
+        self.on_wait: Callable[[float], None] | None = None
 
     def _windows(self, chat: int | str) -> tuple[SlidingWindow, ...]:
         key = str(chat)
@@ -227,6 +231,7 @@ class RateLimits:
 
     async def acquire(self, chat: int | str | None, *, paid: bool = False) -> Stamp:
         """Wait until a send to `chat` fits every window, then stamp it."""
+        started = self.clock.monotonic()
         while True:
             if chat is not None:
                 # The chat's own wait comes first, outside the global queue.
@@ -238,6 +243,8 @@ class RateLimits:
                 now = self.clock.monotonic()
                 # Another request to the same chat may have taken its window meanwhile.
                 if chat is None or self.chat_ready_at(chat, now) <= now:
+                    if self.on_wait is not None:
+                        self.on_wait(now - started)
                     return self._record(chat, now, paid)
 
     def _record(self, chat: int | str | None, now: float, paid: bool) -> Stamp:
@@ -366,6 +373,50 @@ def _rate_to_window(per_second: float) -> tuple[int, float]:
     return 1, 1.0 / per_second
 
 
+# Told of every HTTP answer of the Bot API (any status): the method, the status, and the
+# seconds from the request leaving (its headers written) to the answer read.
+ApiAnswerHook = Callable[[str, int, float], None]
+
+
+class _Departure:
+    """When a request's headers were written (a real round trip is timed in real time)."""
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        self.at = time.monotonic()
+
+
+class Accepted:
+    """Whether Telegram answered `ok: true` to the request made while this was watched.
+
+    An accepted send is a sent message even when the library cannot make a Message of the
+    answer's body: the publisher must record it as sent, never send it again.
+    """
+
+    __slots__ = ("ok", "result")
+
+    def __init__(self) -> None:
+        self.ok = False
+        self.result: Any = None
+
+
+_ACCEPTED: contextvars.ContextVar[Accepted | None] = contextvars.ContextVar(
+    "accepted", default=None
+)
+
+
+@contextlib.contextmanager
+def watch_accepted() -> Iterator[Accepted]:
+    """Note whether the Bot API accepts the requests made inside the block."""
+    accepted = Accepted()
+    token = _ACCEPTED.set(accepted)
+    try:
+        yield accepted
+    finally:
+        _ACCEPTED.reset(token)
+
+
 class BotApiRequest(BaseRequest):
     """PTB's network layer on aiohttp, for the requests that send.
 
@@ -383,7 +434,9 @@ class BotApiRequest(BaseRequest):
         connect_timeout: float = 5.0,
         pool_timeout: float = 1.0,
         media_write_timeout: float = 20.0,
+        on_answer: ApiAnswerHook | None = None,
     ) -> None:
+        self.on_answer = on_answer
         self._pool_size = connection_pool_size
         self._read = read_timeout
         self._write = write_timeout
@@ -397,6 +450,16 @@ class BotApiRequest(BaseRequest):
     @property
     def read_timeout(self) -> float:
         return self._read
+
+    def parse_json_payload(self, payload: bytes) -> dict[str, Any]:  # type: ignore[override]
+        # PTB declares it static; called on the instance, it tells a watcher (watch_accepted)
+        # that Telegram accepted the request, before anything reads the answer's body.
+        data: dict[str, Any] = BaseRequest.parse_json_payload(payload)
+        accepted = _ACCEPTED.get()
+        if accepted is not None and isinstance(data, dict) and data.get("ok") is True:
+            accepted.ok = True
+            accepted.result = data.get("result")
+        return data
 
     async def initialize(self) -> None:
         if self._session is None or self._session.closed:
@@ -450,15 +513,26 @@ class BotApiRequest(BaseRequest):
             sock_connect=connect,
             sock_read=read,
         )
+        departure = _Departure()
         try:
             async with self._session.request(
-                method, url, data=data, headers=headers, timeout=timeout, proxy=self._proxy(url)
+                method,
+                url,
+                data=data,
+                headers=headers,
+                timeout=timeout,
+                proxy=self._proxy(url),
+                trace_request_ctx=departure,
             ) as answer:
-                return answer.status, await answer.read()
+                status, body = answer.status, await answer.read()
         except TimeoutError as exc:
             raise TimedOut from exc
         except aiohttp.ClientError as exc:
             raise NetworkError(f"aiohttp.{type(exc).__name__}: {exc}") from exc
+        if self.on_answer is not None:
+            # The URL ends in the method; the token is in the segment before it.
+            self.on_answer(url.rsplit("/", 1)[-1], status, time.monotonic() - departure.at)
+        return status, body
 
     def _proxy(self, url: str) -> str | None:
         parts = urlsplit(url)
@@ -486,6 +560,9 @@ async def _headers_sent(
     stamp = _CURRENT_STAMP.get()
     if stamp is not None:
         stamp.restamp()
+    departure = getattr(context, "trace_request_ctx", None)
+    if isinstance(departure, _Departure):
+        departure.at = time.monotonic()
 
 
 class TelegramRateLimiter(BaseRateLimiter[dict[str, Any]]):

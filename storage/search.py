@@ -9,6 +9,7 @@ expression it gets is built by bot.search from quoted terms.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -180,6 +181,17 @@ async def search(
     CANDIDATE_WINDOW are ranked: such a query is too broad for an old piece to be what the
     reader is after, and ranking every match would cost time in proportion to the archive.
     """
+    started = time.perf_counter()
+    try:
+        return await _search(store, expression, now=now, offset=offset, limit=limit)
+    finally:
+        if store.on_search is not None:
+            store.on_search(time.perf_counter() - started)
+
+
+async def _search(
+    store: Store, expression: str, *, now: float, offset: int, limit: int
+) -> SearchPage:
     params: dict[str, object] = {
         "q": expression,
         "window": CANDIDATE_WINDOW,
