@@ -1,4 +1,5 @@
-"""Command line: `python -m bot [run]` runs the bot, `python -m bot preview` prints posts.
+"""Command line: `python -m bot [run]` runs the bot; `preview`, `check`, `backup` and `stats`
+are the operator's tools (they work while the bot runs and never take its instance lock).
 
 The only module that touches argv, the environment, logging setup, signals and exit codes.
 """
@@ -10,15 +11,23 @@ import asyncio
 import logging
 import os
 import signal
+import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import setup_logging
 
+if TYPE_CHECKING:
+    from bot.ops.check import Check
+
 log = logging.getLogger("bot")
 
+EXIT_FAILED = 1
 EXIT_CONFIG = 2
+EXIT_LOCKED = 2  # another bot holds the store
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -34,20 +43,43 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     preview.add_argument("--lang", help="language of the post's fixed words (default: the feed's)")
     preview.add_argument("--limit", type=int, default=3, help="how many posts (default 3)")
     preview.add_argument("--html", action="store_true", help="print the Telegram HTML")
+    check = sub.add_parser(
+        "check", help="check the configuration, Telegram, the feeds, the store and the disk"
+    )
+    check.add_argument("--offline", action="store_true", help="skip getMe and the feeds")
+    check.add_argument("--json", action="store_true", help="print one JSON object")
+    check.add_argument(
+        "--min-free-mb", type=int, default=100, help="least free space in the data directory (MiB)"
+    )
+    backup = sub.add_parser("backup", help="copy the store, consistently, while the bot runs")
+    backup.add_argument("path", type=Path, help="the file to write (created 0600)")
+    backup.add_argument("--force", action="store_true", help="replace PATH if it exists")
+    sub.add_parser("stats", help="print feeds, chats, the outbox and the last day's deliveries")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     command = args.command or "run"
+    if command == "check":
+        return _check(args)
     try:
         if command == "preview":
             return _preview(args)
-        settings = load_settings(os.environ)
+        if command in ("backup", "stats"):
+            settings = load_settings(_feeds_optional(os.environ), require_token=False)
+        else:
+            settings = load_settings(os.environ)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    setup_logging(settings.log_level, [settings.token or ""])
+    if command == "backup":
+        setup_logging("WARNING", settings.secrets)
+        return _backup(settings, args.path, force=args.force)
+    if command == "stats":
+        setup_logging("WARNING", settings.secrets)
+        return asyncio.run(_stats(settings))
+    setup_logging(settings.log_level, settings.secrets, fmt=settings.log_format)
     return asyncio.run(_run(settings))
 
 
@@ -55,6 +87,7 @@ async def _run(settings: Settings) -> int:
     from telegram.error import InvalidToken
 
     from bot.app import run_bot
+    from storage.instance_lock import InstanceLocked
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -62,6 +95,9 @@ async def _run(settings: Settings) -> int:
         loop.add_signal_handler(signum, stop.set)
     try:
         await run_bot(settings, stop)
+    except InstanceLocked as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
     except InvalidToken:
         log.critical("Telegram rejected TELEGRAM_BOT_TOKEN (401); check the token")
         return 1
@@ -72,10 +108,71 @@ async def _run(settings: Settings) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from bot.ops.check import check_config, checks_json, format_checks
+
+    settings, config = check_config(os.environ)
+    checks = [config]
+    if settings is not None:
+        setup_logging("WARNING", settings.secrets)
+        checks += asyncio.run(
+            _run_checks(settings, offline=args.offline, min_free=args.min_free_mb * 1024 * 1024)
+        )
+    secrets = settings.secrets if settings is not None else ()
+    print(checks_json(checks, secrets) if args.json else format_checks(checks, secrets))
+    return 0 if all(c.ok for c in checks) else EXIT_FAILED
+
+
+async def _run_checks(settings: Settings, *, offline: bool, min_free: int) -> list[Check]:
+    import httpx
+
+    from bot.app import make_http_client
+    from bot.ops.check import run_checks
+
+    if offline:
+        return await run_checks(settings, api=None, feeds=None, min_free=min_free)
+    timeout = httpx.Timeout(settings.http_timeout, connect=min(10.0, settings.http_timeout))
+    async with httpx.AsyncClient(timeout=timeout) as api, make_http_client(settings) as feeds:
+        return await run_checks(settings, api=api, feeds=feeds, min_free=min_free)
+
+
+def _backup(settings: Settings, target: Path, *, force: bool) -> int:
+    from storage.backup import BackupError, backup_store
+
+    try:
+        result = backup_store(settings.database_path, target, force=force)
+    except BackupError as exc:
+        print(f"backup failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(
+        f"backup written: {result.path} ({result.size} bytes, schema {result.schema_version}, "
+        f"integrity ok, {result.seconds:.1f} s)"
+    )
+    return 0
+
+
+async def _stats(settings: Settings) -> int:
+    from bot.clock import SystemClock
+    from bot.ops.stats import format_stats, stats_report
+    from storage.store import SchemaMismatchError, Store
+
+    try:
+        store = await Store.open_readonly(settings.database_path)
+    except (FileNotFoundError, SchemaMismatchError, sqlite3.Error) as exc:
+        print(f"stats: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        report = await stats_report(store, SystemClock().now())
+    finally:
+        await store.close()
+    print(format_stats(report))
+    return 0
+
+
 def _preview(args: argparse.Namespace) -> int:
     from bot.preview import run_preview
 
-    env = dict(os.environ) | _preview_defaults(args)
+    env = _feeds_optional(os.environ)
     settings = load_settings(env, require_token=False)
     setup_logging(settings.log_level if env.get("LOG_LEVEL") else "WARNING")
     return asyncio.run(
@@ -83,11 +180,12 @@ def _preview(args: argparse.Namespace) -> int:
     )
 
 
-def _preview_defaults(args: argparse.Namespace) -> dict[str, str]:
-    """Preview needs no FEEDS: without one it reads --feed, or the bundled sample feed."""
-    if not os.environ.get("FEEDS", "").strip():
-        return {"FEEDS": "en=https://preview.invalid/feed"}
-    return {}
+def _feeds_optional(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` with a placeholder FEEDS if it has none: preview reads --feed (or the bundled
+    sample feed), and backup and stats read only DATABASE_URL."""
+    if not env.get("FEEDS", "").strip():
+        return dict(env) | {"FEEDS": "en=https://preview.invalid/feed"}
+    return dict(env)
 
 
 if __name__ == "__main__":

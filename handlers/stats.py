@@ -7,9 +7,10 @@ import logging
 from telegram import LinkPreviewOptions, Update
 from telegram.constants import ChatType as TgChatType
 
-from bot.channels import StatsReport, channel_admin, when
+from bot.channels import channel_admin, when
 from bot.context import BotContext, Services
 from bot.i18n import N_
+from bot.ops.stats import StatsReport, stats_report
 from bot.render import Markup, bold
 from bot.text import truncate
 from storage.models import DeliveryState
@@ -60,7 +61,7 @@ async def on_stats(update: Update, context: BotContext) -> None:
     if message.chat.type != TgChatType.PRIVATE:
         await message.reply_html(svc.renderer.message(lang, ONLY_PRIVATE))
         return
-    report = await admin.stats()
+    report = await stats_report(svc.store, svc.clock.now())
     await message.reply_html(
         render_stats(svc, lang, report), link_preview_options=LinkPreviewOptions(is_disabled=True)
     )
