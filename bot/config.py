@@ -201,7 +201,7 @@ def load_settings(env: Mapping[str, str], *, require_token: bool = True) -> Sett
     webhook_secret = _get(env, "WEBHOOK_SECRET")
     if webhook_secret is not None and not _SECRET_TOKEN_RE.match(webhook_secret):
         raise ConfigError(
-            "WEBHOOK_SECRET", "<hidden>", "1-256 characters of A-Z, a-z, 0-9, _ and -"
+            "WEBHOOK_SECRET", "<hidden>", "16-256 characters of A-Z, a-z, 0-9, _ and -"
         )
     if webhook_url and webhook_secret is None:
         raise ConfigError("WEBHOOK_SECRET", None, "a secret (required with WEBHOOK_URL)")
@@ -396,7 +396,8 @@ def _feeds(raw: str) -> tuple[FeedSource, ...]:
 def _channels(raw: str) -> tuple[ChannelTarget, ...]:
     targets = []
     for lang, chat in _pairs(raw):
-        if not _CHAT_RE.match(chat):
+        # Telegram's ids have at most 52 significant bits; a longer one is a typo.
+        if not _CHAT_RE.match(chat) or (chat[0] != "@" and abs(int(chat)) >= 2**52):
             raise ValueError(chat)
         targets.append(ChannelTarget(lang=lang, chat=chat))
     return tuple(targets)
@@ -506,7 +507,9 @@ def _is_ip(raw: str) -> bool:
     return True
 
 
-_SECRET_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+# Telegram allows 1-256 characters; fewer than 16 would be guessable (and, redacted from
+# logs, would blank common text).
+_SECRET_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
 
 
 def _webhook_url(raw: str) -> str:

@@ -114,3 +114,108 @@ def test_cli_exits_2_with_one_line_and_hides_the_token() -> None:
     assert result.stderr.strip().splitlines() == [
         "configuration error: POLL_INTERVAL: got 'soon'; expected seconds, 0.05..86400"
     ]
+
+
+# -- secrets from files (NAME_FILE), webhook mode, log format ------------------------------------
+
+WEBHOOK = {"WEBHOOK_URL": "https://bot.example.com/tg/hook", "WEBHOOK_SECRET": "s3cret_-0123456789"}
+
+
+def test_secrets_are_read_from_files_without_the_trailing_newline(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    (tmp_path / "secret").write_text("s3cret_-0123456789\n")
+    (tmp_path / "db").write_text("sqlite:////data/from-file.sqlite3\n")
+    env = {
+        "FEEDS": GOOD["FEEDS"],
+        "TELEGRAM_BOT_TOKEN_FILE": str(tmp_path / "token"),
+        "WEBHOOK_URL": WEBHOOK["WEBHOOK_URL"],
+        "WEBHOOK_SECRET_FILE": str(tmp_path / "secret"),
+        "DATABASE_URL_FILE": str(tmp_path / "db"),
+    }
+    settings = load_settings(env)
+    assert settings.token == TOKEN
+    assert settings.webhook_secret == "s3cret_-0123456789"
+    assert str(settings.database_path) == "/data/from-file.sqlite3"
+    assert set(settings.secrets) == {TOKEN, "s3cret_-0123456789"}
+
+
+@pytest.mark.parametrize("name", ["TELEGRAM_BOT_TOKEN", "WEBHOOK_SECRET", "DATABASE_URL"])
+def test_a_secret_and_its_file_together_are_refused(name: str, tmp_path: Path) -> None:
+    (tmp_path / "value").write_text("whatever\n")
+    env = GOOD | WEBHOOK | {"DATABASE_URL": "sqlite:///x.sqlite3"}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env | {f"{name}_FILE": str(tmp_path / "value")})
+    assert caught.value.name == f"{name}_FILE"
+    assert name in caught.value.expected and "not both" in caught.value.expected
+
+
+def test_an_unreadable_or_empty_secret_file_names_the_variable(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"FEEDS": GOOD["FEEDS"], "TELEGRAM_BOT_TOKEN_FILE": str(missing)})
+    assert caught.value.name == "TELEGRAM_BOT_TOKEN_FILE"
+    assert str(missing) in str(caught.value) and "readable" in caught.value.expected
+
+    with pytest.raises(ConfigError) as caught:  # a directory is not a file
+        load_settings({"FEEDS": GOOD["FEEDS"], "TELEGRAM_BOT_TOKEN_FILE": str(tmp_path)})
+    assert caught.value.name == "TELEGRAM_BOT_TOKEN_FILE"
+
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(GOOD | {"WEBHOOK_URL": WEBHOOK["WEBHOOK_URL"],
+                              "WEBHOOK_SECRET_FILE": str(tmp_path / "empty")})  # fmt: skip
+    assert caught.value.name == "WEBHOOK_SECRET_FILE"
+
+
+def test_cli_never_echoes_a_secret_read_from_a_file(tmp_path: Path) -> None:
+    secretish = "123456:THIS-IS-A-SECRET-BUT-MALFORMED!"
+    (tmp_path / "token").write_text(secretish + "\n")
+    result = _run_bot({"TELEGRAM_BOT_TOKEN_FILE": str(tmp_path / "token"), "FEEDS": GOOD["FEEDS"]})
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "TELEGRAM_BOT_TOKEN" in line
+    assert "SECRET" not in result.stderr + result.stdout
+
+    (tmp_path / "hook").write_text("not a valid secret: has spaces and a colon\n")
+    result = _run_bot(GOOD | {"WEBHOOK_URL": WEBHOOK["WEBHOOK_URL"],
+                              "WEBHOOK_SECRET_FILE": str(tmp_path / "hook")})  # fmt: skip
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "WEBHOOK_SECRET" in line and "has spaces" not in result.stderr + result.stdout
+
+
+def test_webhook_settings_and_log_format() -> None:
+    settings = load_settings(GOOD)
+    assert settings.webhook_url is None and settings.log_format == "text"
+    assert settings.secrets == (TOKEN,)
+
+    settings = load_settings(GOOD | WEBHOOK | {"LOG_FORMAT": "JSON"})
+    assert settings.webhook_url == WEBHOOK["WEBHOOK_URL"]
+    assert settings.webhook_secret == WEBHOOK["WEBHOOK_SECRET"]
+    assert (settings.webhook_listen, settings.webhook_port) == ("0.0.0.0", 8443)
+    assert settings.log_format == "json"
+
+    settings = load_settings(GOOD | WEBHOOK | {"WEBHOOK_LISTEN": "::1", "WEBHOOK_PORT": "9000"})
+    assert (settings.webhook_listen, settings.webhook_port) == ("::1", 9000)
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"WEBHOOK_URL": WEBHOOK["WEBHOOK_URL"]}, "WEBHOOK_SECRET"),  # a secret is required
+        (WEBHOOK | {"WEBHOOK_URL": "http://bot.example.com/hook"}, "WEBHOOK_URL"),  # not https
+        (WEBHOOK | {"WEBHOOK_URL": "https:///hook"}, "WEBHOOK_URL"),
+        (WEBHOOK | {"WEBHOOK_SECRET": "with space"}, "WEBHOOK_SECRET"),
+        (WEBHOOK | {"WEBHOOK_SECRET": "x" * 257}, "WEBHOOK_SECRET"),
+        (WEBHOOK | {"WEBHOOK_PORT": "0"}, "WEBHOOK_PORT"),
+        (WEBHOOK | {"WEBHOOK_PORT": "http"}, "WEBHOOK_PORT"),
+        (WEBHOOK | {"WEBHOOK_LISTEN": "example.com"}, "WEBHOOK_LISTEN"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
+    ],
+)
+def test_bad_webhook_and_log_settings_name_the_variable(env: dict[str, str], name: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(GOOD | env)
+    assert caught.value.name == name
+    if name == "WEBHOOK_SECRET" and "WEBHOOK_SECRET" in env:
+        assert env["WEBHOOK_SECRET"] not in str(caught.value)  # a secret is never echoed
