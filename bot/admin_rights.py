@@ -1,21 +1,18 @@
-"""Who may run a chat's settings, and what the bot itself lacks there, asked of Telegram live.
+"""What the bot itself lacks to post in a chat, asked of Telegram live.
 
-Nothing is cached: a demoted admin loses the panel at their next press. Errors fail closed
-(no access), except for the bot's own check, where an unknown answer is no proof of a problem.
+An unknown answer is no proof of a problem. Who may change a chat's settings is decided in
+bot.permissions, the one place for that rule.
 """
 
 from __future__ import annotations
 
 import enum
-import logging
 
 from telegram import Bot, ChatMember, ChatMemberAdministrator, ChatMemberRestricted
 from telegram.constants import ChatMemberStatus
-from telegram.error import TelegramError
 
+from bot.permissions import Access, ask_member
 from storage.models import ChatType
-
-log = logging.getLogger(__name__)
 
 
 class MissingRight(enum.StrEnum):
@@ -28,43 +25,10 @@ class MissingRight(enum.StrEnum):
     MEMBERSHIP = "membership"  # the bot is not in the chat
 
 
-def can_manage(member: ChatMember, chat_type: ChatType) -> bool:
-    """True for the creator, or an admin who may post (channels) or change the chat's info."""
-    if member.status == ChatMemberStatus.OWNER:
-        return True
-    if isinstance(member, ChatMemberAdministrator):
-        if chat_type is ChatType.CHANNEL:
-            return bool(member.can_post_messages)
-        return bool(member.can_change_info)
-    return False
-
-
-def is_admin(member: ChatMember) -> bool:
-    return member.status in (ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR)
-
-
 async def get_member(bot: Bot, chat_id: int, user_id: int) -> ChatMember | None:
-    """Ask Telegram for the user's membership now; None when it cannot say."""
-    try:
-        return await bot.get_chat_member(chat_id, user_id)
-    except TelegramError as exc:
-        log.info("getChatMember(%d, %d) failed: %s", chat_id, user_id, exc)
-    except (TypeError, ValueError, KeyError):
-        # An answer PTB cannot parse (a field it requires is missing): no proof either way.
-        log.warning("getChatMember(%d, %d): unreadable answer", chat_id, user_id, exc_info=True)
-    return None
-
-
-async def may_manage(bot: Bot, chat_id: int, chat_type: ChatType, user_id: int) -> bool:
-    """True when the user may change the chat's settings right now (see can_manage)."""
-    member = await get_member(bot, chat_id, user_id)
-    return member is not None and can_manage(member, chat_type)
-
-
-async def may_view(bot: Bot, chat_id: int, user_id: int) -> bool:
-    """True when the user is an admin of the chat (any rights) right now."""
-    member = await get_member(bot, chat_id, user_id)
-    return member is not None and is_admin(member)
+    """Ask Telegram for a membership now; None when it cannot or will not say."""
+    answer = await ask_member(bot, chat_id, user_id)
+    return None if isinstance(answer, Access) else answer
 
 
 def bot_missing_right(

@@ -45,7 +45,7 @@ NO_CHATS = N_(
 )
 NOT_ALLOWED = N_(
     "You cannot change the settings of this chat: only its creator and administrators who may "
-    "post (channels) or change its info (groups) can."
+    "change its info can."
 )
 INVALID_BUTTON = N_("This button is not valid any more. Send /channels to start again.")
 SAVED = N_("Saved.")
@@ -174,6 +174,8 @@ BTN_CONFIRM_DISCONNECT = N_("🔌 Yes, disconnect")
 BTN_CANCEL = N_("✖️ Cancel")
 
 # --- callback data ---------------------------------------------------------------------------
+# Telegram's ids have at most 52 significant bits.
+MAX_CHAT_ID = 2**52
 _CALLBACK = re.compile(r"^ch:(?:list|(-?\d{1,20}):([a-z]{2,8})(?::([a-z0-9.+-]{1,24}))?)$")
 _ARGS: dict[str, re.Pattern[str]] = {
     "open": re.compile(r"^$"),
@@ -218,7 +220,10 @@ def parse_callback(data: str) -> Press | None:
     pattern = _ARGS.get(action)
     if pattern is None or not pattern.match(arg):
         return None
-    return Press(int(match.group(1)), action, arg)
+    chat_id = int(match.group(1))
+    if not -MAX_CHAT_ID < chat_id < MAX_CHAT_ID:
+        return None  # no Telegram chat has such an id (and SQLite could not even store it)
+    return Press(chat_id, action, arg)
 
 
 def cb(chat_id: int, action: str, arg: str = "") -> str:

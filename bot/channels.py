@@ -1,8 +1,10 @@
 """Running a channel or group from a private chat: who may, what they may change, and what the
 bot does when it cannot post there.
 
-Every action is authorised with a live getChatMember (operators pass), every change is stored
-with its author (storage.admin), and a refused send pauses the chat and tells its admins once.
+Every action is authorised by bot.permissions' one rule, with a live getChatMember (operators
+pass); the chat list may reuse answers a minute old and asks Telegram at most LOOKUP_BUDGET
+times per command. Every change is stored with its author (storage.admin), and a refused send
+pauses the chat and tells its admins once.
 Handlers turn the values returned here into messages.
 """
 
@@ -27,26 +29,31 @@ from bot.admin_rights import (
     MissingRight,
     bot_missing_right,
     bot_problem,
-    can_manage,
     get_member,
-    may_manage,
-    may_view,
     right_from_error,
 )
 from bot.context import Services
 from bot.feeds import clean_link
 from bot.filters import PAUSED, check, fold
 from bot.i18n import LANGUAGES, N_
+from bot.permissions import (
+    LOOKUP_BUDGET,
+    Access,
+    MemberCache,
+    can_change_settings,
+    is_admin,
+    member_access,
+    settings_access,
+)
 from bot.publisher import SendResult
 from bot.text import one_line
 from storage import admin as admin_store
-from storage.admin import AuditLine, ChatChange, Event, Incident, SettingsChange, Topic
+from storage.admin import AuditLine, ChatChange, Incident, SettingsChange, Topic
 from storage.models import (
     Chat,
     ChatType,
     Delivery,
     DeliveryState,
-    Feed,
     Item,
     ItemOrigin,
     PostStyle,
@@ -56,15 +63,13 @@ log = logging.getLogger(__name__)
 
 CHANNELS_KEY = "channel_admin"
 LIST_CAP = 50  # chats shown by /channels
-SCAN_CAP = 200  # chats checked with getChatMember for one /channels
+SCAN_CAP = 200  # chats considered for one /channels (at most LOOKUP_BUDGET of them asked)
 CHECK_CONCURRENCY = 8
 MAX_NOTIFIED_ADMINS = 10
 SIGNATURE_MAX = 200
 RULE_MAX = 60  # characters in one keyword or category
 RULES_MAX = 30  # rules in one list
 PREVIEW_SCAN = 50  # latest pieces searched for one that passes the filters
-DAY = 86400.0
-ERROR_EVENTS = ("429", "send_error", "send_failed", "no_access", "feed_error")
 # Telegram's words for "the bot is not in that chat any more": nothing an admin can grant.
 _GONE = (
     "kicked",
@@ -215,16 +220,6 @@ class SendReport:
     result: SendResult | None
 
 
-@dataclass(frozen=True, slots=True)
-class StatsReport:
-    feeds: tuple[Feed, ...]
-    chats: dict[str, dict[str, int]]  # "channels"/"groups"/"private" -> state -> count
-    deliveries: dict[DeliveryState, int]  # created in the last 24 h
-    pending_now: int
-    rate_limited: int  # 429 answers in the last 24 h
-    errors: tuple[Event, ...]
-
-
 class SignatureResult(enum.StrEnum):
     SAVED = "saved"
     EMPTY = "empty"
@@ -277,6 +272,8 @@ class ChannelAdmin:
     def __init__(self, services: Services, *, input_ttl: float = 600.0) -> None:
         self.services = services
         self.inputs = InputStates(services.clock.monotonic, ttl=input_ttl)
+        # Answers reused only to list and explain; every change asks Telegram again.
+        self.members = MemberCache(services.clock.monotonic)
 
     @property
     def bot(self) -> Bot:
@@ -304,35 +301,64 @@ class ChannelAdmin:
         chats.sort(key=lambda c: (c.display_name.casefold(), c.id))
         if actor.operator:
             return chats[:LIST_CAP]
-        # Chats this user connected are checked first, so the scan cap never hides them.
+        # Chats this user connected are checked first, so the lookup budget never hides them.
         chats.sort(key=lambda c: c.added_by != actor.user_id)
-        candidates = chats[:SCAN_CAP]
+        # Answers still cached cost nothing; at most LOOKUP_BUDGET others are asked, so a
+        # stranger's /channels costs Telegram a few calls, not one per chat the bot is in.
+        candidates: list[Chat] = []
+        asks = 0
+        for chat in chats[:SCAN_CAP]:
+            if self.members.get(chat.id, actor.user_id) is None:
+                if asks == LOOKUP_BUDGET:
+                    continue
+                asks += 1
+            candidates.append(chat)
+        if asks == LOOKUP_BUDGET:
+            log.info("user %d: chat list checked %d chats live (the budget)", actor.user_id, asks)
         slots = asyncio.Semaphore(CHECK_CONCURRENCY)
 
         async def allowed(chat: Chat) -> bool:
             async with slots:
-                return await may_manage(self.bot, chat.id, chat.type, actor.user_id)
+                access = await settings_access(
+                    self.bot, chat.id, actor.user_id, private=False, operator=False,
+                    cache=self.members, live=False,
+                )  # fmt: skip
+                return access is Access.ALLOWED
 
         verdicts = await asyncio.gather(*(allowed(c) for c in candidates))
         mine = [c for c, ok in zip(candidates, verdicts, strict=True) if ok]
         mine.sort(key=lambda c: (c.display_name.casefold(), c.id))
         return mine[:LIST_CAP]
 
-    async def authorize(self, actor: Actor, chat_id: int) -> Chat | None:
-        """Return the chat when `actor` may run it right now, else None."""
+    async def authorize(self, actor: Actor, chat_id: int) -> tuple[Access, Chat | None]:
+        """May `actor` run the chat right now (asked live)? The chat comes with ALLOWED only."""
         chat = await self.services.store.get_chat(chat_id)
         if chat is None or chat.type.is_private or not chat.active:
-            return None
-        if actor.operator or await may_manage(self.bot, chat.id, chat.type, actor.user_id):
-            return chat
-        return None
+            return Access.REFUSED, None
+        access = await self.settings_access(actor, chat)
+        return access, (chat if access is Access.ALLOWED else None)
 
-    async def may_explain(self, actor: Actor, chat: Chat) -> bool:
-        """/why in a group: its admins (any rights) and operators."""
-        return actor.operator or await may_view(self.bot, chat.id, actor.user_id)
+    async def settings_access(
+        self, actor: Actor, chat: Chat, sender_chat_id: int | None = None
+    ) -> Access:
+        """May `actor` change `chat`'s settings now (bot.permissions' rule, asked live)?"""
+        return await settings_access(
+            self.bot, chat.id, actor.user_id, private=chat.type.is_private,
+            operator=actor.operator, sender_chat_id=sender_chat_id, cache=self.members,
+        )  # fmt: skip
 
-    async def may_set_topic(self, actor: Actor, chat: Chat) -> bool:
-        return actor.operator or await may_manage(self.bot, chat.id, chat.type, actor.user_id)
+    async def may_explain(
+        self, actor: Actor, chat: Chat, sender_chat_id: int | None = None
+    ) -> Access:
+        """/why in a group: its admins (any rights), an anonymous admin, and operators.
+
+        Only looks, so an answer up to a minute old will do.
+        """
+        if actor.operator or sender_chat_id == chat.id:
+            return Access.ALLOWED
+        return await member_access(
+            self.bot, chat.id, actor.user_id, is_admin, cache=self.members, live=False
+        )
 
     # ------------------------------------------------------------------ panel
 
@@ -578,34 +604,6 @@ class ChannelAdmin:
             reports.append(ItemReport(item, tuple(verdicts)))
         return reports
 
-    # ------------------------------------------------------------------ /stats
-
-    async def stats(self) -> StatsReport:
-        store, now = self.services.store, self.services.clock.now()
-        chats: dict[str, dict[str, int]] = {}
-        for chat in await store.list_chats():
-            kind = {ChatType.CHANNEL: "channels", ChatType.PRIVATE: "private"}.get(
-                chat.type, "groups"
-            )
-            if not chat.active:
-                state = "inactive"
-            elif chat.paused:
-                state = "paused"
-            elif chat.subscribed:
-                state = "posting"
-            else:
-                state = "idle"
-            counts = chats.setdefault(kind, {})
-            counts[state] = counts.get(state, 0) + 1
-        return StatsReport(
-            feeds=tuple(await store.list_feeds()),
-            chats=chats,
-            deliveries=await store.delivery_counts(now - DAY),
-            pending_now=(await store.delivery_counts())[DeliveryState.PENDING],
-            rate_limited=await admin_store.count_events(store, "429", now - DAY),
-            errors=tuple(await admin_store.recent_events(store, ERROR_EVENTS, 5)),
-        )
-
     # ------------------------------------------------------------------ refused sends
 
     async def on_chat_problem(self, chat: Chat, error: str) -> None:
@@ -670,7 +668,7 @@ class ChannelAdmin:
         except TelegramError as exc:
             log.info("getChatAdministrators(%d) failed: %s", chat.id, exc)
             members = ()
-        ids = [m.user.id for m in members if not m.user.is_bot and can_manage(m, chat.type)][
+        ids = [m.user.id for m in members if not m.user.is_bot and can_change_settings(m)][
             :MAX_NOTIFIED_ADMINS
         ]
         if not ids and chat.added_by is not None:

@@ -45,7 +45,10 @@ LANGUAGE_PROMPT = N_(
     "Choose the language of my messages and of the pieces this chat receives. Now: {language}."
 )
 LANGUAGE_SET = N_("Language: {language}")
-ADMINS_ONLY = N_("Only the group's admins can change this.")
+ADMINS_ONLY = N_(
+    "Only the group's creator and administrators who may change its info can change this."
+)
+TOO_MANY_REQUESTS = N_("Too many requests at once; some were skipped.")
 STALE_BUTTON = N_("This button no longer works. Please send the command again.")
 SEARCH_EXPIRED = N_("This search has expired. Please send it again.")
 

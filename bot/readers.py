@@ -5,8 +5,9 @@ Callback data (at most 64 bytes, validated on the way back in):
 - "lang:<code>[:<view>]": choose a language; <view> says which message to redraw
   (none: the /language prompt, "start": the greeting, "set": the settings);
 - "s:<page>:<scope>:<key>": a page of search results; <scope> is "l" (the chat's language) or
-  "a" (all languages); <key> names the query in the QueryMemory (queries are not put in
-  buttons: they can be long);
+  "a" (all languages); <key> is a random, unguessable name of the query, stored with the chat
+  that searched (storage.search_keys): queries are not put in buttons (they can be long and
+  are private), and a key pressed in any other chat is answered as expired;
 - "set:sub:on" / "set:sub:off": subscribe or unsubscribe from the settings message.
 """
 
@@ -14,30 +15,38 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import MutableMapping
+import secrets
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from telegram import Chat as TgChat
 from telegram import User
 
 from bot.context import Services
 from bot.i18n import LANGUAGES
-from bot.search import QueryMemory, SearchQuery
+from bot.search import SearchQuery
+from storage import admin as admin_store
 from storage import search as index_store
+from storage import search_keys
+from storage.admin import ChatChange
 from storage.models import Chat, ChatType, Item
 
 PAGE_SIZE = 5
 LATEST_DEFAULT = 5
 LATEST_MAX = 20
 INLINE_PAGE_SIZE = 10
-QUERY_MEMORY_KEY = "readers.search_queries"
+SEARCH_KEY_BYTES = 9  # 72 random bits: 12 characters in callback data
+SEARCH_KEY_MAX_AGE = 86400.0  # a search's buttons work for a day
+SEARCH_KEYS_PER_CHAT = 50  # and for the chat's 50 latest searches
 
 Scope = Literal["l", "a"]
 View = Literal["", "start", "set"]
 
 _LANG_DATA = re.compile(r"^lang:([a-z]{2,3})(?::(start|set))?$")
-_SEARCH_DATA = re.compile(r"^s:([1-9][0-9]{0,3}):([la]):([0-9a-z]{1,12})$")
+_SEARCH_DATA = re.compile(r"^s:([1-9][0-9]{0,3}):([la]):([A-Za-z0-9_-]{12})$")
+# Control characters (tab and newline excepted) and lone surrogates: Telegram refuses a text
+# that holds them, so a reply echoing one would never arrive.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 _SETTINGS_DATA = re.compile(r"^set:sub:(on|off)$")
 
 # The patterns the routing table sends to each callback handler; the handler then validates.
@@ -80,23 +89,44 @@ async def user_language(services: Services, user: User) -> str:
     return services.translator.resolve(user.language_code)
 
 
-async def set_language(services: Services, chat_id: int, lang: str) -> Chat | None:
-    """Make `lang` the chat's language for replies and for the pieces it receives."""
-    return await services.store.update_chat(
-        chat_id, services.clock.now(), lang=lang, languages=[lang]
+def reader_text(text: str) -> str:
+    """Return a reader's text without the characters Telegram refuses (newline and tab kept).
+
+    Every text a reader sends that may be shown back to them goes through here first.
+    """
+    return _CONTROL.sub("", text)
+
+
+async def set_language(
+    services: Services, chat_id: int, lang: str, *, user_id: int | None = None
+) -> Chat | None:
+    """Make `lang` the chat's reply language.
+
+    The feed languages follow only when they were just the old reply language (a reader who
+    never opened the panel); feed languages chosen in the /channels panel are kept as chosen.
+    Read and written in one transaction, so a panel change at the same moment is not lost.
+    """
+
+    def mutate(current: Chat) -> ChatChange | None:
+        if current.lang == lang:
+            return None
+        follows = current.languages == (current.lang,)
+        return ChatChange((), lang=lang, languages=(lang,) if follows else None)
+
+    result = await admin_store.change_chat(
+        services.store, chat_id, mutate, user_id=user_id, user_name=None, now=services.clock.now()
     )
+    return None if result is None else result[0]
 
 
 async def set_subscribed(services: Services, chat: Chat, on: bool) -> tuple[Chat, bool]:
-    """Subscribe or unsubscribe `chat`; return it and whether anything changed."""
+    """Subscribe or unsubscribe `chat`; return it and whether anything changed.
+
+    The feed languages are left as they are (the panel may have chosen several).
+    """
     if chat.subscribed == on:
         return chat, False
-    # Keep a multi-language choice made in the admin panel; only make sure the chat's own
-    # language is among the feeds it takes.
-    languages = None if chat.lang in chat.languages else [chat.lang]
-    updated = await services.store.update_chat(
-        chat.id, services.clock.now(), subscribed=on, languages=languages
-    )
+    updated = await services.store.update_chat(chat.id, services.clock.now(), subscribed=on)
     return (updated or chat), True
 
 
@@ -185,12 +215,27 @@ def _parse_offset(offset: str) -> tuple[Scope, int]:
     return ("l" if match.group(1) == "l" else "a"), int(match.group(2))
 
 
-def query_memory(bot_data: MutableMapping[Any, Any]) -> QueryMemory:
-    """Return the application's memory of recent queries (created on first use)."""
-    memory = bot_data.get(QUERY_MEMORY_KEY)
-    if not isinstance(memory, QueryMemory):
-        memory = bot_data[QUERY_MEMORY_KEY] = QueryMemory()
-    return memory
+async def remember_search(services: Services, chat_id: int, query: SearchQuery, lang: str) -> str:
+    """Store a search made in `chat_id` (in the chat's language `lang`); return its key."""
+    key = secrets.token_urlsafe(SEARCH_KEY_BYTES)
+    saved = search_keys.SavedSearch(query.text, query.words, lang, services.clock.now())
+    await search_keys.save(
+        services.store, key, chat_id, saved,
+        max_age=SEARCH_KEY_MAX_AGE, per_chat=SEARCH_KEYS_PER_CHAT,
+    )  # fmt: skip
+    return key
+
+
+async def recall_search(
+    services: Services, chat_id: int, key: str
+) -> tuple[SearchQuery, str] | None:
+    """Return the query and language of a search `chat_id` made, None for any other key."""
+    saved = await search_keys.load(
+        services.store, key, chat_id, now=services.clock.now(), max_age=SEARCH_KEY_MAX_AGE
+    )
+    if saved is None:
+        return None
+    return SearchQuery(text=saved.text, words=saved.words), saved.lang
 
 
 # ---------------------------------------------------------------------- latest

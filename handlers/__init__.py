@@ -5,6 +5,8 @@ register() holds the one routing table of the bot.
 
 from __future__ import annotations
 
+import functools
+
 from telegram.ext import (
     BaseHandler,
     CallbackQueryHandler,
@@ -17,8 +19,10 @@ from telegram.ext import (
 
 from bot import channel_views, readers
 from bot.context import BotApplication
+from bot.updates import PerChatUpdateProcessor
 from handlers import channels, here, stats, why
 from handlers.errors import on_error
+from handlers.flood import tell_flooded
 from handlers.help import help_command
 from handlers.inline import inline_query
 from handlers.language import choose_language, language
@@ -71,3 +75,7 @@ def register(application: BotApplication) -> None:
     for handler in table:
         application.add_handler(handler)
     application.add_error_handler(on_error)
+    # A chat flooding the bot is told once that part of it was skipped (see bot.updates).
+    processor = application.update_processor
+    if isinstance(processor, PerChatUpdateProcessor):
+        processor.on_flood = functools.partial(tell_flooded, application)

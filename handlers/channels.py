@@ -65,6 +65,7 @@ from bot.channels import (
     channel_admin,
 )
 from bot.context import BotApplication, BotContext, Services
+from bot.permissions import RIGHTS_UNKNOWN, Access
 from bot.publisher import Outcome
 from bot.text import truncate
 from storage.models import Chat, ChatType, PostStyle
@@ -157,8 +158,11 @@ async def _press(query: CallbackQuery, context: BotContext) -> PressResult:
     if press.chat_id is None:
         chats = await admin.manageable_chats(actor)
         return PressResult(chat_list_screen(svc, lang, actor, chats))
-    chat = await admin.authorize(actor, press.chat_id)
+    access, chat = await admin.authorize(actor, press.chat_id)
     if chat is None:
+        if access is Access.UNKNOWN:
+            # Telegram did not answer: the panel stays, the admin may simply press again.
+            return PressResult(None, tr(lang, RIGHTS_UNKNOWN), alert=True)
         log.warning(
             "panel callback %r from user %d refused: may not run chat %d",
             press.action, user.id, press.chat_id,
@@ -180,8 +184,12 @@ async def on_input(update: Update, context: BotContext) -> None:
         return
     lang = await admin.language_for(user.id, user.language_code)
     actor = admin.actor(user.id, user.full_name)
-    chat = await admin.authorize(actor, pending.chat_id)
+    access, chat = await admin.authorize(actor, pending.chat_id)
     if chat is None:
+        if access is Access.UNKNOWN:
+            admin.inputs.expect(user.id, pending.chat_id, pending.kind)  # let them send it again
+            await message.reply_html(svc.renderer.message(lang, RIGHTS_UNKNOWN))
+            return
         log.warning("panel input from user %d refused: may not run chat %d",
                     user.id, pending.chat_id)  # fmt: skip
         await message.reply_html(svc.renderer.message(lang, NOT_ALLOWED))
@@ -210,7 +218,7 @@ async def on_cancel(update: Update, context: BotContext) -> None:
     lang = await admin.language_for(user.id, user.language_code)
     chat = None
     if pending is not None:
-        chat = await admin.authorize(admin.actor(user.id, user.full_name), pending.chat_id)
+        _, chat = await admin.authorize(admin.actor(user.id, user.full_name), pending.chat_id)
     if chat is None:
         await message.reply_html(svc.renderer.message(lang, CANCELLED))
         return

@@ -1,4 +1,5 @@
-"""The checks every reader button runs first: a live message, valid data, an admin in groups."""
+"""The checks every reader button runs first: a live message, valid data, and bot.permissions'
+one rule for changing a chat's settings."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from telegram import CallbackQuery, MaybeInaccessibleMessage, Update
+from telegram.constants import ChatType as TgChatType
 
-from bot import permissions, readers
 from bot import reader_views as views
+from bot import readers
 from bot.context import BotContext
+from bot.permissions import RIGHTS_UNKNOWN, Access, settings_access
 from storage.models import Chat
 
 T = TypeVar("T")
@@ -31,8 +34,9 @@ async def admin_press(
 ) -> Press[T] | None:
     """Validate a settings button; answer the query and return None when it must not proceed.
 
-    Stale or forged data gets a polite answer; in groups only the group's admins (checked with
-    getChatMember now) may change anything.
+    Stale or forged data gets a polite answer; who may change anything is decided by
+    bot.permissions (asked of Telegram now); when Telegram cannot say, the user is asked to
+    try again.
     """
     query = update.callback_query
     if query is None:
@@ -48,9 +52,13 @@ async def admin_press(
     if choice is None:
         await query.answer(views.plain(svc.renderer, stored.lang, views.STALE_BUTTON))
         return None
-    if not await permissions.may_configure(context.bot, message.chat, query.from_user):
-        await query.answer(
-            views.plain(svc.renderer, stored.lang, views.ADMINS_ONLY), show_alert=True
-        )
+    access = await settings_access(
+        context.bot, message.chat.id, query.from_user.id,
+        private=message.chat.type == TgChatType.PRIVATE,
+        operator=svc.is_operator(query.from_user.id),
+    )  # fmt: skip
+    if access is not Access.ALLOWED:
+        refusal = RIGHTS_UNKNOWN if access is Access.UNKNOWN else views.ADMINS_ONLY
+        await query.answer(views.plain(svc.renderer, stored.lang, refusal), show_alert=True)
         return None
     return Press(query, message, stored, choice)

@@ -10,6 +10,7 @@ from telegram import Message, Update
 from bot.channels import channel_admin
 from bot.context import BotContext
 from bot.i18n import N_
+from bot.permissions import RIGHTS_UNKNOWN, Access
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +39,12 @@ async def on_here(update: Update, context: BotContext) -> None:
         await message.reply_html(svc.renderer.message(lang, UNKNOWN_CHAT))
         return
     actor = admin.actor(user.id, user.full_name)
-    # An anonymous admin writes as the group itself; only admins can do that.
-    anonymous_admin = message.sender_chat is not None and message.sender_chat.id == chat.id
-    if not (anonymous_admin or await admin.may_set_topic(actor, known)):
-        log.warning("/here refused for user %d in chat %d", user.id, chat.id)
-        await message.reply_html(svc.renderer.message(lang, NOT_ALLOWED))
+    sender_chat_id = message.sender_chat.id if message.sender_chat else None
+    access = await admin.settings_access(actor, known, sender_chat_id)
+    if access is not Access.ALLOWED:
+        log.warning("/here refused for user %d in chat %d (%s)", user.id, chat.id, access)
+        refusal = RIGHTS_UNKNOWN if access is Access.UNKNOWN else NOT_ALLOWED
+        await message.reply_html(svc.renderer.message(lang, refusal))
         return
     thread_id = message.message_thread_id if message.is_topic_message else None
     await admin.set_thread(known, actor, thread_id, _topic_name(message))

@@ -1,6 +1,8 @@
 """/language (/lang) and the language buttons: the chat's language for replies and posts.
 
-In groups only the group's admins may change it; anyone may open the buttons.
+Who may change it is bot.permissions' one rule; anyone may open the buttons. The choice sets
+the chat's reply language; its feed languages follow only while they were just that language
+(feed languages chosen in the /channels panel are kept).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ async def choose_language(update: Update, context: BotContext) -> None:
         return
     svc, query, message, stored = context.services, press.query, press.message, press.chat
     lang, view = press.choice
-    updated = await readers.set_language(svc, stored.id, lang) or stored
+    updated = await readers.set_language(svc, stored.id, lang, user_id=query.from_user.id)
+    updated = updated or stored
     await query.answer(
         views.plain(svc.renderer, lang, views.LANGUAGE_SET, language=readers.language_name(lang))
     )

@@ -1,7 +1,8 @@
 """/search WORDS and its paging and language buttons.
 
-The query is remembered under a short key (the buttons carry the key, not the text); a button
-whose query was forgotten, or whose data is not ours, is answered as expired.
+The query is stored under a random key bound to this chat (the buttons carry the key, not the
+text); a button whose key is unknown, too old, from another chat, or whose data is not ours,
+is answered as expired, and nothing of any other chat's search is shown.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ async def search(update: Update, context: BotContext) -> None:
         return
     svc = context.services
     stored = await readers.reader_chat(svc, chat, update.effective_user)
-    words = " ".join(context.args or [])
+    words = readers.reader_text(" ".join(context.args or []))
     if not words.strip():
         await views.send_reply(message, views.text(svc.renderer, stored.lang, views.SEARCH_USAGE))
         return
@@ -31,7 +32,7 @@ async def search(update: Update, context: BotContext) -> None:
             message, views.text(svc.renderer, stored.lang, views.SEARCH_NO_WORDS)
         )
         return
-    key = readers.query_memory(context.bot_data).remember(query)
+    key = await readers.remember_search(svc, chat.id, query, stored.lang)
     found = await readers.find(svc, query, stored.lang)
     await views.send_reply(message, views.search_results(svc.renderer, found, key))
 
@@ -47,12 +48,14 @@ async def search_page(update: Update, context: BotContext) -> None:
     if message is not None:
         lang = (await readers.reader_chat(svc, message.chat, callback.from_user)).lang
     parsed = readers.parse_search_data(callback.data)
-    memory = readers.query_memory(context.bot_data)
-    query = memory.recall(parsed[2]) if parsed else None
-    if parsed is None or query is None or message is None or not message.is_accessible:
+    saved = None
+    if parsed is not None and message is not None and message.is_accessible:
+        saved = await readers.recall_search(svc, message.chat.id, parsed[2])
+    if parsed is None or saved is None:
         await callback.answer(views.plain(svc.renderer, lang, views.SEARCH_EXPIRED))
         return
     page, scope, key = parsed
+    query, lang = saved  # redrawn in the language the search was made in
     found = await readers.find(svc, query, lang, scope, page)
     if page > 1 and not found.result.hits:
         await callback.answer(views.plain(svc.renderer, lang, views.SEARCH_EXPIRED))

@@ -1,16 +1,18 @@
 """/subscribe, /unsubscribe and /settings: whether a chat receives every new piece.
 
-A subscribed chat gets each new piece in its language through the same outbox and limits as
-channels. In groups only the group's admins may change this; anyone may look at /settings.
+A subscribed chat gets each new piece in its feed languages through the same outbox and limits
+as channels. Who may change this is bot.permissions' one rule; anyone may look at /settings.
 """
 
 from __future__ import annotations
 
 from telegram import Update
+from telegram.constants import ChatType as TgChatType
 
-from bot import permissions, readers
 from bot import reader_views as views
+from bot import readers
 from bot.context import BotContext
+from bot.permissions import RIGHTS_UNKNOWN, Access, settings_access
 from handlers.guards import admin_press
 
 
@@ -30,8 +32,15 @@ async def _switch(update: Update, context: BotContext, *, on: bool) -> None:
         return
     svc = context.services
     stored = await readers.reader_chat(svc, chat, user)
-    if not await permissions.may_configure(context.bot, chat, user, message.sender_chat):
-        await views.send_reply(message, views.text(svc.renderer, stored.lang, views.ADMINS_ONLY))
+    access = await settings_access(
+        context.bot, chat.id, user.id if user else None,
+        private=chat.type == TgChatType.PRIVATE,
+        operator=svc.is_operator(user.id if user else None),
+        sender_chat_id=message.sender_chat.id if message.sender_chat else None,
+    )  # fmt: skip
+    if access is not Access.ALLOWED:
+        refusal = RIGHTS_UNKNOWN if access is Access.UNKNOWN else views.ADMINS_ONLY
+        await views.send_reply(message, views.text(svc.renderer, stored.lang, refusal))
         return
     if on:
         stored = await readers.reader_chat(svc, chat, user, reactivate=True)
@@ -40,9 +49,9 @@ async def _switch(update: Update, context: BotContext, *, on: bool) -> None:
         msgid = views.SUBSCRIBED if changed else views.ALREADY_SUBSCRIBED
     else:
         msgid = views.UNSUBSCRIBED if changed else views.NOT_SUBSCRIBED
-    reply = views.text(
-        svc.renderer, updated.lang, msgid, language=readers.language_name(updated.lang)
-    )
+    # The feed languages the chat takes (the panel may have chosen others than its own).
+    languages = ", ".join(readers.language_name(code) for code in updated.languages)
+    reply = views.text(svc.renderer, updated.lang, msgid, language=languages)
     await views.send_reply(message, reply)
 
 

@@ -15,6 +15,7 @@ from bot.channels import ChatVerdict, ItemReport, Verdict, channel_admin, messag
 from bot.context import BotContext, Services
 from bot.filters import EXCLUDE_CATEGORY, EXCLUDE_KEYWORD, NOT_INCLUDED, parse_reason
 from bot.i18n import LANGUAGES, N_
+from bot.permissions import RIGHTS_UNKNOWN, Access
 from bot.render import Markup, escape, link
 from bot.text import truncate
 from storage.models import ItemOrigin
@@ -79,11 +80,13 @@ async def on_why(update: Update, context: BotContext) -> None:
         if known is None:
             await message.reply_html(reply(lang, NOT_CONNECTED))
             return
-        # An anonymous admin writes as the group itself; only admins can do that.
-        anonymous_admin = message.sender_chat is not None and message.sender_chat.id == chat.id
-        if not (anonymous_admin or await admin.may_explain(actor, known)):
-            log.info("/why refused for user %d in chat %d", user.id, chat.id)
-            await message.reply_html(reply(lang, NOT_ALLOWED))
+        sender_chat_id = message.sender_chat.id if message.sender_chat else None
+        access = await admin.may_explain(actor, known, sender_chat_id)
+        if access is not Access.ALLOWED:
+            log.info("/why refused for user %d in chat %d (%s)", user.id, chat.id, access)
+            await message.reply_html(
+                reply(lang, RIGHTS_UNKNOWN if access is Access.UNKNOWN else NOT_ALLOWED)
+            )
             return
         chats = [known]
     reports = await admin.why(context.args[0], chats)

@@ -27,6 +27,7 @@ class ChatChange:
     """What an admin's action changes in a chat; None fields stay as they are."""
 
     audit: tuple[AuditLine, ...]
+    lang: str | None = None  # the reply language
     languages: tuple[str, ...] | None = None
     paused: bool | None = None
     subscribed: bool | None = None
@@ -126,6 +127,9 @@ async def change_chat(
             return chat, None
         sets: list[str] = []
         params: list[Any] = []
+        if change.lang is not None:
+            sets.append("lang = ?")
+            params.append(change.lang)
         if change.languages is not None:
             sets.append("languages = ?")
             params.append(",".join(change.languages))

@@ -219,6 +219,24 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE search_state ADD COLUMN fresh_since REAL NOT NULL DEFAULT 0;
         """,
     ),
+    Migration(
+        7,
+        "search paging: unguessable keys bound to the chat that searched",
+        """
+        -- A search's paging buttons carry only `key`; the query lives here, readable only from
+        -- the chat that made it, by every instance sharing this file, and across restarts.
+        CREATE TABLE search_keys (
+            key        TEXT PRIMARY KEY,
+            chat_id    INTEGER NOT NULL,
+            query      TEXT NOT NULL,
+            words      TEXT NOT NULL,
+            lang       TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX search_keys_chat ON search_keys(chat_id, created_at);
+        CREATE INDEX search_keys_created_at ON search_keys(created_at);
+        """,
+    ),
 )
 
 

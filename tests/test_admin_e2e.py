@@ -19,6 +19,8 @@ import pytest
 from bot.app import Runtime
 from bot.channel_views import cb, parse_callback
 from bot.channels import InputKind, InputStates, link_variants, message_link
+from bot.config import ConfigError, load_settings
+from bot.permissions import LOOKUP_BUDGET
 from storage import admin as admin_store
 from storage.admin import AuditLine, ChatChange
 from storage.models import Chat, ChatSettings, ChatType, DeliveryState, PostStyle
@@ -26,7 +28,7 @@ from storage.store import Store
 from tests.factories import new_item
 from tests.fakes.botapi import ApiCall, FakeBotApi
 from tests.fakes.feedserver import FeedServer, make_rss
-from tests.support import bot_env, running_bot
+from tests.support import TOKEN, bot_env, running_bot
 
 CHANNEL = -1001000000077
 ADMIN = 501
@@ -211,7 +213,8 @@ async def test_demoted_admin_loses_the_panel_at_once(bot: Harness, people: dict[
     message_id = await bot.open_panel(admin)
     _, buttons = bot.panel(ADMIN, message_id)
 
-    bot.api.set_member(CHANNEL, ADMIN, "administrator", can_post_messages=False)
+    # Still an admin who may post, but no longer one who may change the channel's info.
+    bot.api.set_member(CHANNEL, ADMIN, "administrator", can_change_info=False)
     answer = await bot.press(admin, button(buttons, "Silent posts"), message_id)
     assert answer["show_alert"] is True
     text, remaining = bot.panel(ADMIN, message_id)
@@ -247,6 +250,75 @@ async def test_operator_sees_every_chat_and_pauses_one(
     await bot.publish("en", piece(3))
     await bot.api.wait_sent(1, CHANNEL)
     assert bot.api.sent_texts(CHANNEL)[0].startswith("Piece 3")
+
+
+async def test_rights_lookups_are_cached_for_looking_and_bounded_per_command(
+    bot: Harness, people: dict[str, Any]
+) -> None:
+    admin, stranger = people["admin"], people["stranger"]
+
+    def asked(user_id: int | None = None) -> int:
+        calls = bot.api.calls_to("getChatMember")
+        return sum(1 for c in calls if user_id is None or c.params.get("user_id") == user_id)
+
+    # Listing again within a minute asks Telegram nothing more ...
+    await bot.say(admin, "/channels")
+    listing = bot.last(ADMIN).result["message_id"]
+    before = asked(ADMIN)
+    await bot.say(admin, "/channels")
+    assert asked(ADMIN) == before and "Choose a channel or group" in bot.last_text(ADMIN)
+    # ... but every press that may change something is checked live.
+    await bot.press(admin, cb(CHANNEL, "open"), listing)
+    assert asked(ADMIN) == before + 1
+
+    # A stranger's /channels or /why costs a few lookups, however many chats the bot is in.
+    for n in range(30):
+        group = -1001000002000 - n
+        bot.api.add_chat(group, "supergroup", title=f"Group {n}")
+        await bot.store.upsert_chat(
+            group, ChatType.SUPERGROUP, title=f"Group {n}", username=None, default_lang="en",
+            now=NOW,
+        )  # fmt: skip
+    for command in ("/channels", "/why https://caliber.az/en/post/piece-1", "/channels"):
+        before = asked()
+        await bot.say(stranger, command)
+        assert asked() - before <= LOOKUP_BUDGET, command
+    assert "I found no channel or group" in bot.api.sent_texts(STRANGER)[0]
+
+
+async def test_a_rights_check_telegram_cannot_answer_keeps_the_panel(
+    bot: Harness, people: dict[str, Any]
+) -> None:
+    admin = people["admin"]
+    message_id = await bot.open_panel(admin)
+    bot.api.server_error("getChatMember", status=502)
+    answer = await bot.press(admin, cb(CHANNEL, "silent"), message_id)
+    assert answer["show_alert"] is True
+    assert answer["text"] == "I could not check your rights in this chat just now: " + (
+        "Telegram did not answer. Please try again in a minute."
+    )
+    text, buttons = bot.panel(ADMIN, message_id)
+    assert text.startswith("⚙️ Settings of") and buttons  # not taken away
+    assert not (await bot.chat()).settings.silent
+    await bot.press(admin, cb(CHANNEL, "silent"), message_id)  # pressed again: it works
+    assert (await bot.chat()).settings.silent
+
+
+async def test_ids_telegram_cannot_have_are_refused(
+    bot: Harness, people: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR)
+    for data in ("ch:99999999999999999999:open", f"ch:{2**52}:open", f"ch:-{2**52}:silent"):
+        answer = await bot.press(people["operator"], data, 4242)
+        assert answer["show_alert"] is True and "не действует" in answer["text"], data
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert parse_callback(f"ch:-{2**52 - 1}:open") is not None
+
+    good = {"TELEGRAM_BOT_TOKEN": TOKEN, "FEEDS": "en=https://caliber.az/en/rss"}
+    assert load_settings(good | {"CHANNELS": f"en=-1001234567890,ru={2**52 - 1}"}).channels
+    for chat in ("-99999999999999999999", str(2**52)):
+        with pytest.raises(ConfigError):
+            load_settings(good | {"CHANNELS": f"en={chat}"})
 
 
 # ---------------------------------------------------------------------------------- settings

@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 
 from bot.app import Runtime
+from bot.channel_views import NO_CHATS, cb
 from bot.i18n import Translator
+from bot.permissions import RIGHTS_UNKNOWN
 from bot.reader_views import (
     ADMINS_ONLY,
     LANGUAGE_PROMPT,
@@ -28,6 +30,7 @@ from bot.reader_views import (
     SUBSCRIBED,
     UNSUBSCRIBED,
 )
+from storage import search_keys
 from storage.models import Chat
 from storage.store import Store
 from tests.fakes.botapi import ApiCall, FakeBotApi
@@ -38,6 +41,7 @@ BASE = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 GROUP = -1001000000500
 EN, RU, AZ, OTHER = 601, 602, 603, 604
 ADMIN, MEMBER = 611, 612
+LIMITED = 613  # a group admin without the right to change the group's info
 ANONYMOUS_ADMIN_BOT = 1087968824
 TR = Translator()
 
@@ -420,6 +424,76 @@ async def test_stale_and_forged_search_buttons_are_answered(
     assert answer["text"] == expired
 
 
+async def test_search_keys_belong_to_the_chat_that_searched_and_survive_a_restart(
+    api: FakeBotApi, feed_server: FeedServer, db_path: Path, people: dict[str, Any]
+) -> None:
+    emma, ruslan = people["en"], people["ru"]
+    private_query = "OIL REPORT"
+    async for readers in start_bot(api, feed_server, db_path):
+        reply = await readers.say(emma, f"/search {private_query}")
+        message_id = reply.result["message_id"]
+        _, buttons = readers.message(EN, message_id)
+        key = buttons["▶"].rsplit(":", 1)[1]
+
+        # Another user copies Emma's buttons (or guesses their shape) onto his own message.
+        own = (await readers.say(ruslan, "/start")).result["message_id"]
+        edits = len(api.calls_to("editMessageText"))
+        for data in (buttons["▶"], buttons["🌐 All languages"], f"s:1:a:{key}", "s:1:a:1"):
+            answer = await readers.press(ruslan, data, own, edits=False)
+            assert answer["text"] == tr("ru", SEARCH_EXPIRED)
+        assert len(api.calls_to("editMessageText")) == edits  # nothing was redrawn
+        to_ruslan = [c for c in api.calls if c.chat_id == RU and c.text is not None]
+        assert not any(private_query.casefold() in (c.text or "").casefold() for c in to_ruslan)
+        assert len(key) >= 12 and len(buttons["▶"].encode()) <= 64  # random, still short
+
+        # Emma's own buttons still page her search.
+        await readers.press(emma, buttons["▶"], message_id)
+        text, buttons = readers.message(EN, message_id)
+        assert "Page 2 of 3" in text and private_query in text
+
+    # Restarted on the same database: the buttons of the search made before still work.
+    async for readers in start_bot(api, feed_server, db_path):
+        await readers.press(emma, buttons["▶"], message_id)
+        assert "Page 3 of 3" in readers.message(EN, message_id)[0]
+        answer = await readers.press(ruslan, buttons["◀"], own, edits=False)
+        assert answer["text"] == tr("ru", SEARCH_EXPIRED)
+
+
+async def test_search_keys_expire_and_stay_bounded(db_path: Path) -> None:
+    store = await Store.open(db_path)
+    try:
+        day = 86400.0
+
+        async def save(key: str, chat_id: int, at: float) -> None:
+            saved = search_keys.SavedSearch("oil", ("oil",), "en", at)
+            await search_keys.save(store, key, chat_id, saved, max_age=day, per_chat=3)
+
+        await save("old", EN, 0.0)
+        assert await search_keys.load(store, "old", EN, now=day - 1, max_age=day) is not None
+        assert await search_keys.load(store, "old", EN, now=day + 1, max_age=day) is None
+        assert await search_keys.load(store, "old", RU, now=1, max_age=day) is None
+        for n in range(5):
+            await save(f"k{n}", EN, day + n)
+        await save("ru", RU, day + 9)
+        kept = [
+            k for k in ("old", "k0", "k1", "k2", "k3", "k4", "ru")
+            if await search_keys.load(store, k, RU if k == "ru" else EN, now=day + 9, max_age=day)
+        ]  # fmt: skip
+        assert kept == ["k2", "k3", "k4", "ru"]  # the chat's three newest, and the other chat's
+    finally:
+        await store.close()
+
+
+async def test_control_characters_in_a_search_are_not_echoed(
+    bot: Readers, people: dict[str, Any]
+) -> None:
+    # NUL (which Telegram refuses in any text), other controls, and a lone surrogate.
+    reply = await bot.say(people["en"], "/search oil\x00 \x07report\x1b\ud800")
+    text = text_of(reply)
+    assert text.startswith("🔎 Found 12 pieces for oil report")
+    assert not any(ch in reply.params["text"] for ch in "\x00\x07\x1b\ud800")
+
+
 # ---------------------------------------------------------------------- inline mode and latest
 
 
@@ -589,6 +663,63 @@ async def test_only_group_admins_change_group_settings(
     reply = await bot.say(anonymous, "/unsubscribe", group, sender_chat=sender)
     assert text_of(reply).startswith("🔕")
     assert not (await bot.chat(GROUP)).subscribed
+
+
+async def test_one_rule_for_every_setting_of_a_group(
+    api: FakeBotApi, feed_server: FeedServer, db_path: Path, people: dict[str, Any]
+) -> None:
+    api.add_chat(LIMITED, "private")
+    api.set_member(GROUP, LIMITED, "administrator", can_change_info=False)
+    limited = api.user(LIMITED, "Lim", language_code="en")
+    admin, operator = people["admin"], people["other"]  # OTHER: an operator, not even a member
+    group = api.chats[GROUP]
+    refused = tr("en", ADMINS_ONLY)
+    async for readers in start_bot(api, feed_server, db_path, ADMIN_USER_IDS=str(OTHER)):
+        # An admin without the right to change the group's info is refused everywhere alike.
+        assert text_of(await readers.say(limited, "/subscribe", group)) == refused
+        assert not (await readers.chat(GROUP)).subscribed
+        assert text_of(await readers.say(admin, "/subscribe", group)).startswith("✅ Subscribed")
+        assert text_of(await readers.say(limited, "/unsubscribe", group)) == refused
+        assert (await readers.chat(GROUP)).subscribed
+        prompt = (await readers.say(limited, "/language", group)).result["message_id"]
+        answer = await readers.press(limited, "lang:ru", prompt, GROUP, edits=False)
+        assert answer["show_alert"] is True and answer["text"] == refused
+        assert (await readers.chat(GROUP)).lang == "en"
+        listing = await readers.say(limited, "/channels")
+        assert text_of(listing) == tr("en", NO_CHATS)
+        # The operator may, anywhere.
+        assert text_of(await readers.say(operator, "/unsubscribe", group)).startswith("🔕")
+
+        # The creator's panel chooses two feed languages; a reply language chosen later in
+        # the group keeps them, and so does subscribing again.
+        listing = await readers.say(admin, "/channels")
+        panel = listing.result["message_id"]
+        await readers.press(admin, cb(GROUP, "open"), panel)
+        await readers.press(admin, cb(GROUP, "lang", "ru"), panel)
+        assert (await readers.chat(GROUP)).languages == ("en", "ru")
+        await readers.press(admin, "lang:az", prompt, GROUP)
+        chat = await readers.chat(GROUP)
+        assert (chat.lang, chat.languages) == ("az", ("en", "ru"))
+        subscribed = text_of(await readers.say(admin, "/subscribe", group))
+        assert subscribed == tr("az", SUBSCRIBED, language="English, Русский")
+        assert (await readers.chat(GROUP)).languages == ("en", "ru")
+
+
+async def test_a_rights_check_telegram_cannot_answer_asks_to_try_again(
+    bot: Readers, people: dict[str, Any], api: FakeBotApi
+) -> None:
+    member, group = people["member"], api.chats[GROUP]
+    try_again = tr("en", RIGHTS_UNKNOWN)
+    api.server_error("getChatMember")
+    assert text_of(await bot.say(member, "/subscribe", group)) == try_again
+    prompt = (await bot.say(member, "/language", group)).result["message_id"]
+    api.server_error("getChatMember", status=502)
+    answer = await bot.press(member, "lang:ru", prompt, GROUP, edits=False)
+    assert answer["show_alert"] is True and answer["text"] == try_again
+    chat = await bot.chat(GROUP)
+    assert (chat.lang, chat.subscribed) == ("en", False)
+    # Once Telegram answers again, the member hears the rule itself.
+    assert text_of(await bot.say(member, "/subscribe", group)) == tr("en", ADMINS_ONLY)
 
 
 async def test_commands_for_another_bot_are_ignored(

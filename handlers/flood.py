@@ -1,0 +1,41 @@
+"""The notice a chat gets when it sent more updates at once than the bot keeps waiting.
+
+The update processor (bot.updates) drops the excess and calls this once per flood.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import Update
+from telegram.constants import ParseMode
+from telegram.error import TelegramError
+
+from bot import reader_views as views
+from bot.context import SERVICES_KEY, BotApplication, Services
+
+log = logging.getLogger(__name__)
+
+
+async def tell_flooded(application: BotApplication, update: Update) -> None:
+    """Tell the chat that some of its requests were skipped (in the chat's language)."""
+    chat, user = update.effective_chat, update.effective_user
+    if chat is None:
+        return  # an inline query: there is no chat to write to
+    services: Services = application.bot_data[SERVICES_KEY]
+    known = await services.store.get_chat(chat.id)
+    if known is not None:
+        lang = known.lang
+    else:
+        lang = services.translator.resolve(user.language_code if user else None)
+    text = services.renderer.message(lang, views.TOO_MANY_REQUESTS)
+    message = update.effective_message
+    try:
+        await application.bot.send_message(
+            chat.id,
+            text,
+            parse_mode=ParseMode.HTML,
+            message_thread_id=message.message_thread_id if message else None,
+        )
+    except TelegramError as exc:
+        log.info("could not tell chat %d about its dropped updates: %s", chat.id, exc)
