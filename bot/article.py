@@ -13,13 +13,10 @@ broken keeps the feed's own text.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-import socket
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Literal, TypeVar
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import httpx
 
@@ -27,7 +24,10 @@ from bot.clock import Clock
 from bot.config import Settings
 from bot.extract import extract_article
 from bot.feeds import read_response
+from bot.httpbody import ACCEPT_ENCODING
+from bot.netguard import Refused, Resolver, host_of, pinned_request, system_resolver
 from bot.summary import LEAD, clean_text, summarise
+from bot.workers import RunCpu
 from storage.articles import Article, get_article, prune_articles, save_article
 from storage.models import Feed, Item, NewItem
 from storage.store import Store
@@ -39,8 +39,6 @@ MAX_REDIRECTS = 5
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _PRUNE_EVERY = 3600.0
 
-# Resolves (host, port) to IP address strings; loop.getaddrinfo in production.
-Resolver = Callable[[str, int], Awaitable[list[str]]]
 AnyItem = TypeVar("AnyItem", NewItem, Item)
 
 
@@ -53,39 +51,6 @@ class Page:
     body: bytes = b""
     content_type: str | None = None
     error: str | None = None
-
-
-async def system_resolver(host: str, port: int) -> list[str]:
-    """Resolve `host` with the event loop's getaddrinfo (in a worker thread)."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [str(info[4][0]) for info in infos]
-
-
-def host_of(url: str) -> str:
-    """The lower-case host name (IDNA) of `url`, without port or brackets; "" if none."""
-    try:
-        host = urlsplit(url).hostname or ""
-        return host.rstrip(".").encode("idna").decode("ascii").lower()
-    except UnicodeError:
-        return ""
-
-
-def is_public_address(address: str) -> bool:
-    """True for a globally routable unicast address (not private, loopback, link-local…)."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not (
-        ip.is_multicast
-        or ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_reserved
-        or ip.is_unspecified
-    )
 
 
 class PageFetcher:
@@ -133,7 +98,7 @@ class PageFetcher:
                 return Page("error", url, error=f"cannot resolve: {exc}"[:300])
 
     async def _follow(self, url: str, allowed: frozenset[str], lang: str | None) -> Page:
-        headers = {"Accept": ACCEPT}
+        headers = {"Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING}
         if lang:
             headers["Accept-Language"] = f"{lang}, *;q=0.5"
         for _ in range(MAX_REDIRECTS + 1):
@@ -161,30 +126,16 @@ class PageFetcher:
         self, url: str, allowed: frozenset[str], headers: dict[str, str]
     ) -> httpx.Request | Page:
         """Build the request for `url` pinned to a checked address, or say why not."""
-        parts = urlsplit(url)
         host = host_of(url)
-        if parts.scheme not in ("http", "https") or not host:
-            return Page("refused", url, error="not an http(s) URL")
-        if host not in allowed:
+        if host and host not in allowed:
             return Page("refused", url, error=f"host {host} is not the feed's or listed")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        addresses = await self.resolver(host, port)
-        if not addresses:
-            return Page("error", url, error=f"{host} has no address")
-        if not self.allow_private:
-            blocked = [a for a in addresses if not is_public_address(a)]
-            if blocked:
-                return Page("refused", url, error=f"{host} resolves to non-public {blocked[0]}")
-        address = addresses[0].split("%", 1)[0]
-        pinned = httpx.URL(url).copy_with(host=address)
-        # The name goes in the Host header and, for TLS, in SNI and the certificate check.
-        extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
-        return self.client.build_request(
-            "GET",
-            pinned,
-            headers={**headers, "Host": _authority(host, parts.port)},
-            extensions=extensions,
-        )
+        try:
+            target = await pinned_request(
+                self.client, url, headers, self.resolver, require_public=not self.allow_private
+            )
+        except Refused as exc:
+            return Page("refused", url, error=str(exc))
+        return target.request
 
 
 def apply_article(
@@ -235,9 +186,11 @@ class ArticleEnricher:
         mode: str = LEAD,
         batch_timeout: float = 20.0,
         retention: float = 30 * 86400.0,
+        cpu: RunCpu = asyncio.to_thread,
     ) -> None:
         self.store = store
         self.fetcher = fetcher
+        self.cpu = cpu
         self.clock = clock
         self.threshold = threshold
         self.summary_length = summary_length
@@ -248,7 +201,12 @@ class ArticleEnricher:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, store: Store, client: httpx.AsyncClient, clock: Clock
+        cls,
+        settings: Settings,
+        store: Store,
+        client: httpx.AsyncClient,
+        clock: Clock,
+        cpu: RunCpu = asyncio.to_thread,
     ) -> ArticleEnricher:
         fetcher = PageFetcher(
             client,
@@ -267,6 +225,7 @@ class ArticleEnricher:
             mode=settings.summary_mode,
             batch_timeout=settings.article_timeout,
             retention=settings.delivery_retention,
+            cpu=cpu,
         )
 
     async def __call__(self, feed: Feed, items: list[NewItem]) -> list[NewItem]:
@@ -312,7 +271,7 @@ class ArticleEnricher:
         # LexRank is CPU work; the lead is cheap enough for the loop.
         if self.mode == LEAD:
             return apply_article(item, article, lang=lang, length=self.summary_length)
-        return await asyncio.to_thread(
+        return await self.cpu(
             apply_article, item, article, lang=lang, length=self.summary_length, mode=self.mode
         )
 
@@ -330,7 +289,7 @@ class ArticleEnricher:
             log.info("article page %s failed: %s", url, page.error)
             article = Article(url=url, status="error", fetched_at=now, error=page.error)
         else:
-            extracted = await asyncio.to_thread(extract_article, _decoded(page), url)
+            extracted = await self.cpu(extract_article, _decoded(page), url)
             useful = bool(extracted.text or extracted.description or extracted.image_url)
             article = Article(
                 url=url,
@@ -355,11 +314,6 @@ class ArticleEnricher:
         pruned = await prune_articles(self.store, now - self.retention)
         if pruned:
             log.info("forgot %d cached article page(s)", pruned)
-
-
-def _authority(host: str, port: int | None) -> str:
-    authority = f"[{host}]" if ":" in host else host
-    return f"{authority}:{port}" if port else authority
 
 
 def _decoded(page: Page) -> bytes | str:

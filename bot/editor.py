@@ -26,6 +26,7 @@ from bot.clock import Clock
 from bot.config import Settings
 from bot.render import Post, Renderer
 from bot.summary import LEAD
+from bot.workers import RunCpu
 from storage.articles import SentMessage, get_article, sent_messages, update_item_text
 from storage.models import Item, PostStyle
 from storage.store import Store
@@ -57,6 +58,7 @@ class Editor:
         summary_length: int = 600,
         mode: str = LEAD,
         concurrency: int = 4,
+        cpu: RunCpu = asyncio.to_thread,
     ) -> None:
         self.store = store
         self.bot = bot
@@ -67,10 +69,17 @@ class Editor:
         self.summary_length = summary_length
         self.mode = mode
         self._slots = asyncio.Semaphore(concurrency)
+        self.cpu = cpu
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, store: Store, bot: Bot, renderer: Renderer, clock: Clock
+        cls,
+        settings: Settings,
+        store: Store,
+        bot: Bot,
+        renderer: Renderer,
+        clock: Clock,
+        cpu: RunCpu = asyncio.to_thread,
     ) -> Editor:
         return cls(
             store,
@@ -81,6 +90,7 @@ class Editor:
             window=settings.edit_window,
             summary_length=settings.summary_length,
             mode=settings.summary_mode,
+            cpu=cpu,
         )
 
     async def on_updated(self, items: Sequence[Item]) -> None:
@@ -101,7 +111,7 @@ class Editor:
         if self.mode == LEAD:
             better = apply_article(item, article, lang=item.lang, length=self.summary_length)
         else:  # LexRank is CPU work
-            better = await asyncio.to_thread(
+            better = await self.cpu(
                 apply_article,
                 item,
                 article,

@@ -24,7 +24,10 @@ from urllib.parse import unquote_plus, urljoin, urlsplit, urlunsplit
 import feedparser
 import httpx
 
-from bot.text import html_to_text, normalise_whitespace, one_line
+from bot.feedguard import PathologicalFeed, neutralise_dtd, prescan
+from bot.httpbody import ACCEPT_ENCODING, BodyTooLarge, BoundedDecoder, UnsupportedEncoding
+from bot.netguard import Refused, Resolver, pinned_request, system_resolver
+from bot.text import cut_at_word, html_to_text, normalise_whitespace, one_line
 from storage.models import NewItem
 
 log = logging.getLogger(__name__)
@@ -45,7 +48,21 @@ _TRACKING_NAMES = frozenset(
 )  # fmt: skip
 # What feedparser strips before joining a URL: slashes beyond the two after "scheme:".
 _EXTRA_SLASHES = re.compile(r"^([A-Za-z][A-Za-z0-9+-.]*://)(/*)(.*?)")  # feedparser's own
+MAX_REDIRECTS = 5
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _RICH_SUMMARY = 200  # below this many characters, a longer content:encoded body is preferred
+
+# Bounds on what one entry may store (characters). Text is cut at a word; identities never are:
+# two pieces whose long guids share a prefix must stay two pieces, so a long one is hashed.
+TITLE_MAX = 1_000
+SUMMARY_MAX = 20_000
+AUTHOR_MAX = 200
+CATEGORIES_MAX = 50
+CATEGORY_MAX = 100
+IDENTITY_MAX = 1_000
+URL_MAX = 2_048  # a longer link cannot be a post's link: the entry is skipped
+# Markup read of one field before it becomes text: a bound on the work, well above SUMMARY_MAX.
+_RAW_MAX = 10 * SUMMARY_MAX
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +101,18 @@ async def fetch_feed(
     last_modified: str | None = None,
     max_bytes: int = 5 * 1024 * 1024,
     timeout: float = 15.0,
+    allow_private: bool = False,
+    resolver: Resolver = system_resolver,
 ) -> FetchResult:
-    """GET `url` conditionally, with a size cap and an overall deadline; never raise for I/O."""
+    """GET `url` conditionally, with a size cap and an overall deadline; never raise for I/O.
+
+    The configured URL may be on any address (the operator chose it), but a redirect from a
+    public address to a non-public one is refused unless `allow_private`: each hop is resolved
+    and pinned here (bot.netguard), so the address judged is the address connected to.
+    """
     if url.startswith("file:"):
         return await _read_file(url, max_bytes)
-    headers = {"Accept": ACCEPT}
+    headers = {"Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING}
     if etag:
         headers["If-None-Match"] = etag
     if last_modified:
@@ -97,23 +121,54 @@ async def fetch_feed(
         # The per-phase timeouts live on the client; this deadline stops a server that
         # drips bytes slowly enough to never trip the read timeout.
         async with asyncio.timeout(timeout * 2):
-            async with client.stream("GET", url, headers=headers) as response:
-                return await read_response(response, url, max_bytes)
+            return await _follow(client, url, headers, max_bytes, allow_private, resolver)
     except TimeoutError:
         return FetchResult("error", url=url, error="timed out")
     except httpx.TimeoutException as exc:
         return FetchResult("error", url=url, error=f"timed out ({type(exc).__name__})")
-    except httpx.TooManyRedirects:
-        return FetchResult("error", url=url, error="too many redirects")
+    except Refused as exc:
+        return FetchResult("error", url=url, error=f"refused: {exc}")
+    except OSError as exc:  # name resolution
+        return FetchResult("error", url=url, error=f"cannot resolve: {exc}"[:300])
     except httpx.HTTPError as exc:
         return FetchResult("error", url=url, error=f"{type(exc).__name__}: {exc}"[:300])
 
 
+async def _follow(
+    client: httpx.AsyncClient,
+    url: str,
+    headers: dict[str, str],
+    max_bytes: int,
+    allow_private: bool,
+    resolver: Resolver,
+) -> FetchResult:
+    origin_public = False
+    for hop in range(MAX_REDIRECTS + 1):
+        # Only a redirect away from a public origin is judged: the first URL is the operator's.
+        guarded = hop > 0 and origin_public and not allow_private
+        target = await pinned_request(client, url, headers, resolver, require_public=guarded)
+        if hop == 0:
+            origin_public = target.public
+        response = await client.send(target.request, follow_redirects=False, stream=True)
+        try:
+            location = response.headers.get("Location")
+            if response.status_code in _REDIRECTS and location:
+                url = urljoin(url, location.strip())
+                continue
+            return await read_response(response, url, max_bytes)
+        finally:
+            await response.aclose()
+    return FetchResult("error", url=url, error="too many redirects")
+
+
 async def read_response(response: httpx.Response, url: str, max_bytes: int) -> FetchResult:
-    """Turn a streamed response into a FetchResult: 304, HTTP errors, the size cap, the body."""
+    """Turn a streamed response into a FetchResult: 304, HTTP errors, the size cap, the body.
+
+    The body is read raw and decoded here under the cap (bot.httpbody), every
+    Content-Encoding layer included: a compression bomb is refused, not inflated.
+    """
     status = response.status_code
-    final_url = str(response.url)
-    common: dict[str, Any] = {"url": final_url, "http_status": status}
+    common: dict[str, Any] = {"url": url, "http_status": status}
     if status == 304:
         return FetchResult("not_modified", **common)
     if status >= 400 or status < 200:
@@ -126,13 +181,15 @@ async def read_response(response: httpx.Response, url: str, max_bytes: int) -> F
     declared = response.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         return FetchResult("error", error=f"too large: {declared} bytes > {max_bytes}", **common)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > max_bytes:
-            return FetchResult("error", error=f"too large: over {max_bytes} bytes", **common)
-        chunks.append(chunk)
+    try:
+        decoder = BoundedDecoder(response.headers.get("Content-Encoding"), max_bytes)
+        chunks: list[bytes] = []
+        async for raw in response.aiter_raw():
+            chunks.append(decoder.feed(raw))
+    except BodyTooLarge:
+        return FetchResult("error", error=f"too large: over {max_bytes} bytes", **common)
+    except UnsupportedEncoding as exc:
+        return FetchResult("error", error=str(exc), **common)
     return FetchResult(
         "ok",
         body=b"".join(chunks),
@@ -176,7 +233,10 @@ def parse_feed(body: bytes, url: str, content_type: str | None = None) -> Parsed
 
     CPU work: call it through asyncio.to_thread. One malformed entry never blocks the others.
     """
-    parsed = parse_document(body, content_type)
+    try:
+        parsed = parse_document(body, content_type)
+    except PathologicalFeed as refused:
+        raise FeedError(f"refused: {refused}") from refused
     bozo = None
     if parsed.get("bozo"):
         exc = parsed.get("bozo_exception")
@@ -212,7 +272,13 @@ def parse_feed(body: bytes, url: str, content_type: str | None = None) -> Parsed
 
 
 def parse_document(body: bytes, content_type: str | None = None) -> Any:
-    """Run feedparser on the bytes, with only the work parse_feed needs (CPU: in a thread)."""
+    """Run feedparser on the bytes, with only the work parse_feed needs (CPU: in a thread).
+
+    Raises PathologicalFeed for a shape feedparser would take far too long over (bot.feedguard);
+    entity declarations are dropped first, so nothing the document declares is expanded.
+    """
+    body = neutralise_dtd(body)
+    prescan(body)
     headers = {"content-type": content_type} if content_type else None
     # Feed markup never reaches Telegram as markup: titles and descriptions become plain text
     # (html_to_text drops scripts, styles and every tag) and are escaped when rendered. So
@@ -236,25 +302,27 @@ def _listed_newest_first(items: Sequence[NewItem]) -> bool:
 
 
 def _entry_to_item(entry: Any, feed_url: str) -> NewItem | None:
-    title = one_line(_text(entry.get("title"), entry.get("title_detail")))
+    title = cut_at_word(one_line(_text(entry.get("title"), entry.get("title_detail"))), TITLE_MAX)
     raw_link = _entry_link(entry)
     link = clean_link(absolute(feed_url, raw_link)) if raw_link else ""
     if link and urlsplit(link).scheme not in ("http", "https"):
         link = ""  # javascript:, mailto:, data:… never become a post's link
+    if len(link) > URL_MAX:
+        raise ValueError(f"link longer than {URL_MAX} characters")
     published = _entry_time(entry)
-    summary = _entry_summary(entry)
-    guid = one_line(str(entry.get("id") or ""))
+    summary = cut_at_word(_entry_summary(entry), SUMMARY_MAX)
+    guid = _bounded_identity(one_line(str(entry.get("id") or "")[:_RAW_MAX]))
     aliases: tuple[str, ...] = ()
     if guid:
         identity = guid
         # Earlier versions let feedparser join a guid with the feed's URL (unless it was
         # isPermaLink="false", which the entry no longer tells): a piece stored under the
         # joined form is the same piece.
-        joined = absolute(feed_url, guid)
+        joined = _bounded_identity(absolute(feed_url, guid))
         if joined and joined != guid:
             aliases = (joined,)
     elif link:
-        identity = link
+        identity = _bounded_identity(link)
     elif title or summary:
         stamp = str(entry.get("published") or entry.get("updated") or "")
         digest = hashlib.sha256(f"{title}\x1f{stamp}\x1f{summary[:500]}".encode()).hexdigest()
@@ -264,18 +332,23 @@ def _entry_to_item(entry: Any, feed_url: str) -> NewItem | None:
     if not link:
         # A post must link back to the source; a permalink-style guid is the next best thing.
         candidate = absolute(feed_url, guid) if guid else ""
-        if urlsplit(candidate).scheme in ("http", "https"):
+        if urlsplit(candidate).scheme in ("http", "https") and len(candidate) <= URL_MAX:
             link = clean_link(candidate)
         else:
             return None
     categories = tuple(
         dict.fromkeys(
-            one_line(str(tag.get("term") or tag.get("label") or ""))
+            cut_at_word(
+                one_line(str(tag.get("term") or tag.get("label") or "")[:_RAW_MAX]), CATEGORY_MAX
+            )
             for tag in entry.get("tags") or []
             if isinstance(tag, dict) and (tag.get("term") or tag.get("label"))
         )
+    )[:CATEGORIES_MAX]
+    author = (
+        cut_at_word(one_line(html_to_text(str(entry.get("author") or "")[:_RAW_MAX])), AUTHOR_MAX)
+        or None
     )
-    author = one_line(html_to_text(str(entry.get("author") or ""))) or None
     content_hash = hashlib.sha256(f"{title}\x1f{summary}".encode()).hexdigest()
     return NewItem(
         identity=identity,
@@ -289,6 +362,13 @@ def _entry_to_item(entry: Any, feed_url: str) -> NewItem | None:
         content_hash=content_hash,
         aliases=aliases,
     )
+
+
+def _bounded_identity(identity: str) -> str:
+    """The identity as given, or a hash of it when it is too long to keep (never a prefix)."""
+    if len(identity) <= IDENTITY_MAX:
+        return identity
+    return "sha256:" + hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def absolute(base: str, uri: str) -> str:
@@ -330,7 +410,7 @@ def _entry_time(entry: Any) -> float | None:
 def _text(value: Any, detail: Any) -> str:
     """Plain text of a feed field: markup is stripped only when the feed says it is markup."""
     kind = str(detail.get("type") or "") if isinstance(detail, dict) else "text/html"
-    raw = str(value or "")
+    raw = str(value or "")[:_RAW_MAX]
     # "<3" or "<Middle Corridor>" in a text/plain title is text, not a tag.
     return html_to_text(raw) if "html" in kind else normalise_whitespace(raw)
 
@@ -360,7 +440,7 @@ def _entry_image(entry: Any, feed_url: str) -> str | None:
                 candidates.append(str(href))
     for candidate in candidates:
         joined = absolute(feed_url, candidate.strip())
-        if urlsplit(joined).scheme in ("http", "https"):
+        if urlsplit(joined).scheme in ("http", "https") and len(joined) <= URL_MAX:
             return joined
     return None
 

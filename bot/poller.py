@@ -16,6 +16,7 @@ import httpx
 
 from bot.clock import Clock
 from bot.feeds import FeedError, FetchResult, ParsedFeed, fetch_feed, parse_feed
+from bot.workers import RunCpu
 from storage.models import Chat, Feed, FeedStatus, Item, NewItem, PollOutcome
 from storage.store import Store
 
@@ -31,6 +32,8 @@ class PollerConfig:
     timeout: float = 15.0
     max_age: float = 2 * 86400.0
     backfill: int = 0
+    # A redirect from a public feed address to a private one is refused unless this is set.
+    allow_private: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,7 @@ class PollReport:
     queued: int = 0
     error: str | None = None
     next_delay: float = 0.0
+    error_streak: int = 0  # failed polls in a row, this one included
 
 
 # Replaces thin new items with richer ones (article text, image) before they are stored; must
@@ -68,6 +72,7 @@ class Poller:
         enrich: Enricher | None = None,
         decide: Decider | None = None,
         on_updated: UpdateHook | None = None,
+        cpu: RunCpu = asyncio.to_thread,
     ) -> None:
         self.store = store
         self.client = client
@@ -78,6 +83,9 @@ class Poller:
         self.enrich = enrich
         self.decide = decide
         self.on_updated = on_updated
+        self.cpu = cpu
+        # Told what each poll of run() did (health and metrics); set by the composition root.
+        self.on_polled: Callable[[Feed, PollReport], None] | None = None
         self._last_error: dict[int, str] = {}
         self._last_bozo: dict[int, str | None] = {}
 
@@ -95,11 +103,18 @@ class Poller:
             try:
                 report = await self.poll_once(feed)
                 delay = report.next_delay
+                if self.on_polled is not None:
+                    self.on_polled(feed, report)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("polling feed %s crashed; retrying after one interval", feed.url)
+                log.exception(
+                    "polling feed %s crashed; retrying after one interval", feed.url,
+                    extra={"feed_id": feed.id},
+                )  # fmt: skip
                 delay = self.config.interval
+                if self.on_polled is not None:
+                    self.on_polled(feed, PollReport("error", error="crashed", next_delay=delay))
 
     async def poll_once(self, feed: Feed) -> PollReport:
         """Fetch, parse and store one feed once; return what happened."""
@@ -111,6 +126,7 @@ class Poller:
             last_modified=current.last_modified,
             max_bytes=self.config.max_bytes,
             timeout=self.config.timeout,
+            allow_private=self.config.allow_private,
         )
         if result.status == "not_modified":
             delay = self._interval()
@@ -120,7 +136,7 @@ class Poller:
         if result.status == "error":
             return await self._failed(current, result.error or "unknown error", result)
         try:
-            parsed: ParsedFeed = await asyncio.to_thread(
+            parsed: ParsedFeed = await self.cpu(
                 parse_feed, result.body, result.url or current.url, result.content_type
             )
         except FeedError as exc:
@@ -152,6 +168,7 @@ class Poller:
                 len(outcome.new_items),
                 outcome.queued,
                 " (first poll: backlog marked as seen)" if not current.initialized else "",
+                extra={"feed_id": current.id},
             )
         if outcome.queued:
             self.on_queued()
@@ -170,7 +187,7 @@ class Poller:
             better = {i.identity: i for i in await self.enrich(feed, fresh)}
         except Exception:
             log.exception("enriching items of feed %s failed; storing them as the feed has them",
-                          feed.url)  # fmt: skip
+                          feed.url, extra={"feed_id": feed.id})  # fmt: skip
             return items
         return [better.get(i.identity, i) for i in items]
 
@@ -186,16 +203,17 @@ class Poller:
         if previous != error:
             log.warning(
                 "feed %s failing: %s (attempt %d; next try in %.1f s)",
-                feed.url, error, streak, delay,
+                feed.url, error, streak, delay, extra={"feed_id": feed.id},
             )  # fmt: skip
         else:
-            log.debug("feed %s still failing: %s (attempt %d)", feed.url, error, streak)
+            log.debug("feed %s still failing: %s (attempt %d)", feed.url, error, streak,
+                      extra={"feed_id": feed.id})  # fmt: skip
         self._last_error[feed.id] = error
-        return PollReport("error", error=error, next_delay=delay)
+        return PollReport("error", error=error, next_delay=delay, error_streak=streak)
 
     def _recovered(self, feed: Feed) -> None:
         if self._last_error.pop(feed.id, None) is not None:
-            log.info("feed %s recovered", feed.url)
+            log.info("feed %s recovered", feed.url, extra={"feed_id": feed.id})
 
     def _note_bozo(self, feed: Feed, parsed: ParsedFeed) -> None:
         if parsed.bozo != self._last_bozo.get(feed.id):

@@ -16,9 +16,10 @@ import httpx
 import pytest
 
 from bot.app import Runtime, make_http_client
-from bot.article import ArticleEnricher, PageFetcher, is_public_address
+from bot.article import ArticleEnricher, PageFetcher
 from bot.clock import SystemClock
 from bot.config import load_settings
+from bot.netguard import is_public_address
 from bot.summary import split_sentences
 from storage.articles import get_article
 from storage.models import ChatSettings, DeliveryState, Feed, NewItem, PostStyle
@@ -383,6 +384,14 @@ async def test_size_cap_and_content_type(
     assert image.status == "error" and "not a web page" in (image.error or "")
 
 
+class _Streamed(httpx.AsyncByteStream):
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self.body
+
+
 async def test_at_most_a_few_fetches_at_once_per_host() -> None:
     in_flight: dict[str, int] = {}
     peak: dict[str, int] = {}
@@ -393,7 +402,9 @@ async def test_at_most_a_few_fetches_at_once_per_host() -> None:
         peak[host] = max(peak.get(host, 0), in_flight[host])
         await asyncio.sleep(0.05)
         in_flight[host] -= 1
-        return httpx.Response(200, html="<html><body><p>Text.</p></body></html>")
+        # Streamed, as a network answer is (the body is read raw and decoded under the cap).
+        page = _Streamed(b"<html><body><p>Text.</p></body></html>")
+        return httpx.Response(200, headers={"Content-Type": "text/html"}, stream=page)
 
     table = {"a.test": ["93.184.216.34"], "b.test": ["93.184.216.35"]}
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as mock:

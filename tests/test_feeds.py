@@ -126,11 +126,16 @@ async def test_whole_corpus_goes_through_parse_and_store(db_path: Path) -> None:
 def test_identities_from_before_the_parser_stopped_joining_urls_are_still_recognised() -> None:
     """Up to now feedparser was given the feed's URL and joined guids with it; a piece stored
     under such an identity must be known again (or it would be posted twice). Entry by entry
-    over the whole corpus: the old identity is the new one or one of its aliases."""
+    over the whole corpus: the old identity is the new one or one of its aliases.
+
+    Except where the document declares entities of its own (2 corpus files): the bot no longer
+    expands those (an entity-expansion attack), so such a guid reads differently on purpose."""
     checked = joined = 0
     for index, path in enumerate(_corpus_files()):
         url = f"http://127.0.0.1/corpus/{index}/{path.name}"
         body = path.read_bytes()
+        if b"<!ENTITY" in body:
+            continue
         before = feedparser.parse(body, response_headers={"content-location": url}).entries
         now = parse_document(body).entries
         if len(before) != len(now):

@@ -219,7 +219,12 @@ class FeedServer(LocalServer):
             return web.Response(status=304, headers=common)
 
         body = route.body
-        gzipped = "gzip" in headers.get("accept-encoding", "").lower() and bool(body)
+        # A route that sets its own Content-Encoding serves its bytes exactly as given.
+        gzipped = (
+            "gzip" in headers.get("accept-encoding", "").lower()
+            and bool(body)
+            and "Content-Encoding" not in route.headers
+        )
         if gzipped:
             # Compressed by hand (not aiohttp's enable_compression) to control the
             # exact bytes and record that compression happened.
