@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import httpx
-from telegram.error import NetworkError, TelegramError
+from prometheus_client import CollectorRegistry
+from telegram.error import InvalidToken, TelegramError
 from telegram.ext import ApplicationBuilder, ContextTypes
 from telegram.request import HTTPXRequest
 
@@ -24,14 +26,18 @@ from bot.config import ChannelTarget, Settings
 from bot.context import SERVICES_KEY, BotApplication, BotContext, Services
 from bot.editor import Editor
 from bot.i18n import Translator
-from bot.logs import redacted
+from bot.logs import Redactor, redacted
+from bot.ops.health import Monitor, ObservedHTTPXRequest
+from bot.ops.metrics import package_version
 from bot.poller import Poller, PollerConfig
 from bot.publisher import Publisher
-from bot.ratelimit import BotApiRequest, Limits, RateLimits, TelegramRateLimiter
+from bot.ratelimit import ApiAnswerHook, BotApiRequest, Limits, RateLimits, TelegramRateLimiter
 from bot.render import Renderer
 from bot.search import attach_index
 from bot.updates import PerChatUpdateProcessor, TolerantBot
+from bot.workers import CpuWorkers
 from storage import search as index_store
+from storage.instance_lock import acquire_instance_lock
 from storage.models import ChatType
 from storage.store import Store
 
@@ -55,8 +61,13 @@ def make_http_client(settings: Settings) -> httpx.AsyncClient:
     )
 
 
-def build_application(settings: Settings, limits: RateLimits) -> BotApplication:
-    """Build PTB's Application pointed at TELEGRAM_API_URL, with our rate limiter."""
+def build_application(
+    settings: Settings, limits: RateLimits, on_answer: ApiAnswerHook | None = None
+) -> BotApplication:
+    """Build PTB's Application pointed at TELEGRAM_API_URL, with our rate limiter.
+
+    `on_answer` hears of every HTTP answer of the Bot API, on both request layers.
+    """
     assert settings.token is not None
     # Sends go through aiohttp (a third of httpx's CPU per request; stamps sends as they leave).
     request = BotApiRequest(
@@ -65,9 +76,13 @@ def build_application(settings: Settings, limits: RateLimits) -> BotApplication:
         read_timeout=20.0,
         write_timeout=20.0,
         pool_timeout=10.0,
+        on_answer=on_answer,
     )
-    updates_request = HTTPXRequest(
-        connection_pool_size=2, read_timeout=LONG_POLL_TIMEOUT + 10.0, connect_timeout=10.0
+    updates_request: HTTPXRequest = ObservedHTTPXRequest(
+        connection_pool_size=2,
+        read_timeout=LONG_POLL_TIMEOUT + 10.0,
+        connect_timeout=10.0,
+        on_answer=on_answer,
     )
     bot = TolerantBot(
         settings.token,
@@ -113,7 +128,7 @@ async def run_bot(
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger(name).level))
     clock = clock or SystemClock()
     rng = rng or random.Random()  # noqa: S311 - jitter, not security
-    with redacted([settings.token or ""]):
+    with redacted(settings.secrets):
         await _run(settings, stop, clock, rng, on_started)
 
 
@@ -124,8 +139,16 @@ async def _run(
     rng: random.Random,
     on_started: Callable[[Runtime], None] | None,
 ) -> None:
-    store = await Store.open(settings.database_path)
+    # One bot per store (InstanceLocked if another holds it); the OS drops it if we die.
+    lock = acquire_instance_lock(settings.database_path, started_at=clock.now())
+    try:
+        store = await Store.open(settings.database_path)
+    except BaseException:
+        lock.release()
+        raise
     http = make_http_client(settings)
+    # Parsing, extraction and summaries: daemon threads nothing joins at exit (bot.workers).
+    workers = CpuWorkers(threads=2)
     try:
         await attach_index(store)  # search: index new items as they are stored, and any missing
         limits = RateLimits(
@@ -140,7 +163,15 @@ async def _run(
                 ),
             ),
         )
-        application = build_application(settings, limits)
+        # Health endpoints and metrics (HEALTH_PORT); their own registry, not the global one.
+        monitor = (
+            Monitor.from_settings(settings, clock, CollectorRegistry(), package_version())
+            if settings.health_port
+            else None
+        )
+        application = build_application(
+            settings, limits, monitor.api_answered if monitor is not None else None
+        )
         translator = Translator(default_language=settings.default_language)
         renderer = Renderer(translator, settings.timezone, settings.summary_length)
         publisher = Publisher(
@@ -153,6 +184,7 @@ async def _run(
             max_attempts=settings.max_send_attempts,
             paid_broadcast=settings.paid_broadcast,
             rng=rng,
+            scrub=Redactor(settings.secrets),
         )
         services = Services(
             settings=settings,
@@ -180,20 +212,29 @@ async def _run(
                 timeout=settings.http_timeout,
                 max_age=settings.max_age,
                 backfill=settings.backfill,
+                allow_private=settings.allow_private_addresses,
             ),
             on_queued=publisher.wake,
             rng=rng,
             decide=filters.decide,
-            enrich=ArticleEnricher.from_settings(settings, store, http, clock),
+            enrich=ArticleEnricher.from_settings(settings, store, http, clock, workers.run),
             on_updated=Editor.from_settings(
-                settings, store, application.bot, renderer, clock
+                settings, store, application.bot, renderer, clock, workers.run
             ).on_updated,
+            cpu=workers.run,
         )
         runtime = Runtime(settings, services, application, poller, http)
-        await _serve(runtime, stop, on_started)
+        if monitor is None:
+            await _serve(runtime, stop, on_started)
+            return
+        monitor.attach(store=store, poller=poller, publisher=publisher, limits=limits)
+        async with monitor.serving(store, application.bot, stop):
+            await _serve(runtime, stop, on_started)
     finally:
+        workers.shutdown()
         await http.aclose()
         await store.close()
+        lock.release()
 
 
 async def _serve(
@@ -207,9 +248,11 @@ async def _serve(
         log.info("bot @%s starting: %d feed(s)", application.bot.username, len(feeds))
         await application.start()
         assert application.updater is not None
-        await application.updater.start_polling(
-            allowed_updates=handlers.ALLOWED_UPDATES, timeout=LONG_POLL_TIMEOUT
-        )
+        try:
+            await _start_updates(application, settings)
+        except BaseException:
+            await application.stop()  # else shutdown() refuses and the sessions stay open
+            raise
         # Configured channels are registered before the first poll so that nothing new is
         # missed; ones not reachable yet are retried in the background.
         unresolved = [t for t in settings.channels if not await _connect_env_channel(services, t)]
@@ -229,6 +272,8 @@ async def _serve(
 
         log.info("stopping: no new polls or updates; letting sends in flight finish")
         # The publisher stops dispatching at once, while the long poll is being wound down.
+        # One deadline for the whole stop: sends in flight and updates fetched share it.
+        deadline = services.clock.monotonic() + settings.shutdown_timeout
         publisher_stopped = asyncio.create_task(services.publisher.stop(settings.shutdown_timeout))
         await application.updater.stop()
         for task in runtime.tasks:
@@ -236,45 +281,122 @@ async def _serve(
                 task.cancel()
         unfinished = await publisher_stopped
         await asyncio.gather(*runtime.tasks, return_exceptions=True)
-        await _drain_updates(application, services, settings.shutdown_timeout)
+        await _drain_updates(application, services, deadline)
         await application.stop()
         log.info("stopped (%d send(s) left pending for the next start)", unfinished)
 
 
-async def _initialize(application: BotApplication, services: Services, stop: asyncio.Event) -> bool:
-    """Reach the Bot API (getMe), retrying while it is unreachable; False if stopped first.
+async def _start_updates(application: BotApplication, settings: Settings) -> None:
+    """Receive updates by webhook when WEBHOOK_URL is set, else by long polling.
 
-    A rejected token is final (InvalidToken propagates); a network failure at start is not:
-    the bot waits and tries again, as it does for every later network failure.
+    Either way PTB first tells Telegram (setWebhook, or deleteWebhook so that getUpdates works
+    after a webhook was used); the updates then take the same way through the application.
     """
+    assert application.updater is not None
+    if settings.webhook_url is None:
+        await application.updater.start_polling(
+            allowed_updates=handlers.ALLOWED_UPDATES, timeout=LONG_POLL_TIMEOUT
+        )
+        return
+    # PTB's server answers 403 to a request without the secret header or with a wrong one.
+    await application.updater.start_webhook(
+        listen=settings.webhook_listen,
+        port=settings.webhook_port,
+        url_path=urlsplit(settings.webhook_url).path.lstrip("/"),
+        webhook_url=settings.webhook_url,
+        secret_token=settings.webhook_secret,
+        allowed_updates=handlers.ALLOWED_UPDATES,
+    )
+    log.info(
+        "receiving updates by webhook on %s:%d%s",
+        settings.webhook_listen, settings.webhook_port, urlsplit(settings.webhook_url).path or "/",
+    )  # fmt: skip
+
+
+# What a getMe answer that is not the Bot API's may raise while PTB parses it.
+_MALFORMED_ANSWER = (KeyError, TypeError, ValueError)
+
+
+async def _initialize(application: BotApplication, services: Services, stop: asyncio.Event) -> bool:
+    """Reach the Bot API (getMe), retrying until it answers; False if stopped first.
+
+    A rejected token is final (InvalidToken propagates). Anything else (no network, a timeout,
+    a 5xx, an answer that is not the Bot API's) is waited out with backoff, 1 s doubling up to
+    START_RETRY_MAX, logged when the reason changes. Unless it succeeds, the Bot API request
+    objects are shut down here: PTB opens them before getMe and leaves them open when it fails.
+    """
+    try:
+        ready = await _reach_api(application, services.clock, stop)
+    except BaseException:
+        await application.bot.shutdown()
+        raise
+    if not ready:
+        await application.bot.shutdown()
+    return ready
+
+
+async def _reach_api(application: BotApplication, clock: Clock, stop: asyncio.Event) -> bool:
     delay = 1.0
+    last_reason: str | None = None
     while not stop.is_set():
         try:
-            await application.initialize()
-        except NetworkError as exc:  # InvalidToken is not one: it propagates
-            log.warning("cannot reach the Bot API (%s); retrying in %.0f s", exc, delay)
-            await services.clock.sleep(delay)
-            delay = min(delay * 2, START_RETRY_MAX)
+            if not await _unless_stopped(application.initialize(), stop):
+                return False
+        except InvalidToken:
+            raise
+        except (TelegramError, *_MALFORMED_ANSWER) as exc:
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+            if reason != last_reason:
+                log.warning("cannot reach the Bot API (%s); retrying in %.0f s", reason, delay)
+            else:
+                log.debug("still cannot reach the Bot API; retrying in %.0f s", delay)
+            last_reason = reason
+            if await _unless_stopped(clock.sleep(delay), stop):
+                delay = min(delay * 2, START_RETRY_MAX)
         else:
+            if last_reason is not None:
+                log.info("reached the Bot API")
             return True
     return False
 
 
-async def _drain_updates(application: BotApplication, services: Services, timeout: float) -> None:
-    """Give updates already fetched up to `timeout` to be handled, then drop the rest.
+async def _unless_stopped(work: Awaitable[None], stop: asyncio.Event) -> bool:
+    """Await `work` unless `stop` is set first, which cancels it; True when `work` finished."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+    if task.cancelled():
+        return False
+    task.result()  # raises what `work` raised
+    return True
 
-    Replies are paced per chat, so a long queue from one chat could otherwise hold the stop
-    far past the container's grace period.
+
+async def _drain_updates(application: BotApplication, services: Services, deadline: float) -> None:
+    """Let updates already fetched be handled until `deadline` (monotonic), then drop the rest.
+
+    Telegram counts fetched updates as delivered, so the dropped ones are gone for good: they
+    are counted and logged. Replies are paced per chat, so one chat's long backlog could
+    otherwise hold the stop far past the container's grace period.
     """
     queue = application.update_queue
-    deadline = services.clock.monotonic() + timeout
-    while not queue.empty() and services.clock.monotonic() < deadline:
-        await services.clock.sleep(0.05)
+    processor = application.update_processor
+    waiting = processor.waiting if isinstance(processor, PerChatUpdateProcessor) else lambda: 0
+    clock = services.clock
+    while (not queue.empty() or waiting()) and clock.monotonic() < deadline:
+        await clock.sleep(0.05)
     dropped = 0
     while not queue.empty():
         queue.get_nowait()
         queue.task_done()
         dropped += 1
+    if isinstance(processor, PerChatUpdateProcessor):
+        dropped += processor.drop_queued()
     if dropped:
         log.warning("stopping: %d update(s) fetched but not handled in time were dropped", dropped)
 

@@ -19,13 +19,15 @@ until then; so a crash repeats at most the sends that were in flight, never lose
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import math
 import random
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from telegram import Bot, LinkPreviewOptions, Message
@@ -39,10 +41,11 @@ from telegram.error import (
     TelegramError,
 )
 
+from bot.backoff import backoff
 from bot.clock import Clock
-from bot.ratelimit import RateLimits, retry_after_seconds
+from bot.ratelimit import RateLimits, retry_after_seconds, watch_accepted
 from bot.render import Post, Renderer
-from storage.models import Chat, ChatSettings, DueDelivery, Item
+from storage.models import Chat, ChatSettings, DeliveryState, DueDelivery, Item, OutcomeRecord
 from storage.store import QueueHead, Store
 
 log = logging.getLogger(__name__)
@@ -82,6 +85,9 @@ _LOAD_CHUNK = 100
 _MAX_IDLE = 30.0
 # How long the first finished send waits for others to share its commit (real seconds).
 _RECORD_DELAY = 0.005
+# Waits between tries of an outcome write the store refused.
+_STORE_RETRY_MIN = 0.5
+_STORE_RETRY_MAX = 30.0
 # Rendered posts kept: a fan-out renders a piece once per distinct chat setting, not per chat.
 _POST_CACHE = 256
 
@@ -126,52 +132,105 @@ class _Send:
         self.task: asyncio.Task[None] | None = None
 
 
-class _SentRecorder:
-    """Group commit of sent deliveries: whatever finished while one write ran goes in the next.
+class _OutcomeWriter:
+    """Writes delivery outcomes in batches, and keeps them until the store takes them.
 
-    A caller's await returns once its row is committed, so the in-flight slot it holds until
-    then bounds what a crash can repeat.
+    Whatever finished while one write ran goes into the next (group commit). A caller's await
+    returns once its record is committed, so the in-flight slot it holds until then bounds what
+    a crash can repeat. A write the store refuses (disk full, database locked, I/O error) is
+    not dropped: the records stay in memory, in order, and the write is tried again with
+    backoff for as long as it takes, while `down` tells the publisher to start nothing new.
+    So while the process lives, a send Telegram accepted is never sent again; only a kill
+    during an outage can lose what was still held, and then only those sends can repeat.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, clock: Clock, on_down: Callable[[], None]) -> None:
         self.store = store
-        self._rows: list[tuple[int, int | None, float]] = []
-        self._batch: asyncio.Future[None] | None = None
+        self.clock = clock
+        self.on_down = on_down
+        self.down = False
+        self.up = asyncio.Event()
+        self.up.set()
+        self._queue: list[tuple[OutcomeRecord, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
 
-    async def sent(self, delivery_id: int, message_id: int | None, at: float) -> None:
-        self._rows.append((delivery_id, message_id, at))
-        if self._batch is None:
-            self._batch = asyncio.get_running_loop().create_future()
-        batch = self._batch
+    @property
+    def held(self) -> int:
+        """Records not written yet."""
+        return len(self._queue)
+
+    async def record(self, record: OutcomeRecord) -> None:
+        """Queue `record` for the next commit and wait until it is committed."""
+        done = asyncio.get_running_loop().create_future()
+        self._queue.append((record, done))
         if self._writer is None:
-            self._writer = asyncio.create_task(self._write(), name="record-sent")
+            self._writer = asyncio.create_task(self._write(), name="record-outcomes")
         # Shielded: a caller cancelled at shutdown must not cancel the others' commit.
-        await asyncio.shield(batch)
+        await asyncio.shield(done)
 
     async def _write(self) -> None:
         try:
             # Let the sends finishing about now join this transaction: fewer, larger commits.
             await asyncio.sleep(_RECORD_DELAY)
-            while self._rows:
-                rows, batch = self._rows, self._batch
-                self._rows, self._batch = [], None
-                assert batch is not None
+            backoff = _STORE_RETRY_MIN
+            while self._queue:
+                batch, self._queue = self._queue, []
                 try:
-                    await self.store.mark_sent_many(rows)
+                    await self.store.record_outcomes([record for record, _ in batch])
                 except Exception as exc:
-                    log.exception("recording %d sent deliveries failed", len(rows))
-                    batch.set_exception(exc)
-                    batch.exception()  # retrieved: every waiter sees it, none is left unseen
-                else:
-                    batch.set_result(None)
+                    self._queue[:0] = batch  # kept, in order, ahead of anything newer
+                    self._went_down(exc)
+                    await self.clock.sleep(backoff)
+                    backoff = min(backoff * 2, _STORE_RETRY_MAX)
+                    continue
+                backoff = _STORE_RETRY_MIN
+                self._came_up(len(batch))
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
         finally:
             self._writer = None
 
-    async def drain(self) -> None:
-        """Wait until every recorded send is committed."""
-        while self._writer is not None:
-            await asyncio.shield(self._writer)
+    def _went_down(self, exc: Exception) -> None:
+        if not self.down:
+            self.down = True
+            self.up.clear()
+            log.error(
+                "the store cannot be written (%s: %s): %d outcome(s) held in memory and retried; "
+                "nothing new is sent until the store takes writes again",
+                type(exc).__name__, exc, len(self._queue),
+            )  # fmt: skip
+            self.on_down()
+
+    def _came_up(self, written: int) -> None:
+        if self.down:
+            self.down = False
+            self.up.set()
+            log.warning("the store takes writes again: %d held outcome(s) recorded; sending "
+                        "resumes", written)  # fmt: skip
+
+    async def drain(self, timeout: float) -> int:
+        """Wait up to `timeout` s for every record to be written; return how many were not."""
+        writer = self._writer
+        if writer is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(writer), timeout)
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        left = self._queue
+        sent = sum(1 for record, _ in left if record.state is DeliveryState.SENT)
+        if left:
+            log.error(
+                "stopping with %d outcome(s) the store would not take (%d of them sends): "
+                "those pieces may be sent again at the next start", len(left), sent,
+            )  # fmt: skip
+        for _, done in left:
+            if not done.done():
+                done.cancel()
+        self._queue = []
+        return len(left)
 
 
 class Publisher:
@@ -192,6 +251,7 @@ class Publisher:
         lookahead: int | None = None,
         rng: random.Random | None = None,
         on_chat_problem: ChatProblemHook | None = None,
+        scrub: Callable[[str], str] = str,
     ) -> None:
         self.store = store
         self.bot = bot
@@ -210,8 +270,13 @@ class Publisher:
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self._unreachable_streak = 0  # failed sends in a row with no answer from Telegram
         self.on_chat_problem = on_chat_problem
+        # Applied to every error text before it is stored or logged (the token, any spelling).
+        self.scrub = scrub
+        # Told each delivery's outcome (health and metrics); a retry that spent the last
+        # attempt is reported as FAILED. Set by the composition root.
+        self.on_outcome: Callable[[Chat, Outcome], None] | None = None
         self.stats = dict.fromkeys(Outcome, 0)
-        self._recorder = _SentRecorder(store)
+        self._writer = _OutcomeWriter(store, clock, on_down=self._hold_back)
         self._sends: dict[int, _Send] = {}  # by chat id: one send per chat at a time
         self._unstamped = 0
         self._new_work = asyncio.Event()
@@ -229,11 +294,25 @@ class Publisher:
     def in_flight(self) -> int:
         return len(self._sends)
 
+    @property
+    def store_writable(self) -> bool:
+        """False while the store refuses the outcome writes (nothing new is sent meanwhile)."""
+        return not self._writer.down
+
+    @property
+    def outcomes_held(self) -> int:
+        """Outcomes known in memory but not yet written to the store."""
+        return self._writer.held
+
     # ------------------------------------------------------------------ scheduling
 
     async def run(self) -> None:
         """Send due deliveries until stop() is called."""
         while not self._stopping.is_set():
+            if self._writer.down:
+                # The store refuses writes: start nothing new until it takes them again.
+                await _first(self._writer.up.wait(), self._stopping.wait())
+                continue
             try:
                 look_again = await self._pass()
             except Exception:
@@ -271,8 +350,8 @@ class Publisher:
             for due in await self.store.due_by_ids(chunk, self.clock.now()):
                 if not await self._wait_capacity():
                     return None
-                if self._new_work.is_set():
-                    return None  # something newer may come first: read the queues again
+                if self._new_work.is_set() or self._writer.down:
+                    return None  # something newer may come first, or the store is down
                 chat_ready = self.limits.chat_ready_at(due.chat.id)
                 if chat_ready > self.clock.monotonic():
                     # A handler's reply took the chat's window meanwhile.
@@ -320,6 +399,13 @@ class Publisher:
         self._unstamped += 1
         send.task = asyncio.create_task(self._send_task(due, send), name=f"send-{due.delivery.id}")
 
+    def _hold_back(self) -> None:
+        """The store went down: sends still waiting in the limiter have not left; they go back
+        to the outbox (pending, no attempt spent) instead of adding to what must be held."""
+        for send in list(self._sends.values()):
+            if not send.stamped and send.task is not None:
+                send.task.cancel()
+
     def _stamped(self, send: _Send) -> None:
         if not send.stamped:
             send.stamped = True
@@ -333,11 +419,26 @@ class Publisher:
                 send.more = True  # the row waits for a retry, or the chat's queue changed
         except asyncio.CancelledError:
             raise
-        except Exception:
-            # A bug, not an expected failure: keep the row pending and try again later.
+        except Exception as exc:
+            # A bug, not an expected failure: the row waits and the try counts as an attempt,
+            # so a send that always crashes ends as failed after MAX_SEND_ATTEMPTS.
             send.more = True
-            log.exception("delivery %d to chat %d crashed", due.delivery.id, due.chat.id)
-            await self.store.mark_retry(due.delivery.id, "internal error", self.clock.now() + 60.0)
+            log.exception("delivery %d to chat %d crashed", due.delivery.id, due.chat.id,
+                          extra=_ids(due))  # fmt: skip
+            now = self.clock.now()
+            error = self.describe(exc, prefix="internal error")
+            spent = due.delivery.attempts + 1 >= self.max_attempts
+            await self._writer.record(
+                OutcomeRecord(
+                    due.delivery.id,
+                    DeliveryState.FAILED if spent else DeliveryState.PENDING,
+                    now,
+                    error=error,
+                    next_attempt_at=now + 60.0,
+                    event="send_failed" if spent else "send_error",
+                    chat_id=due.chat.id,
+                )
+            )
         finally:
             if not send.stamped:
                 self._unstamped -= 1
@@ -356,72 +457,112 @@ class Publisher:
     async def deliver(
         self, due: DueDelivery, *, on_stamp: Callable[[], None] | None = None
     ) -> SendResult:
-        """Send one delivery, record the outcome in the store, and return it."""
+        """Send one delivery, record the outcome in the store, and return it.
+
+        The outcome goes through the writer, which keeps it until the store takes it: a send
+        Telegram accepted stays marked as sent in memory (its chat held) through any outage.
+        """
         delivery, chat = due.delivery, due.chat
         result = await self.send(chat, due.item, on_stamp=on_stamp)
         now = self.clock.now()
         self.stats[result.outcome] += 1
+        if self.on_outcome is not None:
+            spent = result.outcome is Outcome.RETRY and delivery.attempts + 1 >= self.max_attempts
+            self.on_outcome(chat, Outcome.FAILED if spent else result.outcome)
         error = result.error or ""
-        if result.outcome is Outcome.MIGRATED:
+        record = partial(OutcomeRecord, delivery.id, at=now, error=error, chat_id=chat.id)
+        if result.outcome is Outcome.SENT:
+            self._unreachable_streak = 0
+            await self._writer.record(
+                OutcomeRecord(delivery.id, DeliveryState.SENT, now, message_id=result.message_id)
+            )
+        elif result.outcome is Outcome.MIGRATED:
             new_id = result.new_chat_id
             assert new_id is not None
-            log.info("chat %d migrated to %d; resending there", chat.id, new_id)
+            log.info("chat %d migrated to %d; resending there", chat.id, new_id, extra=_ids(due))
             moved = await self.store.migrate_chat(chat.id, new_id, now)
             await self.store.record_event("migrated", f"{chat.id} -> {new_id}", now, chat_id=new_id)
             if moved is not None:
                 # The outbox row moved with the chat; the next pass sends it to the new id.
                 self._new_work.set()
-            return result
-        if result.outcome is Outcome.SENT:
-            self._unreachable_streak = 0
-            await self._recorder.sent(delivery.id, result.message_id, now)
         elif result.outcome is Outcome.RATE_LIMITED:
-            await self.store.mark_retry(
-                delivery.id, error, now + (result.retry_after or 1.0), count_attempt=False
-            )
-            await self.store.record_event("429", error, now, chat_id=chat.id)
+            # Bounded by Telegram's retry_after, not by attempts.
+            wait = now + (result.retry_after or 1.0)
+            await self._writer.record(
+                record(state=DeliveryState.PENDING, next_attempt_at=wait, count_attempt=False,
+                       event="429")
+            )  # fmt: skip
         elif result.outcome is Outcome.NO_ACCESS:
-            await self.store.record_event("no_access", error, now, chat_id=chat.id)
+            await self._writer.record(
+                record(state=DeliveryState.PENDING, next_attempt_at=now, count_attempt=False,
+                       event="no_access")
+            )  # fmt: skip
             if self.on_chat_problem is not None and not chat.type.is_private:
                 # The hook owns channels and groups: it deactivates one the bot has left and
                 # pauses one where it lacks a right (marking this row failed, telling admins).
                 await self.on_chat_problem(chat, error)
             else:
-                log.warning("chat %d refuses the bot (%s); deactivating it", chat.id, error)
+                log.warning("chat %d refuses the bot (%s); deactivating it", chat.id, error,
+                            extra=_ids(due))  # fmt: skip
                 await self.store.deactivate_chat(chat.id, error, now)
                 if self.on_chat_problem is not None:
                     await self.on_chat_problem(chat, error)
         elif result.outcome is Outcome.UNREACHABLE:
-            # However long Telegram is out of reach, the post waits: attempts are not spent.
+            # However long Telegram is out of reach, the post waits: attempts are not spent;
+            # the wait between tries grows to UNREACHABLE_BACKOFF_MAX.
             self._unreachable_streak += 1
-            step = min(self._unreachable_streak, 6)
-            delay = min(UNREACHABLE_BACKOFF_MAX, 5.0 * 2**step) * (0.75 + self.rng.random() / 2)
-            await self.store.mark_retry(delivery.id, error, now + delay, count_attempt=False)
-            await self.store.record_event("send_error", error, now, chat_id=chat.id)
+            delay = backoff(self._unreachable_streak, 5.0, UNREACHABLE_BACKOFF_MAX, self.rng)
+            await self._writer.record(
+                record(state=DeliveryState.PENDING, next_attempt_at=now + delay,
+                       count_attempt=False, event="send_error")
+            )  # fmt: skip
         elif result.outcome is Outcome.FAILED or delivery.attempts + 1 >= self.max_attempts:
-            log.error("delivery %d to chat %d failed: %s", delivery.id, chat.id, error)
-            await self.store.mark_failed(delivery.id, error, now)
-            await self.store.record_event("send_failed", error, now, chat_id=chat.id)
+            log.error("delivery %d to chat %d failed: %s", delivery.id, chat.id, error,
+                      extra=_ids(due))  # fmt: skip
+            await self._writer.record(record(state=DeliveryState.FAILED, event="send_failed"))
         else:
-            delay = min(3600.0, 5.0 * 2**delivery.attempts) * (0.75 + self.rng.random() / 2)
+            delay = backoff(delivery.attempts, 5.0, 3600.0, self.rng)
             log.warning(
                 "delivery %d to chat %d: %s; retry %d in %.0f s",
-                delivery.id, chat.id, error, delivery.attempts + 1, delay,
+                delivery.id, chat.id, error, delivery.attempts + 1, delay, extra=_ids(due),
             )  # fmt: skip
-            await self.store.mark_retry(delivery.id, error, now + delay)
-            await self.store.record_event("send_error", error, now, chat_id=chat.id)
+            await self._writer.record(
+                record(state=DeliveryState.PENDING, next_attempt_at=now + delay,
+                       event="send_error")
+            )  # fmt: skip
         return result
 
     async def send(
         self, chat: Chat, item: Item, *, on_stamp: Callable[[], None] | None = None
     ) -> SendResult:
-        """Render `item` for `chat` and send it; translate Telegram's answer into a SendResult."""
+        """Render `item` for `chat` and send it; translate Telegram's answer into a SendResult.
+
+        An answer `ok: true` is a sent message even when its body cannot be read as one.
+        """
         post = self._post(item, chat.settings, allow_photo=True)
+        with watch_accepted() as accepted:
+            try:
+                return await self._send_with_fallback(chat, item, post, on_stamp)
+            except TelegramError:
+                raise
+            except Exception:
+                if not accepted.ok:
+                    raise
+                log.warning("Telegram accepted the post to chat %d but its answer could not be "
+                            "read; recorded as sent", chat.id, exc_info=True)  # fmt: skip
+                result = accepted.result
+                message_id = result.get("message_id") if isinstance(result, dict) else None
+                return SendResult(Outcome.SENT, message_id if isinstance(message_id, int) else None)
+
+    async def _send_with_fallback(
+        self, chat: Chat, item: Item, post: Post, on_stamp: Callable[[], None] | None
+    ) -> SendResult:
         try:
             message = await self._send_post(chat, post, on_stamp)
         except BadRequest as exc:
             if post.is_photo and _mentions(exc, _PHOTO_PROBLEMS):
-                log.info("photo for item %d refused (%s); sending text", item.id, exc.message)
+                log.info("photo for item %d refused (%s); sending text", item.id, exc.message,
+                         extra={"item_id": item.id, "chat_id": chat.id})  # fmt: skip
                 text_post = self._post(item, chat.settings, allow_photo=False)
                 try:
                     message = await self._send_post(chat, text_post, on_stamp)
@@ -432,6 +573,12 @@ class Publisher:
         except TelegramError as exc:
             return self._classify(chat, exc)
         return SendResult(Outcome.SENT, message.message_id)
+
+    def describe(self, exc: BaseException, *, prefix: str = "") -> str:
+        """The one way an error becomes text here: stored, logged, shown in /why; secrets
+        (the token, in any spelling) scrubbed."""
+        text = f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"
+        return self.scrub(f"{prefix}: {text}" if prefix else text)
 
     def _post(self, item: Item, settings: ChatSettings, *, allow_photo: bool) -> Post:
         """Render through a small cache: a fan-out sends one piece to many alike chats."""
@@ -472,7 +619,7 @@ class Publisher:
         return await self.bot.send_message(text=post.html, link_preview_options=preview, **common)  # type: ignore[arg-type]
 
     def _classify(self, chat: Chat, exc: TelegramError) -> SendResult:
-        text = f"{type(exc).__name__}: {exc.message}"
+        text = self.describe(exc)
         if isinstance(exc, ChatMigrated):
             return SendResult(Outcome.MIGRATED, error=text, new_chat_id=int(exc.new_chat_id))
         if isinstance(exc, RetryAfter):
@@ -509,13 +656,16 @@ class Publisher:
         tasks: Sequence[asyncio.Task[None]] = [
             s.task for s in self._sends.values() if s.task is not None
         ]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         pending: set[asyncio.Task[None]] = set()
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=timeout)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        await self._recorder.drain()
+        # What was answered is written now; a store that still refuses gets what time is left.
+        await self._writer.drain(max(deadline - loop.time(), 0.5))
         log.info(
             "publisher stopped: %s; %d send(s) written later than stamped (longest %.3f s)",
             ", ".join(f"{n} {outcome}" for outcome, n in self.stats.items() if n) or "no sends",
@@ -526,6 +676,21 @@ class Publisher:
         return len(pending)
 
 
+async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
+    """Wait until the first of `waits` finishes; cancel the others."""
+    tasks = [asyncio.create_task(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
 def _mentions(exc: TelegramError, needles: tuple[str, ...]) -> bool:
     message = exc.message.lower()
     return any(needle in message for needle in needles)
+
+
+def _ids(due: DueDelivery) -> dict[str, int]:
+    """The ids a log line about `due` carries (fields of a JSON log line)."""
+    return {"delivery_id": due.delivery.id, "chat_id": due.chat.id, "item_id": due.item.id}

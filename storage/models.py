@@ -206,6 +206,26 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
+class OutcomeRecord:
+    """What became of one send, to be written to its delivery row (and the event log).
+
+    `state` is SENT (with the message id), FAILED (given up), or PENDING: a retry at
+    `next_attempt_at`, spending an attempt when `count_attempt`. Rows are only ever changed
+    while pending, so writing the same record twice changes nothing the second time.
+    """
+
+    delivery_id: int
+    state: DeliveryState
+    at: float
+    message_id: int | None = None
+    error: str | None = None
+    next_attempt_at: float | None = None
+    count_attempt: bool = True
+    event: str | None = None  # the kind of event to log with `error` as its detail
+    chat_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class DueDelivery:
     """A pending delivery joined with what the publisher needs to send it."""
 

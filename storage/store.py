@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,7 +16,8 @@ from typing import Any
 
 import aiosqlite
 
-from storage.migrations import migrate
+from storage.backup import backup_before_migration, readonly_uri
+from storage.migrations import MIGRATIONS, migrate
 from storage.models import (
     Chat,
     ChatSettings,
@@ -26,6 +30,7 @@ from storage.models import (
     Item,
     ItemOrigin,
     NewItem,
+    OutcomeRecord,
     PollOutcome,
 )
 
@@ -55,6 +60,21 @@ class QueueHead:
 # Runs inside store_poll's transaction with the items it inserted or changed (e.g. the search
 # index keeping itself in step with the items table).
 ItemHook = Callable[[aiosqlite.Connection, Sequence[Item]], Awaitable[None]]
+# Told of each write transaction: its seconds, and whether SQLite took it (False: the store
+# could not be written: locked by another process, read-only, disk full, I/O error).
+WriteHook = Callable[[float, bool], None]
+# Told how many seconds a search query took (storage.search).
+SearchHook = Callable[[float], None]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxDepth:
+    """The outbox at a glance, for readiness and metrics."""
+
+    pending: int
+    due: int  # pending and next_attempt_at <= now: not held for a retry
+    oldest_due_at: float | None  # when the longest-waiting due row became due
+
 
 _ITEM_COLUMNS = (
     "i.id, i.feed_id, i.lang, i.identity, i.link, i.title, i.summary, i.author, i.image_url, "
@@ -68,6 +88,10 @@ _DELIVERY_COLUMNS = (
     "d.id, d.item_id, d.chat_id, d.state, d.priority, d.attempts, d.next_attempt_at, "
     "d.last_error, d.message_id, d.created_at, d.sent_at"
 )
+
+
+class SchemaMismatchError(RuntimeError):
+    """A store opened read-only is at another schema version than this code's."""
 
 
 class Store:
@@ -84,9 +108,17 @@ class Store:
 
     @classmethod
     async def open(cls, path: str | Path) -> Store:
-        """Open (creating if needed) the SQLite file at `path` and bring its schema up to date."""
+        """Open (creating if needed) the SQLite file at `path` and bring its schema up to date.
+
+        A new file is created 0600 (its -wal and -shm files take its mode); an existing one
+        that needs a migration is first copied beside itself (storage.backup).
+        """
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+            except FileExistsError:
+                await asyncio.to_thread(backup_before_migration, Path(path))
         conn = await aiosqlite.connect(str(path), isolation_level=None)
         conn.row_factory = sqlite3.Row
         try:
@@ -100,20 +132,73 @@ class Store:
             raise
         return cls(conn)
 
+    @classmethod
+    async def open_readonly(cls, path: str | Path) -> Store:
+        """Open an existing store for reading only: never created, never migrated.
+
+        Raises FileNotFoundError for a missing file and SchemaMismatchError when its schema is
+        not the one this code reads. Works while the bot is writing (WAL).
+        """
+        uri = await asyncio.to_thread(readonly_uri, Path(path))
+        conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        try:
+            await conn.execute("PRAGMA busy_timeout = 5000")
+            async with conn.execute("PRAGMA user_version") as cursor:
+                row = await cursor.fetchone()
+            found, expected = (int(row[0]) if row else 0), MIGRATIONS[-1].version
+            if found != expected:
+                raise SchemaMismatchError(
+                    f"the store {path} has schema version {found}; this code reads {expected}"
+                )
+        except BaseException:
+            await conn.close()
+            raise
+        return cls(conn)
+
     async def close(self) -> None:
         async with self._lock:
             await self._conn.close()
 
+    # Timing and outcome hooks (health and metrics); set by the composition root.
+    on_write: WriteHook | None = None
+    on_search: SearchHook | None = None
+
     @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _tx(self, *, durable: bool = False) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
+            started = time.perf_counter()  # the transaction's own time, not the lock's wait
             try:
-                yield self._conn
-            except BaseException:
-                await self._conn.rollback()
+                if durable:
+                    await self._conn.execute("PRAGMA synchronous = FULL")
+                try:
+                    await self._conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield self._conn
+                    except BaseException:
+                        await self._conn.rollback()
+                        raise
+                    await self._conn.commit()
+                finally:
+                    if durable:
+                        await self._conn.execute("PRAGMA synchronous = NORMAL")
+            except sqlite3.DatabaseError as exc:
+                if self.on_write is not None and _cannot_write(exc):
+                    self.on_write(time.perf_counter() - started, False)
                 raise
-            await self._conn.commit()
+            if self.on_write is not None:
+                self.on_write(time.perf_counter() - started, True)
+
+    async def probe_write(self) -> None:
+        """Commit a real (self-cancelling) write, so an idle bot notices a store it cannot write.
+
+        A no-op UPDATE would not do: SQLite skips writing a row overwritten by the same bytes.
+        """
+        async with self._tx() as conn:
+            cursor = await conn.execute(
+                "INSERT INTO events (at, kind, detail) VALUES (0, 'write_probe', '')"
+            )
+            await conn.execute("DELETE FROM events WHERE id = ?", (cursor.lastrowid,))
 
     async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         async with self._lock, self._conn.execute(sql, params) as cursor:
@@ -499,6 +584,51 @@ class Store:
                 found[due.delivery.id] = due
         return [found[i] for i in delivery_ids if i in found]
 
+    async def record_outcomes(
+        self, records: Sequence[OutcomeRecord], *, durable: bool = True
+    ) -> None:
+        """Write the outcomes of several sends in one transaction.
+
+        A batch that records a send is committed with synchronous=FULL: once this returns,
+        a power loss cannot take the record back and let the piece be sent again. (Other
+        commits run with NORMAL, which in WAL mode may lose the last ones on a power loss
+        but never corrupts the file: a lost retry or poll is simply done again.)
+        `durable=False` exists only to measure what FULL costs (bench/durability_bench.py).
+        """
+        sent = [r for r in records if r.state is DeliveryState.SENT]
+        async with self._tx(durable=durable and bool(sent)) as conn:
+            if sent:
+                await conn.executemany(
+                    "UPDATE deliveries SET state = 'sent', message_id = ?, sent_at = ?, "
+                    "attempts = attempts + 1, last_error = NULL "
+                    "WHERE id = ? AND state = 'pending'",
+                    [(r.message_id, r.at, r.delivery_id) for r in sent],
+                )
+            retries = [r for r in records if r.state is DeliveryState.PENDING]
+            if retries:
+                await conn.executemany(
+                    "UPDATE deliveries SET attempts = attempts + ?, last_error = ?, "
+                    "next_attempt_at = ? WHERE id = ? AND state = 'pending'",
+                    [
+                        (int(r.count_attempt), (r.error or "")[:500], r.next_attempt_at,
+                         r.delivery_id)
+                        for r in retries
+                    ],
+                )  # fmt: skip
+            failed = [r for r in records if r.state is DeliveryState.FAILED]
+            if failed:
+                await conn.executemany(
+                    "UPDATE deliveries SET state = 'failed', attempts = attempts + 1, "
+                    "last_error = ?, sent_at = ? WHERE id = ? AND state = 'pending'",
+                    [((r.error or "")[:500], r.at, r.delivery_id) for r in failed],
+                )
+            events = [r for r in records if r.event]
+            if events:
+                await conn.executemany(
+                    "INSERT INTO events (at, kind, chat_id, detail) VALUES (?, ?, ?, ?)",
+                    [(r.at, r.event, r.chat_id, (r.error or "")[:500]) for r in events],
+                )
+
     async def mark_sent_many(self, sent: Sequence[tuple[int, int | None, float]]) -> None:
         """Record several sends (delivery id, message id, time) in one transaction."""
         async with self._tx() as conn:
@@ -543,6 +673,19 @@ class Store:
         for row in rows:
             counts[DeliveryState(row[0])] = int(row[1])
         return counts
+
+    async def outbox_depth(self, now: float) -> OutboxDepth:
+        """Count pending deliveries and those due at `now` (pending rows only, by their index)."""
+        row = await self._fetchone(
+            "SELECT COUNT(*), TOTAL(next_attempt_at <= ?), "
+            "MIN(CASE WHEN next_attempt_at <= ? THEN next_attempt_at END) "
+            "FROM deliveries WHERE state = 'pending'",
+            (now, now),
+        )
+        if row is None:
+            return OutboxDepth(0, 0, None)
+        oldest = None if row[2] is None else float(row[2])
+        return OutboxDepth(int(row[0]), int(row[1]), oldest)
 
     async def prune_deliveries(self, older_than: float, *, chunk: int = 10_000) -> int:
         """Delete finished delivery rows older than `older_than`; items are kept for search."""
@@ -762,3 +905,10 @@ def _delivery(row: sqlite3.Row, offset: int = 0) -> Delivery:
 
 def _due(row: sqlite3.Row) -> DueDelivery:
     return DueDelivery(delivery=_delivery(row, 0), item=_item(row, 11), chat=_chat(row, 25))
+
+
+def _cannot_write(exc: sqlite3.DatabaseError) -> bool:
+    """Whether a failed write means the store itself refuses writes (not a bad statement)."""
+    return not isinstance(
+        exc, sqlite3.IntegrityError | sqlite3.ProgrammingError | sqlite3.DataError
+    )

@@ -97,6 +97,7 @@ async def engine(
     unpaid_rate: int | None = None,
     server_rate: int | None = None,
     concurrency: int = 32,
+    max_attempts: int = 6,
 ) -> AsyncIterator[Engine]:
     """A running publisher on virtual time, its chats subscribed, and the fake server."""
     clock = ManualClock()
@@ -121,8 +122,9 @@ async def engine(
         await bot.initialize()
         renderer = Renderer(Translator(default_language="en"), "Asia/Baku", 600)
         publisher = Publisher(
-            store, bot, renderer, limits, clock, concurrency=concurrency, paid_broadcast=paid
-        )
+            store, bot, renderer, limits, clock, concurrency=concurrency, paid_broadcast=paid,
+            max_attempts=max_attempts,
+        )  # fmt: skip
         runner = asyncio.create_task(publisher.run())
         try:
             yield Engine(publisher, limits, store, api, clock)

@@ -18,7 +18,7 @@ import re
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -250,6 +250,7 @@ class _Fault:
     parameters: JSONDict | None
     times: int
     html_page: bool = False  # answer with nginx's HTML error page instead of JSON
+    raw_body: str | None = None  # answer with this body as it is (status error_code)
 
 
 @dataclass(slots=True)
@@ -379,6 +380,11 @@ class FakeBotApi(LocalServer):
         self._inline_ids = itertools.count(1)
         self._synthetic_chat_ids = itertools.count(1)
         self._faults: list[_Fault] = []
+        self._odd_success: dict[str, int] = {}
+        self._redirect_loops: dict[str, int] = {}
+        # Awaited after a call succeeded, before it is answered: a test can act "while the
+        # request is in flight" (take a lock, limit the bot's files, stop the clock).
+        self.before_success: Callable[[ApiCall], Awaitable[None]] | None = None
         self._forbidden: dict[ChatRef, str] = {}
         self._migrated: dict[ChatRef, int] = {}
         self._windows: dict[tuple[str, int | None], _Window] = {}
@@ -564,6 +570,26 @@ class FakeBotApi(LocalServer):
         fault.html_page = status != 500
         self._faults.append(fault)
 
+    def redirect_loop(self, method: str, times: int = 1) -> None:
+        """Answer the next ``times`` calls of ``method`` with a redirect to themselves, as a
+        misconfigured proxy might: a client that follows it ends in "too many redirects",
+        with the request's URL (the token in it) in its error text."""
+        self._redirect_loops[method] = self._redirect_loops.get(method, 0) + times
+
+    def odd_success(self, method: str, times: int = 1) -> None:
+        """Accept the next ``times`` calls of ``method`` but answer ``ok: true`` with a result
+        that is not the object the method returns (the call still counts as done)."""
+        self._odd_success[method] = self._odd_success.get(method, 0) + times
+
+    def garbage(
+        self, method: str | None, times: int = 1, *, body: str = "<h1>It works!</h1>"
+    ) -> None:
+        """Answer the next ``times`` calls with status 200 and ``body`` instead of Bot API JSON.
+
+        What a captive portal or a misconfigured proxy in front of the Bot API answers.
+        """
+        self._faults.append(_Fault(_method_set(method), None, 200, "", None, times, raw_body=body))
+
     # -- chats, users, members ----------------------------------------------------------
 
     def add_chat(
@@ -730,6 +756,10 @@ class FakeBotApi(LocalServer):
         method = self._method_names.get(raw_method.lower(), raw_method)
         call = ApiCall(method=method, params=params, at=self.clock(), files=files)
         self.calls.append(call)
+        if self._redirect_loops.get(method, 0) > 0:
+            self._redirect_loops[method] -= 1
+            call.status = 302
+            raise web.HTTPFound(location=str(request.url))
         try:
             if request.match_info["token"] != self.token:
                 raise ApiError(401, "Unauthorized")
@@ -756,6 +786,13 @@ class FakeBotApi(LocalServer):
             call.description = error.body
             return web.Response(text=error.body, status=error.status, content_type="text/html")
         call.ok, call.status, call.result = True, 200, result
+        if self.before_success is not None:
+            await self.before_success(call)
+        if self._odd_success.get(method, 0) > 0:
+            # Accepted (the message exists, as far as the test is concerned), but the body
+            # is nothing a client can read as a Message: what a broken proxy or emulator says.
+            self._odd_success[method] -= 1
+            return web.json_response({"ok": True, "result": {"accepted": True}})
         return web.json_response({"ok": True, "result": result})
 
     async def _read_params(self, request: web.Request) -> tuple[JSONDict, dict[str, FileUpload]]:
@@ -825,6 +862,8 @@ class FakeBotApi(LocalServer):
             fault.times -= 1
             if fault.times <= 0:
                 self._faults.remove(fault)
+            if fault.raw_body is not None:
+                raise _RawError(fault.error_code, fault.raw_body)
             if fault.html_page:
                 raise _RawError(fault.error_code, _nginx_page(fault.error_code))
             raise ApiError(fault.error_code, fault.description, fault.parameters)

@@ -1,0 +1,62 @@
+"""The token never reaches the store, a log or a message, whatever Telegram's path answers."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from urllib.parse import quote
+
+from storage.models import DeliveryState
+from tests.fakes.botapi import FakeBotApi
+from tests.fakes.feedserver import FeedServer
+from tests.support import TOKEN, bot_env, running_bot
+from tests.test_pipeline_e2e import feed
+
+SECRET_PART = TOKEN.split(":", 1)[1]
+
+
+def spellings() -> list[str]:
+    return [TOKEN, quote(TOKEN, safe=""), SECRET_PART]
+
+
+async def test_an_error_that_carries_the_token_is_scrubbed_before_it_is_stored(
+    api: FakeBotApi, feed_server: FeedServer, db_path: Path
+) -> None:
+    """A redirect loop on sendMessage: the client's error names the URL, /bot<token>/… in it.
+    Before, that text went to events.detail and deliveries.last_error, and /why showed it."""
+    channel = -1_001_800_000_001
+    api.add_chat(channel, "channel", title="Channel")
+    feed_server.set("/en/rss", feed(1))
+    env = bot_env(api.url, {"en": feed_server.url("/en/rss")}, db_path, CHANNELS=f"en={channel}")
+    async with running_bot(env):
+        await api.wait_for(lambda a: len(a.calls_to("getUpdates")) >= 1, timeout=10)
+        await feed_server_polled(feed_server)
+        # aiohttp gives up after ten requests of a redirect loop: exactly one send.
+        api.redirect_loop("sendMessage", times=10)
+        feed_server.set("/en/rss", feed(1, 2))
+        await api.wait_for(lambda a: a.calls_to("sendMessage") != [], timeout=10)
+        await api.wait_sent(1, channel, timeout=60)  # the retry goes through
+    with sqlite3.connect(db_path) as conn:
+        errors = [r[0] for r in conn.execute("SELECT detail FROM events")]
+        errors += [r[0] or "" for r in conn.execute("SELECT last_error FROM deliveries")]
+        states = [r[0] for r in conn.execute("SELECT state FROM deliveries")]
+    assert any("redirect" in e.lower() for e in errors), errors
+    assert any("<redacted>" in e for e in errors), errors
+    for text in errors:
+        for secret in spellings():
+            assert secret not in text
+    assert states == [DeliveryState.SENT.value]
+    # And not a byte of it anywhere in the store's files.
+    for path in db_path.parent.glob(db_path.name + "*"):
+        data = path.read_bytes()
+        for secret in spellings():
+            assert secret.encode() not in data, path
+
+
+async def feed_server_polled(server: FeedServer) -> None:
+    for _ in range(200):
+        if server.requests_to("/en/rss"):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the feed was never polled")

@@ -1,0 +1,160 @@
+"""A send Telegram accepted is never sent again while the process lives: not when the store
+refuses the write that records it, not when Telegram's answer cannot be read. Every failed
+send spends an attempt; outages (the store's included) spend none."""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import sqlite3
+import time
+from pathlib import Path
+
+from bot.publisher import Outcome
+from tests.fakes.botapi import ApiCall, FakeBotApi
+from tests.fakes.feedserver import FeedServer
+from tests.support import TOKEN, bot_env
+from tests.test_crash import BotProcess, feed
+from tests.test_publisher import PRIVATE, _chats, engine
+
+
+def delivery_states(db_path: Path) -> list[tuple[int, str, int]]:
+    with sqlite3.connect(db_path) as conn:
+        rows = conn.execute("SELECT chat_id, state, attempts FROM deliveries ORDER BY id")
+        return [(int(a), str(b), int(c)) for a, b, c in rows]
+
+
+async def test_an_accepted_send_whose_answer_cannot_be_read_is_sent_once(db_path: Path) -> None:
+    chat = PRIVATE[0]
+    async with engine(db_path, chats=_chats(private=[chat])) as e:
+        e.api.odd_success("sendMessage")
+        await e.publish(1)
+        await e.until("answered", lambda: e.publisher.stats[Outcome.SENT] >= 1, within=10)
+        await e.settled()
+        await e.clock.advance(600)  # the old crash path retried every 60 s, forever
+        await asyncio.sleep(0.05)
+        assert len(e.sends(chat)) == 1
+    assert delivery_states(db_path) == [(chat, "sent", 1)]
+
+
+async def test_a_send_that_keeps_crashing_spends_its_attempts(db_path: Path) -> None:
+    chat = PRIVATE[0]
+    async with engine(db_path, chats=_chats(private=[chat]), max_attempts=3) as e:
+
+        def broken(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("a rendering bug")
+
+        e.publisher.renderer.post = broken  # type: ignore[method-assign]
+        await e.publish(1)
+        await e.until(
+            "given up", lambda: delivery_states(db_path)[0][1] == "failed", within=400, step=1
+        )
+    [(_, state, attempts)] = delivery_states(db_path)
+    assert (state, attempts) == ("failed", 3)
+
+
+async def test_a_store_that_refuses_writes_holds_the_outcome_and_sends_nothing_twice(
+    db_path: Path,
+) -> None:
+    """The write lock held elsewhere (a stuck backup, another process): the record of a send
+    waits out SQLite's busy timeout and fails. Before, the row stayed due and went again."""
+    chats = PRIVATE[:2]
+    blocker: list[sqlite3.Connection] = []
+    locked_once: list[bool] = []
+
+    async with engine(db_path, chats=_chats(private=chats)) as e:
+
+        async def lock_the_store(call: ApiCall) -> None:
+            if not locked_once:
+                locked_once.append(True)
+                conn = sqlite3.connect(db_path, isolation_level=None, timeout=0.1)
+                conn.execute("BEGIN EXCLUSIVE")
+                blocker.append(conn)
+
+        e.api.before_success = lock_the_store
+        await e.publish(1)
+        # Real seconds: SQLite's busy timeout (5 s) runs out before the write fails.
+        deadline = time.monotonic() + 20
+        while e.publisher.store_writable:
+            assert time.monotonic() < deadline, "the store never refused a write"
+            await asyncio.sleep(0.05)
+        sent_during = len(e.sends())
+        assert e.publisher.outcomes_held >= 1
+        # Minutes of virtual time in the outage: nothing is sent again, nothing new starts.
+        for _ in range(30):
+            await e.clock.advance(10)
+            await asyncio.sleep(0.01)
+        assert len(e.sends()) == sent_during
+        blocker.pop().rollback()
+        await e.until("recorded", lambda: e.publisher.store_writable, within=120, step=0.5)
+        await e.until("all sent", lambda: len(e.sends()) >= len(chats), within=60)
+        await e.settled()
+        for chat in chats:
+            assert len(e.sends(chat)) == 1
+    assert sorted(delivery_states(db_path)) == [(c, "sent", 1) for c in sorted(chats)]
+
+
+async def test_disk_full_after_a_send_repeats_nothing_end_to_end(
+    tmp_path: Path, feed_server: FeedServer
+) -> None:
+    """The attack, replayed: the real `python -m bot` whose file-size limit is cut to 1 KB
+    (every SQLite write then fails with 'database or disk is full') while its send is in
+    flight. Before: one piece reached the channel 19 times in 25 s."""
+    channel = -1_001_700_000_001
+    db_path = tmp_path / "bot.sqlite3"
+    feed_server.set("/en/rss", feed(1))
+    async with FakeBotApi(TOKEN) as api:
+        api.add_chat(channel, "channel", title="Channel")
+        env = bot_env(api.url, {"en": feed_server.url("/en/rss")}, db_path,
+                      CHANNELS=f"en={channel}", POLL_INTERVAL="0.5", LOG_LEVEL="INFO")  # fmt: skip
+        bot = BotProcess(env, tmp_path / "bot.log")
+        limited: list[bool] = []
+
+        async def disk_full(call: ApiCall) -> None:
+            if call.method == "sendMessage" and bot.proc is not None and not limited:
+                # The soft limit only: lifting it again needs no privilege.
+                resource.prlimit(
+                    bot.proc.pid, resource.RLIMIT_FSIZE, (1024, resource.RLIM_INFINITY)
+                )
+                limited.append(True)
+
+        api.before_success = disk_full
+        bot.start()
+        try:
+            await api.wait_for(lambda a: len(a.calls_to("getUpdates")) >= 1, timeout=20)
+            await asyncio.sleep(1.5)  # the first poll: the backlog is seen, not sent
+            feed_server.set("/en/rss", feed(1, 2))
+            try:
+                await api.wait_sent(1, channel, timeout=20)
+            except AssertionError as exc:
+                raise AssertionError(bot.log()) from exc
+            await asyncio.sleep(10)  # the outage: the old code sent again on every pass
+            assert len(api.sent(channel)) == 1, bot.log()
+            assert bot.proc is not None and bot.proc.poll() is None
+            resource.prlimit(
+                bot.proc.pid, resource.RLIMIT_FSIZE,
+                (resource.RLIM_INFINITY, resource.RLIM_INFINITY),
+            )  # fmt: skip
+
+            def recorded() -> bool:
+                return any(state == "sent" for _, state, _ in delivery_states(db_path))
+
+            deadline = time.monotonic() + 60
+            while not recorded():
+                assert time.monotonic() < deadline, bot.log()
+                await asyncio.sleep(0.2)
+            assert len(api.sent(channel)) == 1
+        finally:
+            bot.kill_if_running()
+    # And a restart on the recovered store sends nothing again.
+    async with FakeBotApi(TOKEN) as api:
+        api.add_chat(channel, "channel", title="Channel")
+        bot = BotProcess(bot_env(api.url, {"en": feed_server.url("/en/rss")}, db_path,
+                                 CHANNELS=f"en={channel}"), tmp_path / "bot2.log")  # fmt: skip
+        bot.start()
+        try:
+            await api.wait_for(lambda a: len(a.calls_to("getUpdates")) >= 1, timeout=20)
+            await asyncio.sleep(2.0)  # polls every 0.2 s; the publisher looks at once
+            assert api.sent(channel) == [], bot.log()
+        finally:
+            bot.kill_if_running()
