@@ -46,7 +46,7 @@ def import_everything() -> list[str]:
 
 
 def extract_bundled_page() -> list[str]:
-    from bot.extract import extract_article
+    from bot.pipeline.extract import extract_article
 
     page = resources.files("bot").joinpath("samples/caliber-article.html").read_bytes()
     article = extract_article(page, "https://caliber.az/en/post/sample-article")

@@ -3,7 +3,8 @@
 For a generated RSS document of 1,000 Caliber.az-like pieces (about 1 MB), per run:
 
 - bare: `feedparser.parse` of the bytes, nothing else;
-- first sight: what the poller does with it the first time, `bot.feeds.parse_feed` (feedparser
+- first sight: what the poller does with it the first time,
+  `bot.pipeline.feeds.parse_feed` (feedparser
   plus turning entries into items: plain-text summaries, clean links, identities, hashes) and
   `Store.store_poll` (dedupe against the database, store the 1,000 items, feed state), on a
   fresh SQLite file;
@@ -46,8 +47,8 @@ import feedparser
 
 from bench.common import ROOT, machine, markdown_table, median
 from bot.clock import SystemClock
-from bot.feeds import parse_feed
-from bot.poller import Poller, PollerConfig
+from bot.pipeline.feeds import parse_feed
+from bot.pipeline.poller import Poller, PollerConfig
 from storage.models import PollOutcome
 from storage.store import Store
 from tests.fakes.feedserver import make_rss

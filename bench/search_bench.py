@@ -3,7 +3,8 @@
 Builds a temporary SQLite file through the real store and indexer (store_poll with the search
 hook), then runs a fixed set of queries and reports, per query, p50 and p95 of:
 
-- "search": the storage-layer search the bot uses (bot.search query analysis + storage.search:
+- "search": the storage-layer search the bot uses (bot.services.search query analysis +
+  storage.search:
   language filter, bm25 with recency, one page of items read back), and
 - "bare": a bare
   `SELECT rowid FROM search_fts WHERE search_fts MATCH ? ORDER BY bm25(search_fts) LIMIT 5`
@@ -30,7 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot import search as analysis
+from bot.services import search as analysis
 from storage import search as index_store
 from storage.models import NewItem
 from storage.store import Store

@@ -170,7 +170,7 @@ async def _stats(settings: Settings) -> int:
 
 
 def _preview(args: argparse.Namespace) -> int:
-    from bot.preview import run_preview
+    from bot.ops.preview import run_preview
 
     env = _feeds_optional(os.environ)
     settings = load_settings(env, require_token=False)

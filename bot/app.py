@@ -17,25 +17,31 @@ from telegram.ext import ApplicationBuilder, ContextTypes
 from telegram.request import HTTPXRequest
 
 import handlers
-from bot import filters
-from bot.article import ArticleEnricher
-from bot.channels import CHANNELS_KEY, ChannelAdmin
 from bot.clock import Clock, SystemClock
-from bot.commands import publish_menus
 from bot.config import ChannelTarget, Settings
 from bot.context import SERVICES_KEY, BotApplication, BotContext, Services
-from bot.editor import Editor
-from bot.i18n import Translator
+from bot.delivery.publisher import Publisher
+from bot.delivery.ratelimit import (
+    ApiAnswerHook,
+    BotApiRequest,
+    Limits,
+    RateLimits,
+    TelegramRateLimiter,
+)
 from bot.logs import Redactor, redacted
 from bot.ops.health import Monitor, ObservedHTTPXRequest
 from bot.ops.metrics import package_version
-from bot.poller import Poller, PollerConfig
-from bot.publisher import Publisher
-from bot.ratelimit import ApiAnswerHook, BotApiRequest, Limits, RateLimits, TelegramRateLimiter
-from bot.render import Renderer
-from bot.search import attach_index
-from bot.updates import PerChatUpdateProcessor, TolerantBot
+from bot.pipeline.edits import Editor
+from bot.pipeline.enrich import ArticleEnricher
+from bot.pipeline.poller import Poller, PollerConfig
+from bot.services import filters
+from bot.services.channel_admin import CHANNELS_KEY, ChannelAdmin
+from bot.services.commands import publish_menus
+from bot.services.search import attach_index
+from bot.text.i18n import Translator
+from bot.text.render import Renderer
 from bot.workers import CpuWorkers
+from handlers.updates import PerChatUpdateProcessor, TolerantBot
 from storage import search as index_store
 from storage.instance_lock import acquire_instance_lock
 from storage.models import ChatType

@@ -17,7 +17,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from bot.i18n import LANGUAGES
+from bot.text.i18n import LANGUAGES
 
 T = TypeVar("T")
 

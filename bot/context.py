@@ -9,10 +9,10 @@ from telegram.ext import Application, CallbackContext, ExtBot
 
 from bot.clock import Clock
 from bot.config import Settings
-from bot.i18n import Translator
-from bot.publisher import Publisher
-from bot.ratelimit import RateLimits
-from bot.render import Renderer
+from bot.delivery.publisher import Publisher
+from bot.delivery.ratelimit import RateLimits
+from bot.text.i18n import Translator
+from bot.text.render import Renderer
 from storage.store import Store
 
 

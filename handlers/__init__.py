@@ -17,9 +17,8 @@ from telegram.ext import (
     filters,
 )
 
-from bot import channel_views, readers
 from bot.context import BotApplication
-from bot.updates import PerChatUpdateProcessor
+from bot.services import readers
 from handlers import channels, here, stats, why
 from handlers.errors import on_error
 from handlers.flood import tell_flooded
@@ -32,6 +31,8 @@ from handlers.search import search, search_page
 from handlers.start import start
 from handlers.subscription import settings, settings_button, subscribe, unsubscribe
 from handlers.unknown import unknown_button
+from handlers.updates import PerChatUpdateProcessor
+from handlers.views import channels as channel_views
 
 # Update types the bot asks Telegram for (getUpdates allowed_updates).
 ALLOWED_UPDATES = ["message", "callback_query", "inline_query", "my_chat_member"]
@@ -75,7 +76,7 @@ def register(application: BotApplication) -> None:
     for handler in table:
         application.add_handler(handler)
     application.add_error_handler(on_error)
-    # A chat flooding the bot is told once that part of it was skipped (see bot.updates).
+    # A chat flooding the bot is told once that part of it was skipped (see handlers.updates).
     processor = application.update_processor
     if isinstance(processor, PerChatUpdateProcessor):
         processor.on_flood = functools.partial(tell_flooded, application)

@@ -21,7 +21,22 @@ from telegram.constants import ParseMode
 from telegram.error import BadRequest
 from telegram.ext import filters
 
-from bot.channel_views import (
+from bot.context import BotApplication, BotContext, Services
+from bot.delivery.publisher import Outcome
+from bot.services.channel_admin import (
+    CHANNELS_KEY,
+    RIGHT_LABELS,
+    SIGNATURE_MAX,
+    Actor,
+    ChannelAdmin,
+    InputKind,
+    SendReport,
+    SignatureResult,
+    channel_admin,
+)
+from bot.services.permissions import RIGHTS_UNKNOWN, Access
+from bot.text.plain import truncate
+from handlers.views.channels import (
     CANCELLED,
     INVALID_BUTTON,
     LAST_LANGUAGE,
@@ -53,21 +68,6 @@ from bot.channel_views import (
     style_screen,
     topic_screen,
 )
-from bot.channels import (
-    CHANNELS_KEY,
-    RIGHT_LABELS,
-    SIGNATURE_MAX,
-    Actor,
-    ChannelAdmin,
-    InputKind,
-    SendReport,
-    SignatureResult,
-    channel_admin,
-)
-from bot.context import BotApplication, BotContext, Services
-from bot.permissions import RIGHTS_UNKNOWN, Access
-from bot.publisher import Outcome
-from bot.text import truncate
 from storage.models import Chat, ChatType, PostStyle
 
 log = logging.getLogger(__name__)

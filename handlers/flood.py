@@ -1,6 +1,6 @@
 """The notice a chat gets when it sent more updates at once than the bot keeps waiting.
 
-The update processor (bot.updates) drops the excess and calls this once per flood.
+The update processor (handlers.updates) drops the excess and calls this once per flood.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from telegram import Update
 from telegram.constants import ParseMode
 from telegram.error import TelegramError
 
-from bot import reader_views as views
 from bot.context import SERVICES_KEY, BotApplication, Services
+from handlers.views import readers as views
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
-"""The checks every reader button runs first: a live message, valid data, and bot.permissions'
-one rule for changing a chat's settings."""
+"""The checks every reader button runs first: a live message, valid data, and
+bot.services.permissions' one rule for changing a chat's settings."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from typing import Generic, TypeVar
 from telegram import CallbackQuery, MaybeInaccessibleMessage, Update
 from telegram.constants import ChatType as TgChatType
 
-from bot import reader_views as views
-from bot import readers
 from bot.context import BotContext
-from bot.permissions import RIGHTS_UNKNOWN, Access, settings_access
+from bot.services import readers
+from bot.services.permissions import RIGHTS_UNKNOWN, Access, settings_access
+from handlers.views import readers as views
 from storage.models import Chat
 
 T = TypeVar("T")
@@ -35,7 +35,7 @@ async def admin_press(
     """Validate a settings button; answer the query and return None when it must not proceed.
 
     Stale or forged data gets a polite answer; who may change anything is decided by
-    bot.permissions (asked of Telegram now); when Telegram cannot say, the user is asked to
+    bot.services.permissions (asked of Telegram now); when Telegram cannot say, the user is asked to
     try again.
     """
     query = update.callback_query

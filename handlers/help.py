@@ -1,13 +1,14 @@
-"""/help: the commands of this kind of chat, translated (from the one table in bot.commands)."""
+"""/help: the commands of this kind of chat, translated (from the one table in
+bot.services.commands)."""
 
 from __future__ import annotations
 
 from telegram import Update
 from telegram.constants import ChatType
 
-from bot import reader_views as views
-from bot import readers
 from bot.context import BotContext
+from bot.services import readers
+from handlers.views import readers as views
 
 
 async def help_command(update: Update, context: BotContext) -> None:

@@ -7,10 +7,10 @@ import logging
 
 from telegram import Message, Update
 
-from bot.channels import channel_admin
 from bot.context import BotContext
-from bot.i18n import N_
-from bot.permissions import RIGHTS_UNKNOWN, Access
+from bot.services.channel_admin import channel_admin
+from bot.services.permissions import RIGHTS_UNKNOWN, Access
+from bot.text.i18n import N_
 
 log = logging.getLogger(__name__)
 

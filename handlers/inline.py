@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from telegram import Update
 
-from bot import reader_views as views
-from bot import readers
 from bot.context import BotContext
-from bot.search import parse_query
+from bot.services import readers
+from bot.services.search import parse_query
+from handlers.views import readers as views
 
 # Results depend on the user's language, so they are cached per user, and briefly: new pieces
 # should show up soon.

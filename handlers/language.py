@@ -1,18 +1,18 @@
 """/language (/lang) and the language buttons: the chat's language for replies and posts.
 
-Who may change it is bot.permissions' one rule; anyone may open the buttons. The choice sets
-the chat's reply language; its feed languages follow only while they were just that language
-(feed languages chosen in the /channels panel are kept).
+Who may change it is bot.services.permissions' one rule; anyone may open the buttons. The
+choice sets the chat's reply language; its feed languages follow only while they were just
+that language (feed languages chosen in the /channels panel are kept).
 """
 
 from __future__ import annotations
 
 from telegram import Update
 
-from bot import reader_views as views
-from bot import readers
 from bot.context import BotContext
+from bot.services import readers
 from handlers.guards import admin_press
+from handlers.views import readers as views
 
 
 async def language(update: Update, context: BotContext) -> None:

@@ -11,7 +11,7 @@ from telegram.constants import ChatType as TgChatType
 from telegram.error import Forbidden, TelegramError
 
 from bot.context import BotContext
-from bot.i18n import LANGUAGES, N_
+from bot.text.i18n import LANGUAGES, N_
 from storage.models import ChatType
 
 log = logging.getLogger(__name__)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from telegram import Update
 
-from bot import reader_views as views
-from bot import readers
 from bot.context import BotContext
-from bot.search import parse_query
+from bot.services import readers
+from bot.services.search import parse_query
+from handlers.views import readers as views
 
 
 async def search(update: Update, context: BotContext) -> None:

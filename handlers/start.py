@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from telegram import Update
 
-from bot import reader_views as views
-from bot import readers
 from bot.context import BotContext
+from bot.services import readers
+from handlers.views import readers as views
 
 
 async def start(update: Update, context: BotContext) -> None:

@@ -7,12 +7,12 @@ import logging
 from telegram import LinkPreviewOptions, Update
 from telegram.constants import ChatType as TgChatType
 
-from bot.channels import channel_admin, when
 from bot.context import BotContext, Services
-from bot.i18n import N_
 from bot.ops.stats import StatsReport, stats_report
-from bot.render import Markup, bold
-from bot.text import truncate
+from bot.services.channel_admin import channel_admin, when
+from bot.text.i18n import N_
+from bot.text.plain import truncate
+from bot.text.render import Markup, bold
 from storage.models import DeliveryState
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,8 @@
 """/subscribe, /unsubscribe and /settings: whether a chat receives every new piece.
 
 A subscribed chat gets each new piece in its feed languages through the same outbox and limits
-as channels. Who may change this is bot.permissions' one rule; anyone may look at /settings.
+as channels. Who may change this is bot.services.permissions' one rule; anyone may look at
+/settings.
 """
 
 from __future__ import annotations
@@ -9,11 +10,11 @@ from __future__ import annotations
 from telegram import Update
 from telegram.constants import ChatType as TgChatType
 
-from bot import reader_views as views
-from bot import readers
 from bot.context import BotContext
-from bot.permissions import RIGHTS_UNKNOWN, Access, settings_access
+from bot.services import readers
+from bot.services.permissions import RIGHTS_UNKNOWN, Access, settings_access
 from handlers.guards import admin_press
+from handlers.views import readers as views
 
 
 async def subscribe(update: Update, context: BotContext) -> None:

@@ -6,8 +6,8 @@ import logging
 
 from telegram import Update
 
-from bot import reader_views as views
 from bot.context import BotContext
+from handlers.views import readers as views
 
 log = logging.getLogger(__name__)
 

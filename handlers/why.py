@@ -11,13 +11,20 @@ import logging
 from telegram import LinkPreviewOptions, Update
 from telegram.constants import ChatType as TgChatType
 
-from bot.channels import ChatVerdict, ItemReport, Verdict, channel_admin, message_link, when
 from bot.context import BotContext, Services
-from bot.filters import EXCLUDE_CATEGORY, EXCLUDE_KEYWORD, NOT_INCLUDED, parse_reason
-from bot.i18n import LANGUAGES, N_
-from bot.permissions import RIGHTS_UNKNOWN, Access
-from bot.render import Markup, escape, link
-from bot.text import truncate
+from bot.services.channel_admin import (
+    ChatVerdict,
+    ItemReport,
+    Verdict,
+    channel_admin,
+    message_link,
+    when,
+)
+from bot.services.filters import EXCLUDE_CATEGORY, EXCLUDE_KEYWORD, NOT_INCLUDED, parse_reason
+from bot.services.permissions import RIGHTS_UNKNOWN, Access
+from bot.text.i18n import LANGUAGES, N_
+from bot.text.plain import truncate
+from bot.text.render import Markup, escape, link
 from storage.models import ItemOrigin
 
 log = logging.getLogger(__name__)

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from bot.app import Runtime
-from bot.channel_views import cb, parse_callback
-from bot.channels import InputKind, InputStates, link_variants, message_link
 from bot.config import ConfigError, load_settings
-from bot.permissions import LOOKUP_BUDGET
+from bot.services.channel_admin import InputKind, InputStates, link_variants, message_link
+from bot.services.permissions import LOOKUP_BUDGET
+from handlers.views.channels import cb, parse_callback
 from storage import admin as admin_store
 from storage.admin import AuditLine, ChatChange
 from storage.models import Chat, ChatSettings, ChatType, DeliveryState, PostStyle
@@ -720,7 +720,7 @@ async def test_stats_for_operators_only(bot: Harness, people: dict[str, Any]) ->
     await bot.say(people["operator"], "/stats")
     text = bot.last_text(OPERATOR)  # in the operator's language
     assert text.startswith("📊 Состояние бота")
-    assert bot.feeds.url("/en/rss") in text and "✅ в порядке" in text
+    assert bot.pipeline.feeds.url("/en/rss") in text and "✅ в порядке" in text
     assert "ошибок подряд: 0" in text and "материалов: 2" in text
     assert "каналы: активны 1" in text and "личные чаты: пока нет" in text
     assert "отправлено 1" in text and "ответов 429: 1" in text
@@ -908,7 +908,7 @@ async def test_topics_keep_their_names(db_path: Path) -> None:
 
 
 def _admin_service(bot: Harness) -> Any:
-    from bot.channels import channel_admin
+    from bot.services.channel_admin import channel_admin
 
     return channel_admin(bot.runtime.application.bot_data)
 

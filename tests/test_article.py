@@ -16,11 +16,11 @@ import httpx
 import pytest
 
 from bot.app import Runtime, make_http_client
-from bot.article import ArticleEnricher, PageFetcher
 from bot.clock import SystemClock
 from bot.config import load_settings
-from bot.netguard import is_public_address
-from bot.summary import split_sentences
+from bot.pipeline.enrich import ArticleEnricher, PageFetcher
+from bot.pipeline.netguard import is_public_address
+from bot.text.summary import split_sentences
 from storage.articles import get_article
 from storage.models import ChatSettings, DeliveryState, Feed, NewItem, PostStyle
 from storage.store import Store

@@ -12,9 +12,9 @@ import pytest
 from telegram import Bot
 from telegram.constants import ParseMode
 
-from bot.editor import Editor, EditOutcome
-from bot.i18n import Translator
-from bot.render import Renderer
+from bot.pipeline.edits import Editor, EditOutcome
+from bot.text.i18n import Translator
+from bot.text.render import Renderer
 from storage.articles import Article, get_article, save_article
 from storage.models import ChatSettings, ChatType, Item, NewItem, PostStyle
 from storage.store import Store

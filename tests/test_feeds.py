@@ -9,8 +9,8 @@ from pathlib import Path
 import feedparser
 import pytest
 
-from bot.feeds import FeedError, _entry_to_item, clean_link, parse_document, parse_feed
-from bot.text import one_line
+from bot.pipeline.feeds import FeedError, _entry_to_item, clean_link, parse_document, parse_feed
+from bot.text.plain import one_line
 from storage.store import Store
 from tests.conftest import CORPUS
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.filters import check, decide, fold, matches_keyword, parse_reason
+from bot.services.filters import check, decide, fold, matches_keyword, parse_reason
 from storage.models import Chat, ChatSettings, ChatType
 from tests.factories import item
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bot.article import PageFetcher
 from bot.clock import SystemClock
-from bot.feedguard import MAX_ATTRIBUTES, neutralise_dtd
-from bot.feeds import (
+from bot.pipeline.enrich import PageFetcher
+from bot.pipeline.feedguard import MAX_ATTRIBUTES, neutralise_dtd
+from bot.pipeline.feeds import (
     CATEGORIES_MAX,
     CATEGORY_MAX,
     SUMMARY_MAX,
@@ -29,8 +29,8 @@ from bot.feeds import (
     fetch_feed,
     parse_feed,
 )
-from bot.netguard import is_public_address
-from bot.poller import Poller, PollerConfig
+from bot.pipeline.netguard import is_public_address
+from bot.pipeline.poller import Poller, PollerConfig
 from storage.store import Store
 from tests.fakes.feedserver import FeedServer
 

@@ -1,7 +1,7 @@
 """Translations: complete catalogs, correct plurals, and no UI text outside them.
 
 1. Every catalog file (bot/locales/<lang>/LC_MESSAGES/<feature>.po) exists in every language of
-   bot.i18n.LANGUAGES, with the same msgids, each with a non-empty translation (every plural
+   bot.text.i18n.LANGUAGES, with the same msgids, each with a non-empty translation (every plural
    form too), and translations use only the placeholders their msgid offers.
 2. Plural entries have as many forms as the language's Plural-Forms header says; Russian has 3.
 3. Every string literal given to N_(), gettext(), ngettext(), renderer.message() or
@@ -31,7 +31,7 @@ import pytest
 from babel.messages.catalog import Catalog, Message
 from babel.messages.pofile import read_po
 
-from bot.i18n import LANGUAGES, LOCALES_DIR, Translator
+from bot.text.i18n import LANGUAGES, LOCALES_DIR, Translator
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE_DIRS = (ROOT / "bot", ROOT / "handlers")

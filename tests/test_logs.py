@@ -59,20 +59,20 @@ def test_json_lines_carry_time_level_logger_message_ids_and_exception(
     install_logging: Install,
 ) -> None:
     out = install_logging("json")
-    log = logging.getLogger("bot.publisher")
+    log = logging.getLogger("bot.delivery.publisher")
     log.warning("delivery %d to chat %d: %s", 5, -100, "Bad Request", extra={
         "delivery_id": 5, "chat_id": -100, "item_id": 9,
     })  # fmt: skip
     try:
         raise ValueError("boom")
     except ValueError:
-        logging.getLogger("bot.poller").exception("feed crashed", extra={"feed_id": 3})
+        logging.getLogger("bot.pipeline.poller").exception("feed crashed", extra={"feed_id": 3})
     logging.getLogger("bot").debug("plain")
 
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert len(lines) == 3
     first, second, third = lines
-    assert first["level"] == "WARNING" and first["logger"] == "bot.publisher"
+    assert first["level"] == "WARNING" and first["logger"] == "bot.delivery.publisher"
     assert first["message"] == "delivery 5 to chat -100: Bad Request"
     assert (first["delivery_id"], first["chat_id"], first["item_id"]) == (5, -100, 9)
     assert "feed_id" not in first and "exception" not in first
@@ -87,11 +87,11 @@ def test_json_lines_carry_time_level_logger_message_ids_and_exception(
 def test_text_is_the_default_format(install_logging: Install) -> None:
     buffer = io.StringIO()
     setup_logging("INFO", stream=buffer)
-    logging.getLogger("bot.poller").info("feed %s recovered", "x", extra={"feed_id": 1})
-    logging.getLogger("bot.poller").debug("below the level")
+    logging.getLogger("bot.pipeline.poller").info("feed %s recovered", "x", extra={"feed_id": 1})
+    logging.getLogger("bot.pipeline.poller").debug("below the level")
     [line] = buffer.getvalue().splitlines()
     assert re.fullmatch(
-        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO bot.poller: feed x recovered", line
+        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO bot.pipeline.poller: feed x recovered", line
     )
 
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from bot.config import load_settings
-from bot.preview import run_preview
+from bot.ops.preview import run_preview
 from tests.fakes.feedserver import FeedServer, make_rss
 from tests.fakes.telegram_html import check_html
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from telegram.ext import ExtBot
 
-from bot.i18n import Translator
-from bot.publisher import Publisher
-from bot.ratelimit import BotApiRequest, Limits, RateLimits, TelegramRateLimiter
-from bot.render import Renderer
+from bot.delivery.publisher import Publisher
+from bot.delivery.ratelimit import BotApiRequest, Limits, RateLimits, TelegramRateLimiter
+from bot.text.i18n import Translator
+from bot.text.render import Renderer
 from storage.models import ChatType, DeliveryState
 from storage.store import Store
 from tests.factories import new_item

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.ratelimit import Limits, RateLimits, SlidingWindow, counts_as_send, is_private_chat
+from bot.delivery.ratelimit import (
+    Limits,
+    RateLimits,
+    SlidingWindow,
+    counts_as_send,
+    is_private_chat,
+)
 from tests.fakes.clock import ManualClock
 
 

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from bot.app import Runtime
-from bot.channel_views import NO_CHATS, cb
-from bot.i18n import Translator
-from bot.permissions import RIGHTS_UNKNOWN
-from bot.reader_views import (
+from bot.services.permissions import RIGHTS_UNKNOWN
+from bot.text.i18n import Translator
+from handlers.views.channels import NO_CHATS, cb
+from handlers.views.readers import (
     ADMINS_ONLY,
     LANGUAGE_PROMPT,
     NOTHING_FOUND,

@@ -7,9 +7,9 @@ import html
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.i18n import Translator
-from bot.render import CAPTION_LIMIT, TEXT_LIMIT, Renderer, hashtag, hashtags
-from bot.text import html_to_text, truncate, utf16_len
+from bot.text.i18n import Translator
+from bot.text.plain import html_to_text, truncate, utf16_len
+from bot.text.render import CAPTION_LIMIT, TEXT_LIMIT, Renderer, hashtag, hashtags
 from storage.models import ChatSettings, PostStyle
 from tests.factories import item
 from tests.fakes.telegram_html import check_html

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot import search as analysis
-from bot.search import QueryMemory, attach_index, parse_query, snippet, term, words
+from bot.services import search as analysis
+from bot.services.search import QueryMemory, attach_index, parse_query, snippet, term, words
 from storage import search as index_store
 from storage.models import NewItem
 from storage.store import Store

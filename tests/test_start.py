@@ -22,8 +22,8 @@ import pytest
 
 from bot.app import Runtime, run_bot
 from bot.config import load_settings
-from bot.i18n import Translator
-from bot.reader_views import GREETING
+from bot.text.i18n import Translator
+from handlers.views.readers import GREETING
 from tests.fakes.botapi import FakeBotApi
 from tests.fakes.clock import ManualClock
 from tests.fakes.feedserver import FeedServer, make_rss

@@ -10,7 +10,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from bot.publisher import Outcome
+from bot.delivery.publisher import Outcome
 from tests.fakes.botapi import ApiCall, FakeBotApi
 from tests.fakes.feedserver import FeedServer
 from tests.support import TOKEN, bot_env

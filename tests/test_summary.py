@@ -9,9 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.extract import extract_article
-from bot.render import hashtag, hashtags
-from bot.summary import (
+from bot.pipeline.extract import extract_article
+from bot.text.plain import ELLIPSIS, utf16_len
+from bot.text.render import hashtag, hashtags
+from bot.text.summary import (
     clean_text,
     extractive,
     is_chrome,
@@ -19,7 +20,6 @@ from bot.summary import (
     split_sentences,
     summarise,
 )
-from bot.text import ELLIPSIS, utf16_len
 from tests.data.pages import AZ_CHROME, RU_CHROME, caliber_page, corpus_article, page
 
 # ------------------------------------------------------------------ sentence splitting

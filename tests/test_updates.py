@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from bot.app import Runtime
-from bot.i18n import Translator
-from bot.reader_views import LATEST_NONE, TOO_MANY_REQUESTS
-from bot.updates import MAX_BACKLOG, PerChatUpdateProcessor
+from bot.text.i18n import Translator
+from handlers.updates import MAX_BACKLOG, PerChatUpdateProcessor
+from handlers.views.readers import LATEST_NONE, TOO_MANY_REQUESTS
 from tests.fakes.botapi import FakeBotApi
 from tests.fakes.feedserver import FeedServer, make_rss
 from tests.support import bot_env, running_bot
@@ -89,3 +89,40 @@ async def test_updates_waiting_behind_their_chat_can_be_dropped_at_shutdown(
     await api.wait_for(lambda a: len(a.sent(FLOODER)) == 10 - dropped + 1, timeout=10)
     assert texts(api, FLOODER)[-1].startswith("👋 Welcome")
     assert not any(t == TR.gettext("en", TOO_MANY_REQUESTS) for t in texts(api, FLOODER))
+
+
+async def test_sigterm_during_a_flood_stops_within_the_shutdown_timeout(
+    api: FakeBotApi, feed_server: FeedServer, tmp_path: Path
+) -> None:
+    """Process tier (real time, an upper bound): 90 commands from one chat fetched, then
+    SIGTERM. Before, the stop waited for every reply (over 30 s); updates fetched but not
+    handled in time are dropped, counted and logged (Telegram counts them as delivered)."""
+    import asyncio
+    import signal
+    import time
+
+    from tests.test_crash import BotProcess
+
+    feed_server.set("/en/rss", make_rss([]))
+    api.add_chat(FLOODER, "private")
+    env = bot_env(api.url, {"en": feed_server.url("/en/rss")}, tmp_path / "bot.sqlite3",
+                  SHUTDOWN_TIMEOUT="2", LOG_LEVEL="INFO",
+                  RATE_PRIVATE_PER_SECOND="1")  # fmt: skip # one reply a second: a slow backlog
+    bot = BotProcess(env, tmp_path / "bot.log")
+    bot.start()
+    try:
+        await api.wait_for(lambda a: len(a.calls_to("getUpdates")) >= 1, timeout=20)
+        flooder = api.user(FLOODER, "Flo")
+        for _ in range(FLOOD):
+            api.push_update(api.make_message_update(FLOODER, flooder, "/latest"))
+        await api.wait_sent(2, FLOODER, timeout=20)  # the backlog is being worked
+        started = time.monotonic()
+        bot.signal(signal.SIGTERM)
+        assert await bot.exit_code(timeout=30) == 0, bot.log()
+        assert time.monotonic() - started < 2 + 3, bot.log()  # SHUTDOWN_TIMEOUT, and room
+        log = (tmp_path / "bot.log").read_text()
+        assert "were dropped" in log or "skipped" in log, bot.log()
+        assert len(api.sent(FLOODER)) < FLOOD
+        await asyncio.sleep(0)
+    finally:
+        bot.kill_if_running()

@@ -14,8 +14,8 @@ from typing import Any
 import aiohttp
 
 import handlers
-from bot.i18n import Translator
-from bot.reader_views import GREETING, NOTHING_FOUND
+from bot.text.i18n import Translator
+from handlers.views.readers import GREETING, NOTHING_FOUND
 from tests.fakes.botapi import FakeBotApi
 from tests.fakes.feedserver import FeedServer, make_rss
 from tests.support import bot_env, running_bot

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from bot.config import ConfigError, FeedSource, Settings, load_settings
-from bot.feeds import FeedError, fetch_feed, parse_feed
+from bot.pipeline.feeds import FeedError, fetch_feed, parse_feed
 from storage.backup import schema_version
 from storage.migrations import MIGRATIONS
 

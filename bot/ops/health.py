@@ -26,10 +26,10 @@ from telegram.request import HTTPXRequest, RequestData
 
 from bot.clock import Clock
 from bot.config import Settings
+from bot.delivery.publisher import Outcome, Publisher
+from bot.delivery.ratelimit import ApiAnswerHook, RateLimits, counts_as_send
 from bot.ops.metrics import Metrics
-from bot.poller import Poller, PollReport
-from bot.publisher import Outcome, Publisher
-from bot.ratelimit import ApiAnswerHook, RateLimits, counts_as_send
+from bot.pipeline.poller import Poller, PollReport
 from storage.models import Chat, Feed
 from storage.store import OutboxDepth, Store
 

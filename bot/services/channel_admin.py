@@ -1,10 +1,10 @@
 """Running a channel or group from a private chat: who may, what they may change, and what the
 bot does when it cannot post there.
 
-Every action is authorised by bot.permissions' one rule, with a live getChatMember (operators
-pass); the chat list may reuse answers a minute old and asks Telegram at most LOOKUP_BUDGET
-times per command. Every change is stored with its author (storage.admin), and a refused send
-pauses the chat and tells its admins once.
+Every action is authorised by bot.services.permissions' one rule, with a live getChatMember
+(operators pass); the chat list may reuse answers a minute old and asks Telegram at most
+LOOKUP_BUDGET times per command. Every change is stored with its author (storage.admin), and a
+refused send pauses the chat and tells its admins once.
 Handlers turn the values returned here into messages.
 """
 
@@ -25,18 +25,18 @@ from telegram import Bot, LinkPreviewOptions
 from telegram.constants import ParseMode
 from telegram.error import Forbidden, TelegramError
 
-from bot.admin_rights import (
+from bot.context import Services
+from bot.delivery.publisher import SendResult
+from bot.pipeline.feeds import clean_link
+from bot.services.admin_rights import (
     MissingRight,
     bot_missing_right,
     bot_problem,
     get_member,
     right_from_error,
 )
-from bot.context import Services
-from bot.feeds import clean_link
-from bot.filters import PAUSED, check, fold
-from bot.i18n import LANGUAGES, N_
-from bot.permissions import (
+from bot.services.filters import PAUSED, check, fold
+from bot.services.permissions import (
     LOOKUP_BUDGET,
     Access,
     MemberCache,
@@ -45,8 +45,8 @@ from bot.permissions import (
     member_access,
     settings_access,
 )
-from bot.publisher import SendResult
-from bot.text import one_line
+from bot.text.i18n import LANGUAGES, N_
+from bot.text.plain import one_line
 from storage import admin as admin_store
 from storage.admin import AuditLine, ChatChange, Incident, SettingsChange, Topic
 from storage.models import (
@@ -341,7 +341,7 @@ class ChannelAdmin:
     async def settings_access(
         self, actor: Actor, chat: Chat, sender_chat_id: int | None = None
     ) -> Access:
-        """May `actor` change `chat`'s settings now (bot.permissions' rule, asked live)?"""
+        """May `actor` change `chat`'s settings now (bot.services.permissions' rule, asked live)?"""
         return await settings_access(
             self.bot, chat.id, actor.user_id, private=chat.type.is_private,
             operator=actor.operator, sender_chat_id=sender_chat_id, cache=self.members,

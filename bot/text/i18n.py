@@ -30,7 +30,7 @@ LANGUAGES: Mapping[str, str] = {
     "az": "Azərbaycanca",
 }
 
-LOCALES_DIR = Path(__file__).with_name("locales")
+LOCALES_DIR = Path(__file__).parents[1] / "locales"
 
 
 def N_(message: str) -> str:

@@ -23,8 +23,8 @@ from telegram import Chat as TgChat
 from telegram import User
 
 from bot.context import Services
-from bot.i18n import LANGUAGES
-from bot.search import SearchQuery
+from bot.services.search import SearchQuery
+from bot.text.i18n import LANGUAGES
 from storage import admin as admin_store
 from storage import search as index_store
 from storage import search_keys

@@ -1,7 +1,7 @@
 """Readers' messages and buttons: greeting, language choice, settings, help, search results,
 latest pieces and inline results, in the chat's language.
 
-All HTML comes from bot.render's helpers (every feed or user string escaped); every word a
+All HTML comes from bot.text.render's helpers (every feed or user string escaped); every word a
 reader sees is a msgid of the "readers" catalogs.
 """
 
@@ -21,12 +21,12 @@ from telegram import (
 from telegram.constants import ParseMode
 from telegram.error import BadRequest
 
-from bot import readers
-from bot.commands import COMMANDS, Command, Scope, commands_for
-from bot.i18n import LANGUAGES, N_
-from bot.readers import Found
-from bot.render import Markup, Renderer, bold, escape
-from bot.search import SearchQuery, snippet
+from bot.services import readers
+from bot.services.commands import COMMANDS, Command, Scope, commands_for
+from bot.services.readers import Found
+from bot.services.search import SearchQuery, snippet
+from bot.text.i18n import LANGUAGES, N_
+from bot.text.render import Markup, Renderer, bold, escape
 from storage.models import Chat, Item
 
 # ---------------------------------------------------------------------- messages

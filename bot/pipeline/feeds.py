@@ -24,10 +24,10 @@ from urllib.parse import unquote_plus, urljoin, urlsplit, urlunsplit
 import feedparser
 import httpx
 
-from bot.feedguard import PathologicalFeed, neutralise_dtd, prescan
-from bot.httpbody import ACCEPT_ENCODING, BodyTooLarge, BoundedDecoder, UnsupportedEncoding
-from bot.netguard import Refused, Resolver, pinned_request, system_resolver
-from bot.text import cut_at_word, html_to_text, normalise_whitespace, one_line
+from bot.pipeline.feedguard import PathologicalFeed, neutralise_dtd, prescan
+from bot.pipeline.httpbody import ACCEPT_ENCODING, BodyTooLarge, BoundedDecoder, UnsupportedEncoding
+from bot.pipeline.netguard import Refused, Resolver, pinned_request, system_resolver
+from bot.text.plain import cut_at_word, html_to_text, normalise_whitespace, one_line
 from storage.models import NewItem
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ async def fetch_feed(
 
     The configured URL may be on any address (the operator chose it), but a redirect from a
     public address to a non-public one is refused unless `allow_private`: each hop is resolved
-    and pinned here (bot.netguard), so the address judged is the address connected to.
+    and pinned here (bot.pipeline.netguard), so the address judged is the address connected to.
     """
     if url.startswith("file:"):
         return await _read_file(url, max_bytes)
@@ -164,7 +164,7 @@ async def _follow(
 async def read_response(response: httpx.Response, url: str, max_bytes: int) -> FetchResult:
     """Turn a streamed response into a FetchResult: 304, HTTP errors, the size cap, the body.
 
-    The body is read raw and decoded here under the cap (bot.httpbody), every
+    The body is read raw and decoded here under the cap (bot.pipeline.httpbody), every
     Content-Encoding layer included: a compression bomb is refused, not inflated.
     """
     status = response.status_code
@@ -274,7 +274,8 @@ def parse_feed(body: bytes, url: str, content_type: str | None = None) -> Parsed
 def parse_document(body: bytes, content_type: str | None = None) -> Any:
     """Run feedparser on the bytes, with only the work parse_feed needs (CPU: in a thread).
 
-    Raises PathologicalFeed for a shape feedparser would take far too long over (bot.feedguard);
+    Raises PathologicalFeed for a shape feedparser would take far too long over
+    (bot.pipeline.feedguard);
     entity declarations are dropped first, so nothing the document declares is expanded.
     """
     body = neutralise_dtd(body)

@@ -43,8 +43,8 @@ from telegram.error import (
 
 from bot.backoff import backoff
 from bot.clock import Clock
-from bot.ratelimit import RateLimits, retry_after_seconds, watch_accepted
-from bot.render import Post, Renderer
+from bot.delivery.ratelimit import RateLimits, retry_after_seconds, watch_accepted
+from bot.text.render import Post, Renderer
 from storage.models import Chat, ChatSettings, DeliveryState, DueDelivery, Item, OutcomeRecord
 from storage.store import QueueHead, Store
 

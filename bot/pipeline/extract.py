@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urljoin, urlsplit
 
-from bot.summary import is_chrome, is_label
-from bot.text import normalise_whitespace, one_line
+from bot.text.plain import normalise_whitespace, one_line
+from bot.text.summary import is_chrome, is_label
 
 log = logging.getLogger(__name__)
 

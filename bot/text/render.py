@@ -17,9 +17,9 @@ from zoneinfo import ZoneInfo
 
 from telegram.constants import MessageLimit
 
-from bot.i18n import N_, Translator
-from bot.summary import lead
-from bot.text import normalise_whitespace, one_line, truncate, utf16_len
+from bot.text.i18n import N_, Translator
+from bot.text.plain import normalise_whitespace, one_line, truncate, utf16_len
+from bot.text.summary import lead
 from storage.models import ChatSettings, Item, PostStyle
 
 TEXT_LIMIT = int(MessageLimit.MAX_TEXT_LENGTH)  # 4096
@@ -160,7 +160,7 @@ class Renderer:
         summary = normalise_whitespace(item.summary)
         if summary and _repeats_title(summary, title):
             summary = ""
-        # Whole sentences that fit (see bot.summary.lead); idempotent on a stored summary.
+        # Whole sentences that fit (see bot.text.summary.lead); idempotent on a stored summary.
         room = min(room, self.summary_length) if room > 20 else 0
         summary = lead(summary, room, title=title, author=item.author, lang=item.lang)
 

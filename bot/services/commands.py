@@ -21,7 +21,7 @@ from telegram import (
 )
 from telegram.error import TelegramError
 
-from bot.i18n import LANGUAGES, N_, Translator
+from bot.text.i18n import LANGUAGES, N_, Translator
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """What the bot itself lacks to post in a chat, asked of Telegram live.
 
 An unknown answer is no proof of a problem. Who may change a chat's settings is decided in
-bot.permissions, the one place for that rule.
+bot.services.permissions, the one place for that rule.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import enum
 from telegram import Bot, ChatMember, ChatMemberAdministrator, ChatMemberRestricted
 from telegram.constants import ChatMemberStatus
 
-from bot.permissions import Access, ask_member
+from bot.services.permissions import Access, ask_member
 from storage.models import ChatType
 
 

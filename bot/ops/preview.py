@@ -16,13 +16,13 @@ from urllib.parse import urlsplit
 
 from bot.app import make_http_client
 from bot.config import Settings
-from bot.feeds import FeedError, fetch_feed, parse_feed
-from bot.i18n import Translator
-from bot.render import Renderer
-from bot.text import utf16_len
+from bot.pipeline.feeds import FeedError, fetch_feed, parse_feed
+from bot.text.i18n import Translator
+from bot.text.plain import utf16_len
+from bot.text.render import Renderer
 from storage.models import ItemOrigin
 
-SAMPLE_FEED = Path(__file__).with_name("samples") / "caliber-en.xml"
+SAMPLE_FEED = Path(__file__).parents[1] / "samples" / "caliber-en.xml"
 _PLACEHOLDER_HOST = "preview.invalid"
 
 

@@ -16,7 +16,7 @@ from functools import cache
 
 import snowballstemmer
 
-from bot.text import cut_at_word, normalise_whitespace, utf16_len
+from bot.text.plain import cut_at_word, normalise_whitespace, utf16_len
 
 LEAD = "lead"
 EXTRACTIVE = "extractive"

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions
 
-from bot.channels import (
+from bot.context import Services
+from bot.services.channel_admin import (
     RIGHT_LABELS,
     RULE_KINDS,
     RULE_MAX,
@@ -23,10 +24,9 @@ from bot.channels import (
     rule_token,
     when,
 )  # fmt: skip
-from bot.context import Services
-from bot.i18n import LANGUAGES, N_
-from bot.render import Markup, bold
-from bot.text import truncate
+from bot.text.i18n import LANGUAGES, N_
+from bot.text.plain import truncate
+from bot.text.render import Markup, bold
 from storage.admin import SettingsChange, Topic
 from storage.models import Chat, ChatType, PostStyle
 

@@ -21,11 +21,11 @@ from telegram import Bot, LinkPreviewOptions
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, TelegramError
 
-from bot.article import apply_article
 from bot.clock import Clock
 from bot.config import Settings
-from bot.render import Post, Renderer
-from bot.summary import LEAD
+from bot.pipeline.enrich import apply_article
+from bot.text.render import Post, Renderer
+from bot.text.summary import LEAD
 from bot.workers import RunCpu
 from storage.articles import SentMessage, get_article, sent_messages, update_item_text
 from storage.models import Item, PostStyle

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 
-from bot.search import strip_marks, words
+from bot.services.search import strip_marks, words
 from storage.models import Chat, ChatSettings, Item
 
 EXCLUDE_CATEGORY = "exclude_category"

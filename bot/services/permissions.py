@@ -25,7 +25,7 @@ from telegram import Bot, ChatMember, ChatMemberAdministrator
 from telegram.constants import ChatMemberStatus
 from telegram.error import BadRequest, ChatMigrated, Forbidden, TelegramError
 
-from bot.i18n import N_
+from bot.text.i18n import N_
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import httpx
 
 from bot.clock import Clock
-from bot.feeds import FeedError, FetchResult, ParsedFeed, fetch_feed, parse_feed
+from bot.pipeline.feeds import FeedError, FetchResult, ParsedFeed, fetch_feed, parse_feed
 from bot.workers import RunCpu
 from storage.models import Chat, Feed, FeedStatus, Item, NewItem, PollOutcome
 from storage.store import Store

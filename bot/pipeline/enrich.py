@@ -22,11 +22,11 @@ import httpx
 
 from bot.clock import Clock
 from bot.config import Settings
-from bot.extract import extract_article
-from bot.feeds import read_response
-from bot.httpbody import ACCEPT_ENCODING
-from bot.netguard import Refused, Resolver, host_of, pinned_request, system_resolver
-from bot.summary import LEAD, clean_text, summarise
+from bot.pipeline.extract import extract_article
+from bot.pipeline.feeds import read_response
+from bot.pipeline.httpbody import ACCEPT_ENCODING
+from bot.pipeline.netguard import Refused, Resolver, host_of, pinned_request, system_resolver
+from bot.text.summary import LEAD, clean_text, summarise
 from bot.workers import RunCpu
 from storage.articles import Article, get_article, prune_articles, save_article
 from storage.models import Feed, Item, NewItem

@@ -1,0 +1,1 @@
+"""Texts, keyboards and the callback codec of the screens the handlers show."""
