@@ -59,54 +59,57 @@ class ChannelTarget:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    """Every setting, validated. Built only by load_settings, which holds each default once
+    (beside the variable's name and expected form); so no field has a default here."""
+
     feeds: tuple[FeedSource, ...]
-    token: str | None = None
-    api_url: str = "https://api.telegram.org"
-    database_path: Path = Path("./data/bot.sqlite3")
-    poll_interval: float = 120.0
-    poll_jitter: float = 0.1
-    channels: tuple[ChannelTarget, ...] = ()
-    admin_user_ids: frozenset[int] = frozenset()
-    default_language: str = "en"
-    log_level: str = "INFO"
-    summary_length: int = 600
-    backfill: int = 0
-    max_age: float = 2 * 86400.0
-    http_timeout: float = 15.0
-    feed_max_bytes: int = 5 * 1024 * 1024
-    backoff_max: float = 3600.0
-    user_agent: str = DEFAULT_USER_AGENT
-    timezone: str = "Asia/Baku"
-    rate_global_per_second: int = 30
-    rate_group_per_minute: int = 20
-    rate_private_per_second: float = 1.0
-    rate_margin: float = 0.03
-    paid_broadcast: bool = False
-    paid_broadcast_rate: int = 1000
-    send_concurrency: int = 0  # 0: sized from the global rate (see send_slots)
-    max_send_attempts: int = 6
-    delivery_retention: float = 30 * 86400.0
-    shutdown_timeout: float = 10.0
+    token: str | None
+    api_url: str
+    database_path: Path
+    poll_interval: float
+    poll_jitter: float
+    channels: tuple[ChannelTarget, ...]
+    admin_user_ids: frozenset[int]
+    default_language: str
+    log_level: str
+    summary_length: int
+    backfill: int
+    max_age: float
+    http_timeout: float
+    feed_max_bytes: int
+    backoff_max: float
+    user_agent: str
+    timezone: str
+    rate_global_per_second: int
+    rate_group_per_minute: int
+    rate_private_per_second: float
+    rate_margin: float
+    paid_broadcast: bool
+    paid_broadcast_rate: int
+    send_concurrency: int
+    max_send_attempts: int
+    delivery_retention: float
+    shutdown_timeout: float
     # Article pages and summaries (issue 6).
-    article_hosts: frozenset[str] = frozenset()
-    allow_private_addresses: bool = False
-    article_fetch_threshold: int = 200
-    article_timeout: float = 20.0
-    article_max_bytes: int = 3 * 1024 * 1024
-    article_concurrency_per_host: int = 3
-    summary_mode: str = "lead"
-    edit_on_update: bool = False
-    edit_window: float = 48 * 3600.0
+    article_hosts: frozenset[str]
+    allow_private_addresses: bool
+    article_fetch_threshold: int
+    article_timeout: float
+    article_max_bytes: int
+    article_concurrency_per_host: int
+    summary_mode: str
+    edit_on_update: bool
+    edit_window: float
     # Operators (issue 10): health endpoints, logs, webhook mode.
-    health_port: int = 0  # 0: no health server
-    health_listen: str = "127.0.0.1"
-    ready_api_grace: float = 300.0
-    ready_max_lag: float = 300.0
-    log_format: str = "text"
-    webhook_url: str | None = None
-    webhook_secret: str | None = None
-    webhook_listen: str = ALL_INTERFACES
-    webhook_port: int = 8443
+    health_port: int
+    health_listen: str
+    ready_api_grace: float
+    ready_max_lag: float
+    log_format: str
+    webhook_url: str | None
+    webhook_secret: str | None
+    webhook_listen: str
+    webhook_port: int
 
     @property
     def secrets(self) -> tuple[str, ...]:
