@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from bot.app import Runtime, run_bot
 from bot.clock import Clock
 from bot.config import load_settings
+from tests.fakes.clock import ManualClock
 
 TOKEN = "123456:TEST-TOKEN-0123456789abcdefghij"
 
@@ -37,6 +38,28 @@ def bot_env(
     }
     env.update(overrides)
     return env
+
+
+async def advance_until(
+    clock: ManualClock,
+    what: str,
+    predicate: Callable[[], bool],
+    *,
+    within: float,
+    step: float = 0.05,
+) -> float:
+    """Move virtual time on in `step`s until `predicate()`; return the virtual seconds taken.
+
+    Between steps the loop gets a little real time for the HTTP round trips and store writes
+    that the step started (virtual time stands still meanwhile), so no test sleeps for timing.
+    """
+    start = clock.monotonic()
+    while not predicate():
+        if clock.monotonic() - start > within:
+            raise AssertionError(f"{what}: not within {within} virtual seconds")
+        await clock.advance(step)
+        await asyncio.sleep(0.002)
+    return clock.monotonic() - start
 
 
 @asynccontextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,8 +14,9 @@ import pytest
 from storage.models import DeliveryState
 from storage.store import Store
 from tests.fakes.botapi import FakeBotApi
+from tests.fakes.clock import ManualClock
 from tests.fakes.feedserver import FeedServer, make_rss
-from tests.support import TOKEN, bot_env, running_bot
+from tests.support import TOKEN, advance_until, bot_env, running_bot
 
 CHANNEL = -1001000000001
 BASE = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
@@ -100,30 +102,39 @@ async def test_conditional_get_and_304(
 
 
 async def test_broken_feed_backs_off_then_recovers_and_other_feeds_go_on(
-    api: FakeBotApi,
-    feed_server: FeedServer,
-    db_path: Path,
-    channel: int,
-    caplog: pytest.LogCaptureFixture,
+    feed_server: FeedServer, db_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """On virtual time: the waits between polls of the failing feed double up to BACKOFF_MAX,
+    then return to POLL_INTERVAL once it answers; the healthy feed goes on meanwhile."""
+    clock = ManualClock()
+    feed_server.clock = clock.monotonic
     feed_server.set("/en/rss", feed(1))
-    feed_server.fail("/ru/rss", status=503, times=2)
+    feed_server.fail("/ru/rss", status=503, times=3)
     feed_server.set("/ru/rss", feed(1))
-    env = bot_env(
-        api.url,
-        {"en": feed_server.url("/en/rss"), "ru": feed_server.url("/ru/rss")},
-        db_path,
-        CHANNELS=f"en={CHANNEL}",
-        BACKOFF_MAX="0.4",
-    )
-    caplog.set_level(logging.DEBUG)
-    async with running_bot(env):
-        await polls(feed_server, "/ru/rss", 3, api)
-        feed_server.set("/en/rss", feed(1, 2))
-        await api.wait_sent(1, channel)  # the healthy feed is unaffected
-        await polls(feed_server, "/ru/rss", 4, api)
-    statuses = [r.status for r in feed_server.requests_to("/ru/rss")]
-    assert statuses[:3] == [503, 503, 200]
+    async with FakeBotApi(TOKEN, clock=clock.monotonic) as api:
+        api.add_chat(CHANNEL, "channel", title="Caliber EN")
+        env = bot_env(
+            api.url,
+            {"en": feed_server.url("/en/rss"), "ru": feed_server.url("/ru/rss")},
+            db_path,
+            CHANNELS=f"en={CHANNEL}",
+            POLL_INTERVAL="1",
+            BACKOFF_MAX="3",
+        )
+        caplog.set_level(logging.DEBUG)
+        async with running_bot(env, clock=clock):
+            ru = lambda: feed_server.requests_to("/ru/rss")  # noqa: E731
+            await advance_until(clock, "five polls of ru", lambda: len(ru()) >= 5, within=30)
+            feed_server.set("/en/rss", feed(1, 2))
+            await advance_until(clock, "the en piece", lambda: len(api.sent(CHANNEL)) >= 1,
+                                within=5)  # fmt: skip
+    requests = ru()
+    assert [r.status for r in requests[:5]] == [503, 503, 503, 200, 304]
+    gaps = [b.time - a.time for a, b in itertools.pairwise(requests[:5])]
+    # 1 s × 2^streak, capped at BACKOFF_MAX (3 s); POLL_JITTER=0. Then the interval again. The
+    # wait starts when a poll ends; a poll takes a few of the test's 50 ms virtual steps.
+    for gap, wait in zip(gaps, [2.0, 3.0, 3.0, 1.0], strict=True):
+        assert wait <= gap < wait + 0.4, gaps
     warnings = [
         r.getMessage()
         for r in caplog.records
@@ -134,8 +145,8 @@ async def test_broken_feed_backs_off_then_recovers_and_other_feeds_go_on(
     store = await Store.open(db_path)
     feeds = {f.url: f for f in await store.list_feeds()}
     await store.close()
-    ru = feeds[feed_server.url("/ru/rss")]
-    assert ru.error_streak == 0 and ru.initialized
+    ru_state = feeds[feed_server.url("/ru/rss")]
+    assert ru_state.error_streak == 0 and ru_state.initialized
 
 
 @pytest.mark.parametrize("breakage", ["garbage", "huge", "slow", "404"])
@@ -165,18 +176,24 @@ async def test_unusable_feed_answers_are_errors_not_crashes(
     assert expected[breakage] in (state.last_error or "")
 
 
-async def test_429_waits_retry_after_then_sends(
-    api: FakeBotApi, feed_server: FeedServer, db_path: Path, channel: int
-) -> None:
+async def test_429_waits_retry_after_then_sends(feed_server: FeedServer, db_path: Path) -> None:
+    """On virtual time: the send refused with retry_after=3 goes again 3 s later, not sooner."""
+    clock = ManualClock()
     feed_server.set("/en/rss", feed(1))
-    async with running_bot(env_for(api, feed_server, db_path)):
-        await polls(feed_server, "/en/rss", 2, api)
-        api.retry_after(channel, 1)
-        feed_server.set("/en/rss", feed(1, 2))
-        (sent,) = await api.wait_sent(1, channel, timeout=10)
-    refused = [c for c in api.calls_to("sendMessage") if c.error_code == 429]
+    async with FakeBotApi(TOKEN, clock=clock.monotonic) as api:
+        api.add_chat(CHANNEL, "channel", title="Caliber EN")
+        async with running_bot(env_for(api, feed_server, db_path), clock=clock):
+            await advance_until(clock, "first poll",
+                                lambda: len(feed_server.requests_to("/en/rss")) >= 2,
+                                within=10)  # fmt: skip
+            api.retry_after(CHANNEL, 3)
+            feed_server.set("/en/rss", feed(1, 2))
+            await advance_until(clock, "the piece", lambda: len(api.sent(CHANNEL)) >= 1,
+                                within=20)  # fmt: skip
+        (sent,) = api.sent(CHANNEL)
+        refused = [c for c in api.calls_to("sendMessage") if c.error_code == 429]
     assert len(refused) == 1
-    assert sent.at - refused[0].at >= 0.95  # retry_after was honoured
+    assert 3.0 <= sent.at - refused[0].at < 3.5  # retry_after honoured, then sent at once
     assert api.rate_violations == 0
 
 
@@ -253,16 +270,25 @@ async def test_token_never_logged_and_graceful_stop(
     channel: int,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """A DEBUG run never logs the token; the stop finishes, keeps the unsent piece pending (not
+    lost, not failed) and records what was sent."""
     caplog.set_level(logging.DEBUG)
     feed_server.set("/en/rss", feed(1))
-    api.server_error("sendMessage", times=1)
+    api.server_error("sendMessage", times=100)  # Telegram out of reach for piece 2
     async with running_bot(env_for(api, feed_server, db_path, LOG_LEVEL="DEBUG")):
         await polls(feed_server, "/en/rss", 2, api)
         feed_server.set("/en/rss", feed(1, 2))
         await api.wait_for(lambda a: any(c.error_code for c in a.calls_to("sendMessage")))
+    # running_bot's exit waited for run_bot to return: the stop completed.
+    assert any(r.getMessage().startswith("stopped (") for r in caplog.records)
     secret = TOKEN.split(":", 1)[1]
     assert all(secret not in record.getMessage() for record in caplog.records)
     assert all(secret not in (record.exc_text or "") for record in caplog.records)
+    store = await Store.open(db_path)
+    counts = await store.delivery_counts()
+    await store.close()
+    assert counts[DeliveryState.PENDING] == 1 and counts[DeliveryState.SENT] == 0
+    assert api.sent(channel) == []
 
 
 async def test_group_that_restricts_the_bot_stops_receiving(

@@ -15,7 +15,7 @@ import gzip
 import hashlib
 import random
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
@@ -71,6 +71,8 @@ class FeedServer(LocalServer):
     def __init__(self) -> None:
         super().__init__()
         self.requests: list[FeedRequest] = []
+        # What stamps a request's arrival: real time, or a test's virtual clock.
+        self.clock: Callable[[], float] = time.monotonic
         self._routes: dict[str, _Route] = {}
         self._failures: dict[str, list[int]] = {}
         self._delays: dict[str, float] = {}
@@ -178,7 +180,7 @@ class FeedServer(LocalServer):
         key = request.path_qs if request.path_qs in self._routes else request.path
         headers = {k.lower(): v for k, v in request.headers.items()}
         entry = FeedRequest(
-            request.method, request.path, request.query_string, headers, time.monotonic()
+            request.method, request.path, request.query_string, headers, self.clock()
         )
         self.requests.append(entry)
 
