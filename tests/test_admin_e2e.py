@@ -720,7 +720,7 @@ async def test_stats_for_operators_only(bot: Harness, people: dict[str, Any]) ->
     await bot.say(people["operator"], "/stats")
     text = bot.last_text(OPERATOR)  # in the operator's language
     assert text.startswith("📊 Состояние бота")
-    assert bot.pipeline.feeds.url("/en/rss") in text and "✅ в порядке" in text
+    assert bot.feeds.url("/en/rss") in text and "✅ в порядке" in text
     assert "ошибок подряд: 0" in text and "материалов: 2" in text
     assert "каналы: активны 1" in text and "личные чаты: пока нет" in text
     assert "отправлено 1" in text and "ответов 429: 1" in text
