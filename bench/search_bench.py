@@ -1,7 +1,7 @@
 """Search latency over a generated store of 100,000 pieces in English, Russian and Azerbaijani.
 
-Builds a temporary SQLite file through the real store and indexer (store_poll with the search
-hook), then runs a fixed set of queries and reports, per query, p50 and p95 of:
+Builds a temporary SQLite file through the real store and indexer (store_poll, then index_items
+as the poller calls it), then runs a fixed set of queries and reports, per query, p50 and p95 of:
 
 - "search": the storage-layer search the bot uses (bot.services.search query analysis +
   storage.search:
@@ -172,7 +172,7 @@ async def fill(store: Store, count: int) -> None:
     for start in range(0, len(timeline), 2000):
         chunk = timeline[start : start + 2000]
         for lang, feed in feeds.items():
-            await store.store_poll(
+            outcome = await store.store_poll(
                 feed.id,
                 [item for _, item_lang, item in chunk if item_lang == lang],
                 etag=None,
@@ -182,6 +182,7 @@ async def fill(store: Store, count: int) -> None:
                 max_age=SPAN,
                 backfill=0,
             )
+            await analysis.index_items(store, outcome.new_items)  # as the poller does
 
 
 @dataclass

@@ -5,9 +5,21 @@ from __future__ import annotations
 import random
 
 
-def backoff(step: int, base: float, cap: float, rng: random.Random) -> float:
-    """The wait before try number `step + 1`: base × 2^step, at most `cap`, ±25% jitter.
+def backoff(
+    step: int,
+    base: float,
+    cap: float,
+    rng: random.Random | None = None,
+    *,
+    spread: tuple[float, float] = (0.75, 1.25),
+) -> float:
+    """The wait before try number `step + 1`: base × 2^step, at most `cap`.
 
-    The jitter spreads the tries of many waiters (chats, feeds) that failed together.
+    With `rng`, times a random factor in `spread` (±25% by default): the jitter spreads the
+    tries of many waiters (chats, feeds) that failed together.
     """
-    return float(min(cap, base * 2.0 ** min(step, 30)) * (0.75 + rng.random() / 2))
+    wait = min(cap, base * 2.0 ** min(step, 30))
+    if rng is None:
+        return float(wait)
+    low, high = spread
+    return float(wait * rng.uniform(low, high))

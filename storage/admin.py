@@ -9,8 +9,9 @@ from typing import Any
 
 import aiosqlite
 
+from storage.db import CHAT_COLUMNS, chat_from_row
 from storage.models import Chat, ChatSettings
-from storage.store import _CHAT_COLUMNS, Store, _chat
+from storage.store import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +74,10 @@ class Event:
 
 async def _read_chat(conn: aiosqlite.Connection, chat_id: int) -> Chat | None:
     async with conn.execute(
-        f"SELECT {_CHAT_COLUMNS} FROM chats c WHERE c.id = ?", (chat_id,)
+        f"SELECT {CHAT_COLUMNS} FROM chats c WHERE c.id = ?", (chat_id,)
     ) as cursor:
         row = await cursor.fetchone()
-    return _chat(row) if row else None
+    return chat_from_row(row) if row else None
 
 
 async def _audit(
@@ -118,7 +119,7 @@ async def change_chat(
     None when the chat is unknown. Pausing holds the chat's queued posts; resuming closes an
     open no-right incident so that a new one is reported again.
     """
-    async with store._tx() as conn:
+    async with store.transaction() as conn:
         chat = await _read_chat(conn, chat_id)
         if chat is None:
             return None
@@ -159,7 +160,7 @@ async def disconnect_chat(
     store: Store, chat_id: int, *, user_id: int | None, user_name: str | None, now: float
 ) -> bool:
     """Stop posting to a chat for good (until the bot is added again); False if unknown."""
-    async with store._tx() as conn:
+    async with store.transaction() as conn:
         cursor = await conn.execute(
             "UPDATE chats SET active = 0, subscribed = 0, deactivated_reason = 'disconnected', "
             "updated_at = ? WHERE id = ?",
@@ -186,7 +187,7 @@ async def pause_for_incident(
     reason; the rest of the queue is held as paused. Only a new incident should be reported
     to the admins, so a restart or a second refusal never repeats the message.
     """
-    async with store._tx() as conn:
+    async with store.transaction() as conn:
         chat = await _read_chat(conn, chat_id)
         if chat is None:
             return False
@@ -214,7 +215,7 @@ async def pause_for_incident(
 
 
 async def get_incident(store: Store, chat_id: int) -> Incident | None:
-    row = await store._fetchone(
+    row = await store.fetchone(
         "SELECT chat_id, reason, missing_right, at FROM chat_incidents WHERE chat_id = ?",
         (chat_id,),
     )
@@ -223,7 +224,7 @@ async def get_incident(store: Store, chat_id: int) -> Incident | None:
 
 async def list_changes(store: Store, chat_id: int, limit: int = 10) -> list[SettingsChange]:
     """Return the chat's most recent settings changes, newest first."""
-    rows = await store._fetchall(
+    rows = await store.fetchall(
         "SELECT chat_id, user_id, user_name, at, what, old, new FROM settings_changes "
         "WHERE chat_id = ? ORDER BY at DESC, id DESC LIMIT ?",
         (chat_id, limit),
@@ -236,7 +237,7 @@ async def remember_topic(store: Store, chat_id: int, thread_id: int, name: str, 
 
     An empty `name` (unknown) keeps the name already stored.
     """
-    async with store._tx() as conn:
+    async with store.transaction() as conn:
         await conn.execute(
             "INSERT INTO forum_topics (chat_id, thread_id, name, seen_at) "
             "SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM chats WHERE id = ?) "
@@ -247,7 +248,7 @@ async def remember_topic(store: Store, chat_id: int, thread_id: int, name: str, 
 
 
 async def list_topics(store: Store, chat_id: int, limit: int = 20) -> list[Topic]:
-    rows = await store._fetchall(
+    rows = await store.fetchall(
         "SELECT chat_id, thread_id, name FROM forum_topics WHERE chat_id = ? "
         "ORDER BY seen_at DESC LIMIT ?",
         (chat_id, limit),
@@ -256,7 +257,7 @@ async def list_topics(store: Store, chat_id: int, limit: int = 20) -> list[Topic
 
 
 async def count_events(store: Store, kind: str, since: float) -> int:
-    row = await store._fetchone(
+    row = await store.fetchone(
         "SELECT COUNT(*) FROM events WHERE kind = ? AND at >= ?", (kind, since)
     )
     return int(row[0]) if row else 0
@@ -264,7 +265,7 @@ async def count_events(store: Store, kind: str, since: float) -> int:
 
 async def recent_events(store: Store, kinds: Sequence[str], limit: int = 5) -> list[Event]:
     """Return the newest events of the given kinds."""
-    rows = await store._fetchall(
+    rows = await store.fetchall(
         f"SELECT at, kind, chat_id, feed_id, detail FROM events "
         f"WHERE kind IN ({','.join('?' * len(kinds))}) ORDER BY at DESC, id DESC LIMIT ?",
         [*kinds, limit],

@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from storage.db import CHAT_COLUMNS, chat_from_row
 from storage.models import Chat, Item
-from storage.store import _CHAT_COLUMNS, Store, _chat
+from storage.store import Store
 
 # Every cached page keeps no more than this much text.
 _MAX_TEXT = 50_000
@@ -48,7 +49,7 @@ _ARTICLE_COLUMNS = (
 
 async def get_article(store: Store, url: str) -> Article | None:
     """Return the cached page for `url`, if it was fetched before."""
-    row = await store._fetchone(f"SELECT {_ARTICLE_COLUMNS} FROM articles WHERE url = ?", (url,))
+    row = await store.fetchone(f"SELECT {_ARTICLE_COLUMNS} FROM articles WHERE url = ?", (url,))
     if row is None:
         return None
     return Article(
@@ -68,7 +69,7 @@ async def get_article(store: Store, url: str) -> Article | None:
 
 async def save_article(store: Store, article: Article) -> None:
     """Cache `article` (replacing an earlier fetch of the same URL)."""
-    async with store._tx() as conn:
+    async with store.transaction() as conn:
         await conn.execute(
             f"INSERT OR REPLACE INTO articles ({_ARTICLE_COLUMNS}) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -90,14 +91,18 @@ async def save_article(store: Store, article: Article) -> None:
 
 async def prune_articles(store: Store, older_than: float) -> int:
     """Forget pages fetched before `older_than`; return how many."""
-    async with store._tx() as conn:
+    async with store.transaction() as conn:
         cursor = await conn.execute("DELETE FROM articles WHERE fetched_at < ?", (older_than,))
         return cursor.rowcount
 
 
 async def update_item_text(store: Store, item: Item) -> None:
-    """Store `item`'s summary, image, author and categories (the store's item hooks run too)."""
-    async with store._tx() as conn:
+    """Store `item`'s summary, image, author and categories.
+
+    The search index keeps the item's previous text until the caller indexes it again
+    (bot.services.search.index_items); the item stays findable meanwhile.
+    """
+    async with store.transaction() as conn:
         await conn.execute(
             "UPDATE items SET summary = ?, image_url = ?, author = ?, categories = ? WHERE id = ?",
             (
@@ -108,20 +113,18 @@ async def update_item_text(store: Store, item: Item) -> None:
                 item.id,
             ),
         )
-        for hook in store.item_hooks:
-            await hook(conn, [item])
 
 
 async def sent_messages(store: Store, item_id: int, since: float) -> list[SentMessage]:
     """Return the messages sent for `item_id` at or after `since` to chats still active."""
-    rows = await store._fetchall(
-        f"SELECT d.message_id, d.sent_at, {_CHAT_COLUMNS} FROM deliveries d "
+    rows = await store.fetchall(
+        f"SELECT d.message_id, d.sent_at, {CHAT_COLUMNS} FROM deliveries d "
         "JOIN chats c ON c.id = d.chat_id "
         "WHERE d.item_id = ? AND d.state = 'sent' AND d.message_id IS NOT NULL "
         "AND d.sent_at >= ? AND c.active = 1 ORDER BY d.priority, d.id",
         (item_id, since),
     )
     return [
-        SentMessage(chat=_chat(row, 2), message_id=int(row[0]), sent_at=float(row[1]))
+        SentMessage(chat=chat_from_row(row, 2), message_id=int(row[0]), sent_at=float(row[1]))
         for row in rows
     ]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 
@@ -242,3 +244,24 @@ class PollOutcome:
     queued: int
     # Known items whose title or text changed (the site edited them); never queued again.
     updated_items: tuple[Item, ...] = ()
+
+
+# Channels go first, then groups, then private subscribers (lower sorts first).
+CHANNELS_FIRST: Mapping[ChatType, int] = MappingProxyType(
+    {ChatType.CHANNEL: 0, ChatType.SUPERGROUP: 1, ChatType.GROUP: 1, ChatType.PRIVATE: 2}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FanOut:
+    """Who gets a poll's new items: policy decided in core, applied by storage as data.
+
+    Every reachable, subscribed chat taking the feed's language gets a delivery row for each
+    new item (storage.store, one INSERT … SELECT): pending, or skipped with the reason
+    "paused" for a paused chat, or with the reason in `skips` (entry identity → {chat id:
+    reason}: the verdicts of core's filters, computed before the poll is stored, for the few
+    chats that have filter rules). `priorities` orders the outbox by chat type.
+    """
+
+    priorities: Mapping[ChatType, int] = field(default_factory=lambda: CHANNELS_FIRST)
+    skips: Mapping[str, Mapping[int, str]] = field(default_factory=dict)

@@ -1,10 +1,10 @@
 """The search index's SQL: an FTS5 table of folded, stemmed terms, ranked by bm25 and recency.
 
 `search_fts` (migration 2) holds one row per item, rowid = items.id: the item's title and text
-as terms already folded, stemmed and tagged with the item's language by bot.search. The tag
+as terms already folded, stemmed and tagged with the item's language by bot.services.search. The tag
 makes the language filter part of the terms themselves (a query in English looks for English
 terms only), so MATCH does no extra work for it. This module never sees raw reader text: the
-expression it gets is built by bot.search from quoted terms.
+expression it gets is built by bot.services.search from quoted terms.
 """
 
 from __future__ import annotations
@@ -12,12 +12,15 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING
 
 import aiosqlite
 
 from storage.models import Item
-from storage.store import _ITEM_COLUMNS, Store, _item
+
+if TYPE_CHECKING:  # storage.store imports this module (forget_docs)
+    from storage.store import Store
+from storage.db import ITEM_COLUMNS, item_from_row
 
 # Title words weigh more than words of the text (bm25 column weights: title, body).
 TITLE_WEIGHT = 4.0
@@ -60,12 +63,13 @@ class SearchPage:
     total: int  # every match, including any beyond the ranked window
 
 
-# The boost of the piece whose date is d.ts (a piece dated in the future counts as new).
-_BOOST = "(1.0 + :boost * MIN(1.0, MAX(0.0, 1.0 - (:now - d.ts) / :recency)))"
+# The boost of the piece whose date is d.ts (a piece dated in the future counts as new); an SQL
+# expression of the named parameters :boost, :now and :recency.
+BOOST_SQL = "(1.0 + :boost * MIN(1.0, MAX(0.0, 1.0 - (:now - d.ts) / :recency)))"
 
 
 async def write_docs(conn: aiosqlite.Connection, docs: Sequence[SearchDoc]) -> None:
-    """Add or replace `docs` using the caller's transaction (the store's item hook)."""
+    """Add or replace `docs` using the caller's transaction."""
     if not docs:
         return
     await conn.executemany(
@@ -85,6 +89,18 @@ async def write_docs(conn: aiosqlite.Connection, docs: Sequence[SearchDoc]) -> N
     )
 
 
+async def forget_docs(conn: aiosqlite.Connection, item_ids: Sequence[int]) -> None:
+    """Drop the index rows of items whose text changed, in the caller's transaction.
+
+    The caller indexes them again after its commit; if the process dies first, the start-up
+    catch-up (unindexed_items) finds them missing and indexes them.
+    """
+    if item_ids:
+        await conn.execute(
+            f"DELETE FROM search_fts WHERE rowid IN ({','.join('?' * len(item_ids))})", item_ids
+        )
+
+
 async def refresh_recency(store: Store, now: float) -> int:
     """Raise the recency floor to the lowest id of a piece dated within RECENCY_WINDOW of `now`.
 
@@ -95,7 +111,7 @@ async def refresh_recency(store: Store, now: float) -> int:
     it (at start and hourly) only makes it tighter as time passes. Return the new floor.
     """
     since = now - RECENCY_WINDOW
-    async with store._tx() as conn:
+    async with store.transaction() as conn:
         await conn.execute(
             "UPDATE search_state SET fresh_since = :since, fresh_from = COALESCE("
             "(SELECT MIN(id) FROM search_dates WHERE ts >= :since), "
@@ -109,30 +125,30 @@ async def refresh_recency(store: Store, now: float) -> int:
 
 async def index_docs(store: Store, docs: Sequence[SearchDoc]) -> None:
     """Add or replace `docs` in one transaction of their own."""
-    async with store._tx() as conn:
+    async with store.transaction() as conn:
         await write_docs(conn, docs)
 
 
 async def unindexed_items(store: Store, after_id: int, limit: int) -> list[Item]:
     """Return up to `limit` items with an id above `after_id` that the index lacks."""
-    rows = await store._fetchall(
-        f"SELECT {_ITEM_COLUMNS} FROM items i WHERE i.id > ? "
+    rows = await store.fetchall(
+        f"SELECT {ITEM_COLUMNS} FROM items i WHERE i.id > ? "
         "AND NOT EXISTS (SELECT 1 FROM search_fts f WHERE f.rowid = i.id) "
         "ORDER BY i.id LIMIT ?",
         (after_id, limit),
     )
-    return [_item(r) for r in rows]
+    return [item_from_row(r) for r in rows]
 
 
 async def analyzer_version(store: Store) -> int:
     """Return the version of the text analysis the index was built with."""
-    row = await store._fetchone("SELECT analyzer_version FROM search_state WHERE id = 1")
+    row = await store.fetchone("SELECT analyzer_version FROM search_state WHERE id = 1")
     return int(row[0]) if row else 0
 
 
 async def clear(store: Store, version: int) -> None:
     """Empty the index and record that it will be rebuilt with analysis `version`."""
-    async with store._tx() as conn:
+    async with store.transaction() as conn:
         await conn.execute("DELETE FROM search_fts")
         await conn.execute("DELETE FROM search_dates")
         await conn.execute(
@@ -159,13 +175,13 @@ WITH fresh AS (
 m AS MATERIALIZED (
     SELECT f.rowid AS id, bm25(search_fts, :title_weight, :body_weight) * CASE
         WHEN f.rowid < (SELECT id FROM fresh) THEN 1.0
-        ELSE COALESCE((SELECT {_BOOST} FROM search_dates d WHERE d.id = f.rowid), 1.0)
+        ELSE COALESCE((SELECT {BOOST_SQL} FROM search_dates d WHERE d.id = f.rowid), 1.0)
     END AS s
     FROM search_fts f WHERE search_fts MATCH :q
     ORDER BY f.rowid DESC LIMIT :window
 ),
 ranked AS MATERIALIZED (SELECT id, s FROM m ORDER BY s, id DESC LIMIT :limit OFFSET :offset)
-SELECT r.s, (SELECT COUNT(*) FROM m), {_ITEM_COLUMNS}
+SELECT r.s, (SELECT COUNT(*) FROM m), {ITEM_COLUMNS}
 FROM ranked r JOIN items i ON i.id = r.id
 ORDER BY r.s, r.id DESC
 """
@@ -203,21 +219,20 @@ async def _search(
         "limit": limit,
         "offset": offset,
     }
-    # sqlite3 takes a mapping for named parameters; _fetchall passes it through.
-    rows = await store._fetchall(_SEARCH, cast(Sequence[Any], params))
+    rows = await store.fetchall(_SEARCH, params)
     if not rows:
         total = await _count(store, expression) if offset > 0 else 0
         return SearchPage(hits=(), has_more=False, offset=offset, total=total)
     total = int(rows[0][1])
     if total >= CANDIDATE_WINDOW:  # m was full: count every match, beyond the ranked ones
         total = await _count(store, expression)
-    hits = tuple(SearchHit(_item(row, 2), float(row[0])) for row in rows)
+    hits = tuple(SearchHit(item_from_row(row, 2), float(row[0])) for row in rows)
     ranked = min(total, CANDIDATE_WINDOW)
     return SearchPage(hits=hits, has_more=offset + len(hits) < ranked, offset=offset, total=total)
 
 
 async def _count(store: Store, expression: str) -> int:
-    row = await store._fetchone(
+    row = await store.fetchone(
         "SELECT COUNT(*) FROM search_fts WHERE search_fts MATCH ?", (expression,)
     )
     return int(row[0]) if row else 0
@@ -225,7 +240,7 @@ async def _count(store: Store, expression: str) -> int:
 
 async def bare_match(store: Store, expression: str, limit: int = 5) -> list[int]:
     """Return the ids of the best bm25 matches and nothing else (the benchmark's baseline)."""
-    rows = await store._fetchall(
+    rows = await store.fetchall(
         "SELECT rowid FROM search_fts WHERE search_fts MATCH ? ORDER BY bm25(search_fts) LIMIT ?",
         (expression, limit),
     )

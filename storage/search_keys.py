@@ -33,7 +33,7 @@ async def save(
     """Store `search` under `key` for `chat_id`; drop keys older than `max_age` and the chat's
     keys beyond its `per_chat` newest, in the same transaction."""
     now = search.created_at
-    async with store._tx() as conn:
+    async with store.transaction() as conn:
         await conn.execute("DELETE FROM search_keys WHERE created_at < ?", (now - max_age,))
         await conn.execute(
             "INSERT INTO search_keys (key, chat_id, query, words, lang, created_at) "
@@ -51,7 +51,7 @@ async def load(
     store: Store, key: str, chat_id: int, *, now: float, max_age: float
 ) -> SavedSearch | None:
     """Return the search saved under `key` by `chat_id`, None when there is none (any more)."""
-    row = await store._fetchone(
+    row = await store.fetchone(
         "SELECT query, words, lang, created_at FROM search_keys "
         "WHERE key = ? AND chat_id = ? AND created_at >= ?",
         (key, chat_id, now - max_age),

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import os
 import sqlite3
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from storage.backup import backup_before_migration, readonly_uri
-from storage.migrations import MIGRATIONS, migrate
+from storage.db import (
+    CHAT_COLUMNS,
+    DELIVERY_COLUMNS,
+    ITEM_COLUMNS,
+    Database,
+    SchemaMismatchError,
+    SearchHook,
+    WriteHook,
+    chat_from_row,
+    delivery_from_row,
+    item_from_row,
+)
 from storage.models import (
     Chat,
     ChatSettings,
@@ -25,6 +30,7 @@ from storage.models import (
     Delivery,
     DeliveryState,
     DueDelivery,
+    FanOut,
     Feed,
     FeedStatus,
     Item,
@@ -33,16 +39,11 @@ from storage.models import (
     OutcomeRecord,
     PollOutcome,
 )
+from storage.search import forget_docs
+
+__all__ = ["OutboxDepth", "QueueHead", "SchemaMismatchError", "SearchHook", "Store", "WriteHook"]
 
 log = logging.getLogger(__name__)
-
-# Channels go first, then groups, then private subscribers (lower sorts first).
-PRIORITY = {
-    ChatType.CHANNEL: 0,
-    ChatType.SUPERGROUP: 1,
-    ChatType.GROUP: 1,
-    ChatType.PRIVATE: 2,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,16 +58,6 @@ class QueueHead:
     pending: int  # how many deliveries the chat has pending, this one included
 
 
-# Runs inside store_poll's transaction with the items it inserted or changed (e.g. the search
-# index keeping itself in step with the items table).
-ItemHook = Callable[[aiosqlite.Connection, Sequence[Item]], Awaitable[None]]
-# Told of each write transaction: its seconds, and whether SQLite took it (False: the store
-# could not be written: locked by another process, read-only, disk full, I/O error).
-WriteHook = Callable[[float, bool], None]
-# Told how many seconds a search query took (storage.search).
-SearchHook = Callable[[float], None]
-
-
 @dataclass(frozen=True, slots=True)
 class OutboxDepth:
     """The outbox at a glance, for readiness and metrics."""
@@ -76,144 +67,18 @@ class OutboxDepth:
     oldest_due_at: float | None  # when the longest-waiting due row became due
 
 
-_ITEM_COLUMNS = (
-    "i.id, i.feed_id, i.lang, i.identity, i.link, i.title, i.summary, i.author, i.image_url, "
-    "i.categories, i.published_at, i.first_seen_at, i.origin, i.content_hash"
-)
-_CHAT_COLUMNS = (
-    "c.id, c.type, c.title, c.username, c.lang, c.languages, c.active, c.subscribed, c.paused, "
-    "c.settings, c.added_by, c.deactivated_reason, c.created_at, c.updated_at"
-)
-_DELIVERY_COLUMNS = (
-    "d.id, d.item_id, d.chat_id, d.state, d.priority, d.attempts, d.next_attempt_at, "
-    "d.last_error, d.message_id, d.created_at, d.sent_at"
-)
+class Store(Database):
+    """The bot's persistence: `await Store.open(path)`, then `await store.close()`.
 
-
-class SchemaMismatchError(RuntimeError):
-    """A store opened read-only is at another schema version than this code's."""
-
-
-class Store:
-    """The bot's persistence: `await Store.open(path)`, then `await store.close()`."""
-
-    def __init__(self, conn: aiosqlite.Connection) -> None:
-        self._conn = conn
-        # aiosqlite runs one connection on one thread; the lock keeps each call's statements
-        # together so two coroutines never interleave inside one transaction.
-        import asyncio
-
-        self._lock = asyncio.Lock()
-        self.item_hooks: list[ItemHook] = []
-
-    @classmethod
-    async def open(cls, path: str | Path) -> Store:
-        """Open (creating if needed) the SQLite file at `path` and bring its schema up to date.
-
-        A new file is created 0600 (its -wal and -shm files take its mode); an existing one
-        that needs a migration is first copied beside itself (storage.backup).
-        """
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
-            except FileExistsError:
-                await asyncio.to_thread(backup_before_migration, Path(path))
-        conn = await aiosqlite.connect(str(path), isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        try:
-            await conn.execute("PRAGMA journal_mode = WAL")
-            await conn.execute("PRAGMA synchronous = NORMAL")
-            await conn.execute("PRAGMA foreign_keys = ON")
-            await conn.execute("PRAGMA busy_timeout = 5000")
-            await migrate(conn)
-        except BaseException:
-            await conn.close()
-            raise
-        return cls(conn)
-
-    @classmethod
-    async def open_readonly(cls, path: str | Path) -> Store:
-        """Open an existing store for reading only: never created, never migrated.
-
-        Raises FileNotFoundError for a missing file and SchemaMismatchError when its schema is
-        not the one this code reads. Works while the bot is writing (WAL).
-        """
-        uri = await asyncio.to_thread(readonly_uri, Path(path))
-        conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        try:
-            await conn.execute("PRAGMA busy_timeout = 5000")
-            async with conn.execute("PRAGMA user_version") as cursor:
-                row = await cursor.fetchone()
-            found, expected = (int(row[0]) if row else 0), MIGRATIONS[-1].version
-            if found != expected:
-                raise SchemaMismatchError(
-                    f"the store {path} has schema version {found}; this code reads {expected}"
-                )
-        except BaseException:
-            await conn.close()
-            raise
-        return cls(conn)
-
-    async def close(self) -> None:
-        async with self._lock:
-            await self._conn.close()
-
-    # Timing and outcome hooks (health and metrics); set by the composition root.
-    on_write: WriteHook | None = None
-    on_search: SearchHook | None = None
-
-    @asynccontextmanager
-    async def _tx(self, *, durable: bool = False) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock:
-            started = time.perf_counter()  # the transaction's own time, not the lock's wait
-            try:
-                if durable:
-                    await self._conn.execute("PRAGMA synchronous = FULL")
-                try:
-                    await self._conn.execute("BEGIN IMMEDIATE")
-                    try:
-                        yield self._conn
-                    except BaseException:
-                        await self._conn.rollback()
-                        raise
-                    await self._conn.commit()
-                finally:
-                    if durable:
-                        await self._conn.execute("PRAGMA synchronous = NORMAL")
-            except sqlite3.DatabaseError as exc:
-                if self.on_write is not None and _cannot_write(exc):
-                    self.on_write(time.perf_counter() - started, False)
-                raise
-            if self.on_write is not None:
-                self.on_write(time.perf_counter() - started, True)
-
-    async def probe_write(self) -> None:
-        """Commit a real (self-cancelling) write, so an idle bot notices a store it cannot write.
-
-        A no-op UPDATE would not do: SQLite skips writing a row overwritten by the same bytes.
-        """
-        async with self._tx() as conn:
-            cursor = await conn.execute(
-                "INSERT INTO events (at, kind, detail) VALUES (0, 'write_probe', '')"
-            )
-            await conn.execute("DELETE FROM events WHERE id = ?", (cursor.lastrowid,))
-
-    async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        async with self._lock, self._conn.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
-
-    async def _fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
-        async with self._lock, self._conn.execute(sql, params) as cursor:
-            row: sqlite3.Row | None = await cursor.fetchone()
-            return row
+    Feeds, items, chats and the outbox; the other storage modules (admin, articles, search,
+    search_keys) are functions over a Store through the public API of storage.db.
+    """
 
     # ------------------------------------------------------------------ feeds
 
     async def ensure_feed(self, url: str, lang: str) -> Feed:
         """Register a configured feed (keeping its state if known) and return it."""
-        async with self._tx() as conn:
+        async with self.transaction() as conn:
             await conn.execute(
                 "INSERT INTO feeds (url, lang) VALUES (?, ?) "
                 "ON CONFLICT(url) DO UPDATE SET lang = excluded.lang",
@@ -224,20 +89,20 @@ class Store:
         return feed
 
     async def get_feed_by_url(self, url: str) -> Feed | None:
-        row = await self._fetchone(_FEED_SELECT + " WHERE f.url = ?", (url,))
+        row = await self.fetchone(_FEED_SELECT + " WHERE f.url = ?", (url,))
         return _feed(row) if row else None
 
     async def get_feed(self, feed_id: int) -> Feed | None:
-        row = await self._fetchone(_FEED_SELECT + " WHERE f.id = ?", (feed_id,))
+        row = await self.fetchone(_FEED_SELECT + " WHERE f.id = ?", (feed_id,))
         return _feed(row) if row else None
 
     async def list_feeds(self) -> list[Feed]:
-        rows = await self._fetchall(_FEED_SELECT + " ORDER BY f.id")
+        rows = await self.fetchall(_FEED_SELECT + " ORDER BY f.id")
         return [_feed(r) for r in rows]
 
     async def record_not_modified(self, feed_id: int, now: float, next_poll_at: float) -> None:
         """Note a 304 answer: the feed is healthy and nothing changed."""
-        async with self._tx() as conn:
+        async with self.transaction() as conn:
             await conn.execute(
                 "UPDATE feeds SET status = 'ok', error_streak = 0, last_error = NULL, "
                 "last_polled_at = ?, last_success_at = ?, next_poll_at = ? WHERE id = ?",
@@ -248,7 +113,7 @@ class Store:
         self, feed_id: int, error: str, now: float, next_poll_at: float
     ) -> int:
         """Note a failed poll; return the new error streak."""
-        async with self._tx() as conn:
+        async with self.transaction() as conn:
             await conn.execute(
                 "UPDATE feeds SET status = 'error', error_streak = error_streak + 1, "
                 "last_error = ?, last_polled_at = ?, next_poll_at = ? WHERE id = ?",
@@ -275,17 +140,20 @@ class Store:
         next_poll_at: float,
         max_age: float,
         backfill: int,
-        decide: Callable[[Item, Chat], str | None] | None = None,
+        fan_out: FanOut | None = None,
     ) -> PollOutcome:
         """Store a successful poll in one transaction: new items, their outbox rows, feed state.
 
         `entries` come oldest first. On the feed's first successful poll every entry is backlog
         (except the newest `backfill`); later, an entry dated older than `max_age` is kept
-        but not queued. Entries already known are never queued again. For each chat that takes
-        the feed's language, `decide(item, chat)` may return a reason to skip it (a filter);
-        paused chats are skipped with the reason "paused". Skipped rows are kept for /why.
+        but not queued. Entries already known are never queued again; a known entry whose
+        text changed is updated, and its search index row dropped (the caller indexes it
+        again after this commit; until then the start-up catch-up would). The new items are
+        queued for chats by `fan_out` (see FanOut; channels first and no filters by default),
+        in one INSERT … SELECT whatever the number of chats.
         """
-        async with self._tx() as conn:
+        fan_out = fan_out or FanOut()
+        async with self.transaction() as conn:
             async with conn.execute(
                 "SELECT lang, initialized FROM feeds WHERE id = ?", (feed_id,)
             ) as cursor:
@@ -312,10 +180,8 @@ class Store:
                 seen_now.add(entry.identity)
                 fresh.append(entry)
 
-            # Only new entries are queued: a poll with none need not read every chat.
-            targets = await _target_chats(conn, lang) if fresh else []
             new_items: list[Item] = []
-            queued = 0
+            queued_ids: list[int] = []
             backfill_from = len(fresh) - max(backfill, 0)
             for index, entry in enumerate(fresh):
                 if first_poll and index < backfill_from:
@@ -345,31 +211,11 @@ class Store:
                     ),
                 )
                 item_id = int(cursor.lastrowid or 0)
-                item = entry.stored(item_id, feed_id, lang, now, origin)
-                new_items.append(item)
-                if origin is ItemOrigin.NEW and targets:
-                    # The same piece listed in two feeds (the same link) reaches a
-                    # chat once: chats that already have it from the other feed are skipped.
-                    already = await _chats_with_piece(conn, item)
-                    rows = []
-                    for chat in targets:
-                        if chat.id in already:
-                            continue
-                        reason = (
-                            "paused" if chat.paused else (decide(item, chat) if decide else None)
-                        )
-                        state = DeliveryState.SKIPPED if reason else DeliveryState.PENDING
-                        queued += state is DeliveryState.PENDING
-                        rows.append(
-                            (item_id, chat.id, state.value, PRIORITY[chat.type], now, reason, now)
-                        )
-                    await conn.executemany(
-                        "INSERT OR IGNORE INTO deliveries (item_id, chat_id, state, priority, "
-                        "next_attempt_at, last_error, created_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        rows,
-                    )
+                new_items.append(entry.stored(item_id, feed_id, lang, now, origin))
+                if origin is ItemOrigin.NEW:
+                    queued_ids.append(item_id)
 
+            queued = await _fan_out(conn, queued_ids, fan_out, now) if queued_ids else 0
             await conn.execute(
                 "UPDATE feeds SET etag = ?, last_modified = ?, status = 'ok', error_streak = 0, "
                 "last_error = NULL, last_polled_at = ?, last_success_at = ?, next_poll_at = ?, "
@@ -377,23 +223,50 @@ class Store:
                 (etag, last_modified, now, now, next_poll_at, feed_id),
             )
             updated = await _items_by_identity(conn, feed_id, updated_identities)
-            for hook in self.item_hooks:
-                await hook(conn, [*new_items, *updated])
+            await forget_docs(conn, [item.id for item in updated])
         return PollOutcome(new_items=tuple(new_items), queued=queued, updated_items=updated)
+
+    async def filtering_chats(self, lang: str) -> list[Chat]:
+        """Return the chats a new piece in `lang` would be queued for that have filter rules.
+
+        Active, subscribed, not paused, taking `lang`, with at least one include or exclude
+        rule: the few chats whose verdicts core computes before a poll is stored.
+        """
+        rows = await self.fetchall(
+            f"SELECT {CHAT_COLUMNS} FROM chats c WHERE {_TAKES_LANG} AND c.paused = 0 "
+            "AND c.settings != '{}' AND ("
+            + " OR ".join(f"json_array_length(c.settings, '$.{rule}') > 0" for rule in _RULES)
+            + ") ORDER BY c.id",
+            {"lang": lang},
+        )
+        return [chat_from_row(r) for r in rows]
 
     async def unknown_identities(self, feed_id: int, entries: Sequence[NewItem]) -> set[str]:
         """Return the identities of the entries the feed has never stored (under any alias)."""
-        async with self._lock:
-            known = await _known_identities(self._conn, feed_id, _all_identities(entries))
+        async with self.reading() as conn:
+            known = await _known_identities(conn, feed_id, _all_identities(entries))
         return {e.identity for e in entries if _stored_identity(e, known) is None}
 
     # ------------------------------------------------------------------ items
 
+    async def get_items(self, item_ids: Sequence[int]) -> list[Item]:
+        """Return the items with these ids (those that exist), in id order."""
+        items: list[Item] = []
+        for start in range(0, len(item_ids), 500):
+            chunk = item_ids[start : start + 500]
+            rows = await self.fetchall(
+                f"SELECT {ITEM_COLUMNS} FROM items i "
+                f"WHERE i.id IN ({','.join('?' * len(chunk))}) ORDER BY i.id",
+                chunk,
+            )
+            items.extend(item_from_row(r) for r in rows)
+        return sorted(items, key=lambda item: item.id)
+
     async def find_items_by_link(self, link: str) -> list[Item]:
-        rows = await self._fetchall(
-            f"SELECT {_ITEM_COLUMNS} FROM items i WHERE i.link = ? ORDER BY i.id", (link,)
+        rows = await self.fetchall(
+            f"SELECT {ITEM_COLUMNS} FROM items i WHERE i.link = ? ORDER BY i.id", (link,)
         )
-        return [_item(r) for r in rows]
+        return [item_from_row(r) for r in rows]
 
     async def latest_items(self, langs: Iterable[str] | None, limit: int) -> list[Item]:
         """Return the newest items (by publication, else first sight), optionally by language."""
@@ -404,15 +277,15 @@ class Store:
             where = f"WHERE i.lang IN ({','.join('?' * len(lang_list))})"
             params.extend(lang_list)
         params.append(limit)
-        rows = await self._fetchall(
-            f"SELECT {_ITEM_COLUMNS} FROM items i {where} "
+        rows = await self.fetchall(
+            f"SELECT {ITEM_COLUMNS} FROM items i {where} "
             "ORDER BY COALESCE(i.published_at, i.first_seen_at) DESC, i.id DESC LIMIT ?",
             params,
         )
-        return [_item(r) for r in rows]
+        return [item_from_row(r) for r in rows]
 
     async def count_items(self) -> int:
-        row = await self._fetchone("SELECT COUNT(*) FROM items")
+        row = await self.fetchone("SELECT COUNT(*) FROM items")
         return int(row[0]) if row else 0
 
     # ------------------------------------------------------------------ chats
@@ -431,7 +304,7 @@ class Store:
         active: bool = True,
     ) -> Chat:
         """Create or refresh a chat; an existing chat keeps its language and settings."""
-        async with self._tx() as conn:
+        async with self.transaction() as conn:
             await conn.execute(
                 "INSERT INTO chats (id, type, title, username, lang, languages, active, "
                 "subscribed, added_by, created_at, updated_at) "
@@ -463,15 +336,13 @@ class Store:
         return chat
 
     async def get_chat(self, chat_id: int) -> Chat | None:
-        row = await self._fetchone(
-            f"SELECT {_CHAT_COLUMNS} FROM chats c WHERE c.id = ?", (chat_id,)
-        )
-        return _chat(row) if row else None
+        row = await self.fetchone(f"SELECT {CHAT_COLUMNS} FROM chats c WHERE c.id = ?", (chat_id,))
+        return chat_from_row(row) if row else None
 
     async def list_chats(self, *, active_only: bool = False) -> list[Chat]:
         where = "WHERE c.active = 1" if active_only else ""
-        rows = await self._fetchall(f"SELECT {_CHAT_COLUMNS} FROM chats c {where} ORDER BY c.id")
-        return [_chat(r) for r in rows]
+        rows = await self.fetchall(f"SELECT {CHAT_COLUMNS} FROM chats c {where} ORDER BY c.id")
+        return [chat_from_row(r) for r in rows]
 
     async def update_chat(
         self,
@@ -505,13 +376,13 @@ class Store:
         if sets:
             sets.append("updated_at = ?")
             params.extend([now, chat_id])
-            async with self._tx() as conn:
+            async with self.transaction() as conn:
                 await conn.execute(f"UPDATE chats SET {', '.join(sets)} WHERE id = ?", params)
         return await self.get_chat(chat_id)
 
     async def deactivate_chat(self, chat_id: int, reason: str, now: float) -> int:
         """Stop posting to a chat (blocked, kicked, gone); cancel its pending deliveries."""
-        async with self._tx() as conn:
+        async with self.transaction() as conn:
             await conn.execute(
                 "UPDATE chats SET active = 0, deactivated_reason = ?, updated_at = ? WHERE id = ?",
                 (reason[:300], now, chat_id),
@@ -525,7 +396,7 @@ class Store:
 
     async def migrate_chat(self, old_id: int, new_id: int, now: float) -> Chat | None:
         """Move a chat to the id Telegram gave it when a group became a supergroup."""
-        async with self._tx() as conn:
+        async with self.transaction() as conn:
             async with conn.execute("SELECT 1 FROM chats WHERE id = ?", (new_id,)) as cursor:
                 exists = await cursor.fetchone() is not None
             if exists:
@@ -552,7 +423,7 @@ class Store:
 
     async def pending_heads(self) -> list[QueueHead]:
         """Return every chat's oldest pending delivery, channels first, then the oldest piece."""
-        rows = await self._fetchall(
+        rows = await self.fetchall(
             """
             WITH heads AS (
                 SELECT chat_id, MIN(item_id) AS item_id, COUNT(*) AS pending
@@ -571,8 +442,8 @@ class Store:
         found: dict[int, DueDelivery] = {}
         for start in range(0, len(delivery_ids), 500):
             chunk = delivery_ids[start : start + 500]
-            rows = await self._fetchall(
-                f"SELECT {_DELIVERY_COLUMNS}, {_ITEM_COLUMNS}, {_CHAT_COLUMNS} "
+            rows = await self.fetchall(
+                f"SELECT {DELIVERY_COLUMNS}, {ITEM_COLUMNS}, {CHAT_COLUMNS} "
                 "FROM deliveries d JOIN items i ON i.id = d.item_id "
                 "JOIN chats c ON c.id = d.chat_id "
                 f"WHERE d.state = 'pending' AND d.next_attempt_at <= ? "
@@ -596,7 +467,7 @@ class Store:
         `durable=False` exists only to measure what FULL costs (bench/durability_bench.py).
         """
         sent = [r for r in records if r.state is DeliveryState.SENT]
-        async with self._tx(durable=durable and bool(sent)) as conn:
+        async with self.transaction(durable=durable and bool(sent)) as conn:
             if sent:
                 await conn.executemany(
                     "UPDATE deliveries SET state = 'sent', message_id = ?, sent_at = ?, "
@@ -631,7 +502,7 @@ class Store:
 
     async def mark_sent_many(self, sent: Sequence[tuple[int, int | None, float]]) -> None:
         """Record several sends (delivery id, message id, time) in one transaction."""
-        async with self._tx() as conn:
+        async with self.transaction() as conn:
             await conn.executemany(
                 "UPDATE deliveries SET state = 'sent', message_id = ?, sent_at = ?, "
                 "attempts = attempts + 1, last_error = NULL WHERE id = ? AND state = 'pending'",
@@ -641,7 +512,7 @@ class Store:
     async def mark_retry(
         self, delivery_id: int, error: str, next_attempt_at: float, *, count_attempt: bool = True
     ) -> None:
-        async with self._tx() as conn:
+        async with self.transaction() as conn:
             await conn.execute(
                 "UPDATE deliveries SET attempts = attempts + ?, last_error = ?, "
                 "next_attempt_at = ? WHERE id = ?",
@@ -649,7 +520,7 @@ class Store:
             )
 
     async def mark_failed(self, delivery_id: int, error: str, now: float) -> None:
-        async with self._tx() as conn:
+        async with self.transaction() as conn:
             await conn.execute(
                 "UPDATE deliveries SET state = 'failed', attempts = attempts + 1, "
                 "last_error = ?, sent_at = ? WHERE id = ?",
@@ -657,16 +528,16 @@ class Store:
             )
 
     async def get_delivery(self, item_id: int, chat_id: int) -> Delivery | None:
-        row = await self._fetchone(
-            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d WHERE d.item_id = ? AND d.chat_id = ?",
+        row = await self.fetchone(
+            f"SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.item_id = ? AND d.chat_id = ?",
             (item_id, chat_id),
         )
-        return _delivery(row) if row else None
+        return delivery_from_row(row) if row else None
 
     async def delivery_counts(self, since: float | None = None) -> dict[DeliveryState, int]:
         """Count deliveries by state (created since `since` when given)."""
         where, params = ("WHERE created_at >= ?", [since]) if since is not None else ("", [])
-        rows = await self._fetchall(
+        rows = await self.fetchall(
             f"SELECT state, COUNT(*) FROM deliveries {where} GROUP BY state", params
         )
         counts = dict.fromkeys(DeliveryState, 0)
@@ -676,7 +547,7 @@ class Store:
 
     async def outbox_depth(self, now: float) -> OutboxDepth:
         """Count pending deliveries and those due at `now` (pending rows only, by their index)."""
-        row = await self._fetchone(
+        row = await self.fetchone(
             "SELECT COUNT(*), TOTAL(next_attempt_at <= ?), "
             "MIN(CASE WHEN next_attempt_at <= ? THEN next_attempt_at END) "
             "FROM deliveries WHERE state = 'pending'",
@@ -692,7 +563,7 @@ class Store:
         total = 0
         while True:
             # A chunk per transaction: the publisher's writes never wait for a long delete.
-            async with self._tx() as conn:
+            async with self.transaction() as conn:
                 cursor = await conn.execute(
                     "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries "
                     "WHERE created_at < ? AND state != 'pending' LIMIT ?)",
@@ -702,7 +573,7 @@ class Store:
             total += deleted
             if deleted < chunk:
                 break
-        async with self._tx() as conn:
+        async with self.transaction() as conn:
             await conn.execute("DELETE FROM events WHERE at < ?", (older_than,))
         return total
 
@@ -717,14 +588,14 @@ class Store:
         chat_id: int | None = None,
         feed_id: int | None = None,
     ) -> None:
-        async with self._tx() as conn:
+        async with self.transaction() as conn:
             await conn.execute(
                 "INSERT INTO events (at, kind, chat_id, feed_id, detail) VALUES (?, ?, ?, ?, ?)",
                 (now, kind, chat_id, feed_id, detail[:500]),
             )
 
     async def recent_events(self, limit: int = 5) -> list[tuple[float, str, int | None, str]]:
-        rows = await self._fetchall(
+        rows = await self.fetchall(
             "SELECT at, kind, chat_id, detail FROM events ORDER BY at DESC, id DESC LIMIT ?",
             (limit,),
         )
@@ -788,23 +659,72 @@ async def _update_item_content(
     )
 
 
-async def _chats_with_piece(conn: aiosqlite.Connection, item: Item) -> set[int]:
-    """Return the chats that have (or had) a delivery of another item with `item`'s link."""
-    async with conn.execute(
-        "SELECT DISTINCT d.chat_id FROM items i JOIN deliveries d ON d.item_id = i.id "
-        "WHERE i.link = ? AND i.id != ?",
-        (item.link, item.id),
-    ) as cursor:
-        return {int(row[0]) for row in await cursor.fetchall()}
+# The chat takes posts in :lang (its languages are a comma-separated list) and is reachable.
+_TAKES_LANG = (
+    "c.active = 1 AND c.subscribed = 1 AND instr(',' || c.languages || ',', ',' || :lang || ',')"
+)
+# The include/exclude lists of ChatSettings (a chat with none of them is never filtered).
+_RULES = ("include_categories", "exclude_categories", "include_keywords", "exclude_keywords")
+
+# Every (new item, chat) pair gets a row, in one statement:
+# - chats: reachable, subscribed, taking the item's language; paused ones get a skipped row;
+# - skip: core's filter verdicts, (identity, chat id, reason) triples: a skipped row;
+# - the same piece listed in two feeds (the same link) reaches a chat once: not for a chat that
+#   has (or had) a delivery of another item with that link, nor for any chat when an earlier
+#   new item of this poll has that link (its rows are inserted by this same statement);
+# - priority by chat type, from the policy's table ({cases}).
+_FAN_OUT = """
+WITH skip(identity, chat_id, reason) AS MATERIALIZED (
+    SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
+    FROM json_each(:skips)
+)
+INSERT OR IGNORE INTO deliveries (item_id, chat_id, state, priority, next_attempt_at,
+                                  last_error, created_at)
+SELECT i.id, c.id,
+       CASE WHEN c.paused OR s.reason IS NOT NULL THEN 'skipped' ELSE 'pending' END,
+       CASE c.type {cases} END,
+       :now,
+       CASE WHEN c.paused THEN 'paused' ELSE s.reason END,
+       :now
+FROM items i
+JOIN chats c ON {takes_lang}
+LEFT JOIN skip s ON s.identity = i.identity AND s.chat_id = c.id
+WHERE i.id BETWEEN :first AND :last AND i.origin = 'new'
+  AND NOT EXISTS (SELECT 1 FROM items o JOIN deliveries d ON d.item_id = o.id
+                  WHERE o.link = i.link AND o.id != i.id AND d.chat_id = c.id)
+  AND NOT EXISTS (SELECT 1 FROM items o
+                  WHERE o.link = i.link AND o.id >= :first AND o.id < i.id AND o.origin = 'new')
+ORDER BY i.id, c.id
+"""
 
 
-async def _target_chats(conn: aiosqlite.Connection, lang: str) -> list[Chat]:
-    """Return every reachable, subscribed chat that takes posts in `lang` (paused ones too)."""
+async def _fan_out(
+    conn: aiosqlite.Connection, item_ids: Sequence[int], fan_out: FanOut, now: float
+) -> int:
+    """Queue the poll's new items (ids `item_ids`, ascending) by `fan_out`; return how many
+    rows are pending."""
+    cases = " ".join(f"WHEN '{t.value}' THEN {int(p):d}" for t, p in fan_out.priorities.items())
+    cases += f" ELSE {max(fan_out.priorities.values(), default=0):d}"
+    skips = [
+        [identity, chat_id, reason]
+        for identity, verdicts in fan_out.skips.items()
+        for chat_id, reason in verdicts.items()
+    ]
+    await conn.execute(
+        _FAN_OUT.format(cases=cases, takes_lang=_TAKES_LANG.replace(":lang", "i.lang")),
+        {
+            "skips": json.dumps(skips, ensure_ascii=False),
+            "now": now,
+            "first": item_ids[0],
+            "last": item_ids[-1],
+        },
+    )
     async with conn.execute(
-        f"SELECT {_CHAT_COLUMNS} FROM chats c WHERE c.active = 1 AND c.subscribed = 1"
+        "SELECT COUNT(*) FROM deliveries WHERE item_id BETWEEN ? AND ? AND state = 'pending'",
+        (item_ids[0], item_ids[-1]),
     ) as cursor:
-        rows = await cursor.fetchall()
-    return [chat for chat in map(_chat, rows) if lang in chat.languages]
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
 
 
 async def _items_by_identity(
@@ -813,12 +733,12 @@ async def _items_by_identity(
     items: list[Item] = []
     for identity in identities:
         async with conn.execute(
-            f"SELECT {_ITEM_COLUMNS} FROM items i WHERE i.feed_id = ? AND i.identity = ?",
+            f"SELECT {ITEM_COLUMNS} FROM items i WHERE i.feed_id = ? AND i.identity = ?",
             (feed_id, identity),
         ) as cursor:
             row = await cursor.fetchone()
         if row is not None:
-            items.append(_item(row))
+            items.append(item_from_row(row))
     return tuple(items)
 
 
@@ -840,75 +760,7 @@ def _feed(row: sqlite3.Row) -> Feed:
     )
 
 
-def _item(row: sqlite3.Row, offset: int = 0) -> Item:
-    # Called for every row of a search page or a fan-out: unpacking and the origin lookup
-    # table are about a third cheaper than indexing and calling the enum.
-    (item_id, feed_id, lang, identity, link, title, summary, author, image_url, categories,
-     published_at, first_seen_at, origin, content_hash) = row[offset : offset + 14]  # fmt: skip
-    return Item(
-        id=item_id,
-        feed_id=feed_id,
-        lang=lang,
-        identity=identity,
-        link=link,
-        title=title,
-        summary=summary,
-        author=author,
-        image_url=image_url,
-        categories=tuple(json.loads(categories)) if categories and categories != "[]" else (),
-        published_at=published_at,
-        first_seen_at=first_seen_at,
-        origin=_ORIGINS[origin],
-        content_hash=content_hash,
-    )
-
-
-_ORIGINS = {origin.value: origin for origin in ItemOrigin}
-
-
-def _chat(row: sqlite3.Row, offset: int = 0) -> Chat:
-    r = list(row)[offset : offset + 14]
-    return Chat(
-        id=r[0],
-        type=ChatType(r[1]),
-        title=r[2],
-        username=r[3],
-        lang=r[4],
-        languages=tuple(x for x in str(r[5]).split(",") if x),
-        active=bool(r[6]),
-        subscribed=bool(r[7]),
-        paused=bool(r[8]),
-        settings=ChatSettings.from_json(r[9]),
-        added_by=r[10],
-        deactivated_reason=r[11],
-        created_at=r[12],
-        updated_at=r[13],
-    )
-
-
-def _delivery(row: sqlite3.Row, offset: int = 0) -> Delivery:
-    r = list(row)[offset : offset + 11]
-    return Delivery(
-        id=r[0],
-        item_id=r[1],
-        chat_id=r[2],
-        state=DeliveryState(r[3]),
-        priority=r[4],
-        attempts=r[5],
-        next_attempt_at=r[6],
-        last_error=r[7],
-        message_id=r[8],
-        created_at=r[9],
-        sent_at=r[10],
-    )
-
-
 def _due(row: sqlite3.Row) -> DueDelivery:
-    return DueDelivery(delivery=_delivery(row, 0), item=_item(row, 11), chat=_chat(row, 25))
-
-
-def _cannot_write(exc: sqlite3.DatabaseError) -> bool:
-    """Whether a failed write means the store itself refuses writes (not a bad statement)."""
-    return not isinstance(
-        exc, sqlite3.IntegrityError | sqlite3.ProgrammingError | sqlite3.DataError
+    return DueDelivery(
+        delivery=delivery_from_row(row, 0), item=item_from_row(row, 11), chat=chat_from_row(row, 25)
     )

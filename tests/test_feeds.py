@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import feedparser
+import httpx
 import pytest
 
+from bot.clock import SystemClock
 from bot.pipeline.feeds import FeedError, _entry_to_item, clean_link, parse_document, parse_feed
+from bot.pipeline.poller import Poller, PollerConfig
+from bot.services import filters
+from bot.services.search import attach_index, index_items, parse_query
 from bot.text.plain import one_line
+from storage import search as search_store
+from storage.models import ChatSettings, ChatType
 from storage.store import Store
 from tests.conftest import CORPUS
+from tests.fakes.feedserver import FeedServer, make_rss
 
 RSS = """<?xml version="1.0" encoding="utf-8"?>
 <rss version="2.0"><channel><title>Caliber</title><link>https://caliber.az/en</link>
@@ -223,3 +232,53 @@ def test_a_feed_listed_oldest_first_with_undated_entries_keeps_its_order() -> No
     </item>
     </channel></rss>"""
     assert [i.title for i in parse_feed(feed.encode(), "https://x.az/rss").items] == list("ABCD")
+
+
+# ------------------------------------------------------------------ the poller's fan-out
+
+
+async def test_a_poll_applies_filters_and_is_searchable_after_its_commit(
+    feed_server: FeedServer, db_path: Path
+) -> None:
+    feed_server.set("/en/rss", make_rss([]))
+    store = await Store.open(db_path)
+    try:
+        await attach_index(store)
+        for chat_id in (-100, 7):
+            await store.upsert_chat(
+                chat_id, ChatType.CHANNEL if chat_id < 0 else ChatType.PRIVATE, title=None,
+                username=None, default_lang="en", now=0, subscribed=True,
+            )  # fmt: skip
+        await store.update_chat(7, 0, settings=ChatSettings(exclude_keywords=("pipeline",)))
+        feed = await store.ensure_feed(feed_server.url("/en/rss"), "en")
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            poller = Poller(
+                store, http, SystemClock(), PollerConfig(interval=60, jitter=0),
+                decide=filters.decide, index=lambda items: index_items(store, items),
+            )  # fmt: skip
+            assert (await poller.poll_once(feed)).status == "ok"  # the first poll: nothing
+            now = datetime.now(UTC)
+            feed_server.set("/en/rss", make_rss([
+                {"title": "A new pipeline", "link": "https://caliber.az/en/post/1",
+                 "guid": "g-1", "description": "Gas.", "pub_date": now},
+                {"title": "Caspian drills", "link": "https://caliber.az/en/post/2",
+                 "guid": "g-2", "description": "Navy.", "pub_date": now},
+            ]))  # fmt: skip
+            report = await poller.poll_once(feed)
+        assert (report.new_items, report.queued) == (2, 3)
+        rows = await store.fetchall(
+            "SELECT i.title, d.chat_id, d.state, d.last_error FROM deliveries d "
+            "JOIN items i ON i.id = d.item_id ORDER BY i.title, d.chat_id"
+        )
+        assert [tuple(r) for r in rows] == [
+            ("A new pipeline", -100, "pending", None),
+            ("A new pipeline", 7, "skipped", "exclude_keyword:pipeline"),
+            ("Caspian drills", -100, "pending", None),
+            ("Caspian drills", 7, "pending", None),
+        ]
+        expression = parse_query("pipelines").match(["en"])
+        assert expression is not None
+        page = await search_store.search(store, expression, now=time.time())
+        assert [hit.item.title for hit in page.hits] == ["A new pipeline"]
+    finally:
+        await store.close()

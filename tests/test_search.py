@@ -1,7 +1,8 @@
 """Search: text folding and word forms, safe queries, snippets, and ranking on a real SQLite file.
 
 The fixture set holds pieces in English, Russian and Azerbaijani stored through the real store
-(store_poll with the index hook), so what is tested is what /search and inline mode run.
+(store_poll, then indexing as the poller does), so what is tested is what /search and inline mode
+run.
 """
 
 from __future__ import annotations
@@ -16,8 +17,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.services import search as analysis
-from bot.services.search import QueryMemory, attach_index, parse_query, snippet, term, words
+from bot.services import search as search_service
+from bot.services.search import (
+    QueryMemory,
+    attach_index,
+    index_items,
+    parse_query,
+    snippet,
+)
+from bot.text import analysis
+from bot.text.analysis import term, words
 from storage import search as index_store
 from storage.models import NewItem
 from storage.store import Store
@@ -91,15 +100,25 @@ def entries(lang: str, pieces: Sequence[tuple[str, str, float]], start: int = 0)
     return sorted(made, key=lambda e: e.published_at or 0.0)
 
 
+async def poll(store: Store, feed_id: int, items: Sequence[NewItem], *, index: bool = True) -> None:
+    """Store a poll as the poller does: the store's transaction, then indexing after its commit.
+
+    `index=False` is a crash between the two (or items stored before the search feature).
+    """
+    outcome = await store.store_poll(
+        feed_id, items, etag=None, last_modified=None, now=NOW, next_poll_at=NOW,
+        max_age=3650 * DAY, backfill=0,
+    )  # fmt: skip
+    if index:
+        await index_items(store, [*outcome.new_items, *outcome.updated_items])
+
+
 async def store_pieces(
-    store: Store, pieces: Mapping[str, Sequence[tuple[str, str, float]]]
+    store: Store, pieces: Mapping[str, Sequence[tuple[str, str, float]]], *, index: bool = True
 ) -> None:
     for lang, items in pieces.items():
         feed = await store.ensure_feed(f"https://caliber.az/{lang}/rss", lang)
-        await store.store_poll(
-            feed.id, entries(lang, items), etag=None, last_modified=None, now=NOW,
-            next_poll_at=NOW, max_age=3650 * DAY, backfill=0,
-        )  # fmt: skip
+        await poll(store, feed.id, entries(lang, items), index=index)
 
 
 @pytest.fixture
@@ -204,8 +223,8 @@ _SAFE_EXPRESSION = re.compile(
 @pytest.mark.parametrize("text", HOSTILE)
 def test_user_text_never_reaches_match_raw(text: str) -> None:
     query = parse_query(text)
-    assert len(query.text) <= analysis.MAX_QUERY_CHARS
-    assert len(query.words) <= analysis.MAX_QUERY_WORDS
+    assert len(query.text) <= search_service.MAX_QUERY_CHARS
+    assert len(query.words) <= search_service.MAX_QUERY_WORDS
     for langs in (["en"], ["en", "ru", "az"]):
         expression = query.match(langs)
         assert (expression is None) == query.empty
@@ -384,13 +403,13 @@ async def test_ranking_matches_scoring_every_match(db_path: Path, refreshed: boo
     for text in ("oil", "gas pipeline", "caspian", "trade corridor energy"):
         expression = parse_query(text).match(["en"])
         assert expression is not None
-        rows = await store._fetchall(
+        rows = await store.fetchall(
             f"""
             WITH c AS MATERIALIZED (
                 SELECT rowid AS id, bm25(search_fts, ?, ?) AS b FROM search_fts
                 WHERE search_fts MATCH ?)
             SELECT c.id FROM c JOIN search_dates d ON d.id = c.id
-            ORDER BY c.b * {index_store._BOOST}, c.id DESC LIMIT 30
+            ORDER BY c.b * {index_store.BOOST_SQL}, c.id DESC LIMIT 30
             """.replace(":boost", "?").replace(":now", "?").replace(":recency", "?"),
             (
                 index_store.TITLE_WEIGHT, index_store.BODY_WEIGHT, expression,
@@ -422,14 +441,11 @@ async def test_recency_floor_follows_new_and_redated_pieces(db_path: Path) -> No
     # A new piece (id 6) is boosted, though the floor was computed before it existed.
     # Its longer text scores lower by bm25 alone than the old pieces'.
     feed = await store.ensure_feed("https://caliber.az/en/rss", "en")
-    await store.store_poll(
-        feed.id, entries("en", ((same, "Brand new piece.", 2),), start=10), etag=None,
-        last_modified=None, now=NOW, next_poll_at=NOW, max_age=3650 * DAY, backfill=0,
-    )  # fmt: skip
+    await poll(store, feed.id, entries("en", ((same, "Brand new piece.", 2),), start=10))
     assert await first() == "Brand new piece."
     # So is a piece indexed late with a recent date below the floor (the backfill, a rebuild).
     oldest = next(i for i in await store.latest_items(["en"], 10) if i.id == 1)
-    recent = analysis.document(dataclasses.replace(oldest, published_at=NOW - DAY))
+    recent = search_service.document(dataclasses.replace(oldest, published_at=NOW - DAY))
     await index_store.index_docs(store, [recent])
     assert await first() == oldest.summary == "Old4."  # stored first: the oldest
     # A search made with an earlier clock than the floor's does not trust it.
@@ -458,23 +474,29 @@ async def test_broad_queries_rank_the_newest_window(
 
 
 async def test_index_follows_edits_and_backfills(db_path: Path) -> None:
-    store = await Store.open(db_path)  # no index hook yet: items stored before the feature
-    await store_pieces(store, {"en": (("Pipeline politics", "Gas.", 1),)})
+    store = await Store.open(db_path)
+    await store_pieces(store, {"en": (("Pipeline politics", "Gas.", 1),)}, index=False)
     assert await index_store.analyzer_version(store) == 0
-    assert await attach_index(store) == 1  # the backfill
+    assert await titles(store, "pipelines", ["en"]) == []  # stored, never indexed
+    assert await attach_index(store) == 1  # the backfill at start
     assert await index_store.analyzer_version(store) == analysis.ANALYZER_VERSION
     assert await titles(store, "pipelines", ["en"]) == ["Pipeline politics"]
     assert await attach_index(store) == 0  # nothing missing: nothing done
 
-    # The site edits the piece: the index follows (same identity, new content hash).
+    # The site edits the piece (same identity, new content hash) and the process dies right
+    # after the poll's commit: the stale text is out of the index, and the next start
+    # indexes the new text.
     feed = await store.ensure_feed("https://caliber.az/en/rss", "en")
-    edited = entries("en", (("Corridor politics", "Trade.", 1),))
-    await store.store_poll(
-        feed.id, edited, etag=None, last_modified=None, now=NOW, next_poll_at=NOW,
-        max_age=3650 * DAY, backfill=0,
-    )  # fmt: skip
-    assert await titles(store, "corridor", ["en"]) == ["Corridor politics"]
+    await poll(store, feed.id, entries("en", (("Corridor politics", "Trade.", 1),)), index=False)
     assert await titles(store, "pipeline", ["en"]) == []
+    assert await attach_index(store) == 1
+    assert await titles(store, "corridor", ["en"]) == ["Corridor politics"]
+
+    # Edited again, and indexed after the commit as the poller does: found at once.
+    await poll(store, feed.id, entries("en", (("Caspian politics", "Sea.", 1),)))
+    assert await titles(store, "caspian", ["en"]) == ["Caspian politics"]
+    assert await titles(store, "corridor", ["en"]) == []
+    assert await attach_index(store) == 0
     await store.close()
 
 
@@ -491,8 +513,8 @@ async def test_new_analysis_rebuilds_the_index(
 
 
 async def test_deleted_items_leave_the_index(store: Store) -> None:
-    async with store._tx() as conn:
+    async with store.transaction() as conn:
         await conn.execute("DELETE FROM feeds WHERE lang = 'az'")
     assert await titles(store, "neft", ["az"]) == []
-    row = await store._fetchone("SELECT COUNT(*) FROM search_dates")
+    row = await store.fetchone("SELECT COUNT(*) FROM search_dates")
     assert row is not None and row[0] == len(PIECES["en"]) + len(PIECES["ru"])

@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from storage.migrations import MIGRATIONS
-from storage.models import ChatType, DeliveryState, DueDelivery, ItemOrigin
+from storage.models import (
+    ChatSettings,
+    ChatType,
+    DeliveryState,
+    DueDelivery,
+    FanOut,
+    ItemOrigin,
+    PostStyle,
+)
 from storage.store import Store
 from tests.factories import new_item
 
@@ -202,3 +210,68 @@ async def test_a_piece_in_two_feeds_reaches_a_chat_once(store: Store) -> None:
     second = await _poll(store, section.id, [new_item(1, identity="other-guid")])
     assert first.queued == 1 and second.queued == 0
     assert len(second.new_items) == 1  # stored (for search and /why), not sent twice
+
+
+async def test_one_link_twice_in_one_poll_reaches_a_chat_once(store: Store) -> None:
+    feed = await store.ensure_feed("https://caliber.az/en/rss", "en")
+    await _subscriber(store, -100)
+    await _poll(store, feed.id, [])
+    # Two entries (two guids) of one document pointing at the same article.
+    outcome = await _poll(store, feed.id, [new_item(1), new_item(2, link=new_item(1).link)])
+    assert len(outcome.new_items) == 2 and outcome.queued == 1
+    assert [d.item.id for d in await _due(store, NOW)] == [outcome.new_items[0].id]
+
+
+async def test_fan_out_policy_is_applied_as_data(store: Store) -> None:
+    feed = await store.ensure_feed("https://caliber.az/en/rss", "en")
+    await _subscriber(store, 7, ChatType.PRIVATE)
+    await _subscriber(store, -100, ChatType.CHANNEL)
+    await _subscriber(store, -200, ChatType.SUPERGROUP)
+    filtered = await _subscriber(store, 8, ChatType.PRIVATE)
+    paused = await _subscriber(store, 9, ChatType.PRIVATE)
+    await store.update_chat(paused.id, NOW, paused=True)
+    await _subscriber(store, 10, ChatType.PRIVATE, lang="ru")  # another language: no row
+    await _poll(store, feed.id, [])
+    entries = [new_item(1), new_item(2)]
+    outcome = await store.store_poll(
+        feed.id, entries, etag=None, last_modified=None, now=NOW, next_poll_at=NOW,
+        max_age=2 * DAY, backfill=0,
+        fan_out=FanOut(
+            priorities={ChatType.PRIVATE: 0, ChatType.SUPERGROUP: 1, ChatType.CHANNEL: 2},
+            # The filters' verdict, and one the paused chat's own reason takes precedence over.
+            skips={"guid-2": {filtered.id: "exclude_keyword:war", paused.id: "not_included"}},
+        ),
+    )  # fmt: skip
+    first, second = (item.id for item in outcome.new_items)
+    rows = await store.fetchall(
+        "SELECT item_id, chat_id, state, priority, last_error FROM deliveries "
+        "ORDER BY item_id, chat_id"
+    )
+    assert [tuple(r) for r in rows] == [
+        (first, -200, "pending", 1, None),
+        (first, -100, "pending", 2, None),
+        (first, 7, "pending", 0, None),
+        (first, 8, "pending", 0, None),
+        (first, 9, "skipped", 0, "paused"),
+        (second, -200, "pending", 1, None),
+        (second, -100, "pending", 2, None),
+        (second, 7, "pending", 0, None),
+        (second, 8, "skipped", 0, "exclude_keyword:war"),
+        (second, 9, "skipped", 0, "paused"),
+    ]
+    assert outcome.queued == 7
+
+
+async def test_filtering_chats_are_only_those_with_rules(store: Store) -> None:
+    await _subscriber(store, 1, ChatType.PRIVATE)
+    ruled = await _subscriber(store, 2, ChatType.PRIVATE)
+    styled = await _subscriber(store, 3, ChatType.PRIVATE)
+    paused = await _subscriber(store, 4, ChatType.PRIVATE)
+    await _subscriber(store, 5, ChatType.PRIVATE, lang="ru")
+    rules = ChatSettings(exclude_keywords=("war",))
+    await store.update_chat(ruled.id, NOW, settings=rules)
+    await store.update_chat(styled.id, NOW, settings=ChatSettings(style=PostStyle.TEXT))
+    await store.update_chat(paused.id, NOW, settings=rules, paused=True)  # skipped as paused
+    await store.update_chat(5, NOW, settings=rules)  # takes Russian only
+    assert [c.id for c in await store.filtering_chats("en")] == [ruled.id]
+    assert [c.id for c in await store.filtering_chats("ru")] == [5]

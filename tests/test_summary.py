@@ -13,6 +13,7 @@ from bot.pipeline.extract import extract_article
 from bot.text.plain import ELLIPSIS, utf16_len
 from bot.text.render import hashtag, hashtags
 from bot.text.summary import (
+    centrality,
     clean_text,
     extractive,
     is_chrome,
@@ -190,6 +191,16 @@ def test_a_single_long_sentence_is_cut_at_a_word_with_an_ellipsis() -> None:
     assert summary.endswith(ELLIPSIS) and utf16_len(summary) <= 100
     assert sentence.startswith(summary[:-1])
     assert summary[-2] != " "
+
+
+def test_lexrank_sees_azerbaijani_word_forms_as_search_does() -> None:
+    # "Neft" and "Neftin" are one term (the shared analysis's Azerbaijani stripper; Snowball
+    # Turkish made them "neft" and "nef"), so the two oil sentences link and outrank the third.
+    scores = centrality(
+        ["Neft bahalaşır bu gün.", "Neftin qiyməti artır.", "Hava günəşlidir."], "az"
+    )
+    assert scores[0] == pytest.approx(scores[1])
+    assert scores[2] < scores[0] / 3
 
 
 def test_extractive_keeps_central_sentences_in_order() -> None:

@@ -2,6 +2,11 @@
 
 A feed's state (validators, error streak, next poll) lives in the store, so a restart resumes
 where the last run left off. Errors are logged when a feed's state changes, not on every poll.
+
+Fan-out policy is decided here and handed to the store as data (storage.models.FanOut): the
+priorities by chat type, and the filter verdicts of the few chats that have rules, computed for
+the new entries before the poll is stored. Nothing of ours runs inside the store's transaction:
+new and edited items are indexed for search right after it commits.
 """
 
 from __future__ import annotations
@@ -14,10 +19,20 @@ from dataclasses import dataclass
 
 import httpx
 
+from bot.backoff import backoff
 from bot.clock import Clock
 from bot.pipeline.feeds import FeedError, FetchResult, ParsedFeed, fetch_feed, parse_feed
 from bot.workers import RunCpu
-from storage.models import Chat, Feed, FeedStatus, Item, NewItem, PollOutcome
+from storage.models import (
+    CHANNELS_FIRST,
+    Chat,
+    FanOut,
+    Feed,
+    FeedStatus,
+    Item,
+    NewItem,
+    PollOutcome,
+)
 from storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -51,10 +66,13 @@ class PollReport:
 # Replaces thin new items with richer ones (article text, image) before they are stored; must
 # keep each item's identity and content_hash (the hash of the feed's own text).
 Enricher = Callable[[Feed, list[NewItem]], Awaitable[list[NewItem]]]
-# Returns why a chat should not get an item (a filter rule), or None to send it.
-Decider = Callable[[Item, Chat], str | None]
+# Returns why a chat should not get a new entry (a filter rule), or None to send it; asked
+# only for the chats that have filter rules (Store.filtering_chats).
+Decider = Callable[[NewItem, Chat], str | None]
 # Told about stored items whose text the site changed.
 UpdateHook = Callable[[Sequence[Item]], Awaitable[None]]
+# Adds stored items to the search index, or replaces them there (search.index_items).
+Indexer = Callable[[Sequence[Item]], Awaitable[None]]
 
 
 class Poller:
@@ -72,6 +90,7 @@ class Poller:
         enrich: Enricher | None = None,
         decide: Decider | None = None,
         on_updated: UpdateHook | None = None,
+        index: Indexer | None = None,
         cpu: RunCpu = asyncio.to_thread,
     ) -> None:
         self.store = store
@@ -83,6 +102,7 @@ class Poller:
         self.enrich = enrich
         self.decide = decide
         self.on_updated = on_updated
+        self.index = index
         self.cpu = cpu
         # Told what each poll of run() did (health and metrics); set by the composition root.
         self.on_polled: Callable[[Feed, PollReport], None] | None = None
@@ -143,8 +163,15 @@ class Poller:
             return await self._failed(current, f"not a feed: {exc}", result)
         self._note_bozo(current, parsed)
         items = parsed.items
-        if self.enrich is not None and current.initialized and items:
-            items = await self._enriched(current, items)
+        enrich = self.enrich is not None and current.initialized
+        unknown = (
+            await self.store.unknown_identities(current.id, items)
+            if items and (enrich or self.decide is not None)
+            else set()
+        )
+        if enrich and unknown:
+            items = await self._enriched(current, items, unknown)
+        skips = await self._skips(current, [i for i in items if i.identity in unknown])
         delay = self._interval()
         now = self.clock.now()
         outcome: PollOutcome = await self.store.store_poll(
@@ -156,11 +183,16 @@ class Poller:
             next_poll_at=now + delay,
             max_age=self.config.max_age,
             backfill=self.config.backfill,
-            decide=self.decide,
+            fan_out=FanOut(priorities=CHANNELS_FIRST, skips=skips),
         )
         self._recovered(current)
+        await self._index([*outcome.new_items, *outcome.updated_items])
         if outcome.updated_items and self.on_updated is not None:
             await self.on_updated(outcome.updated_items)
+            if self.index is not None:  # the hook may have rewritten their summaries
+                await self._index(
+                    await self.store.get_items([item.id for item in outcome.updated_items])
+                )
         if outcome.new_items:
             log.info(
                 "feed %s: %d new item(s), %d deliveries queued%s",
@@ -176,13 +208,10 @@ class Poller:
             "ok", new_items=len(outcome.new_items), queued=outcome.queued, next_delay=delay
         )
 
-    async def _enriched(self, feed: Feed, items: list[NewItem]) -> list[NewItem]:
+    async def _enriched(self, feed: Feed, items: list[NewItem], unknown: set[str]) -> list[NewItem]:
         """Let the enricher improve the items this feed has never stored (only those)."""
         assert self.enrich is not None
-        unknown = await self.store.unknown_identities(feed.id, items)
         fresh = [i for i in items if i.identity in unknown]
-        if not fresh:
-            return items
         try:
             better = {i.identity: i for i in await self.enrich(feed, fresh)}
         except Exception:
@@ -191,12 +220,39 @@ class Poller:
             return items
         return [better.get(i.identity, i) for i in items]
 
+    async def _skips(self, feed: Feed, fresh: Sequence[NewItem]) -> dict[str, dict[int, str]]:
+        """Return the filter verdicts for `fresh` entries: identity → {chat id: reason}.
+
+        Only chats with filter rules are asked (few, whatever the number of subscribers); a
+        rule changed between this and the store's commit applies from the next piece on.
+        """
+        if self.decide is None or not fresh or not (feed.initialized or self.config.backfill):
+            return {}  # a first poll queues nothing but the backfill
+        chats = await self.store.filtering_chats(feed.lang)
+        verdicts: dict[str, dict[int, str]] = {}
+        for entry in fresh:
+            for chat in chats:
+                reason = self.decide(entry, chat)
+                if reason is not None:
+                    verdicts.setdefault(entry.identity, {})[chat.id] = reason
+        return verdicts
+
+    async def _index(self, items: Sequence[Item]) -> None:
+        """Index stored items for search; a failure is logged (start-up catches them up)."""
+        if self.index is None or not items:
+            return
+        try:
+            await self.index(items)
+        except Exception:
+            log.exception("indexing %d stored item(s) for search failed", len(items))
+
     async def _failed(self, feed: Feed, error: str, result: FetchResult) -> PollReport:
         streak = feed.error_streak + 1
-        delay = min(self.config.interval * 2 ** min(streak, 20), self.config.backoff_max)
-        delay = max(delay, self.config.interval)
+        delay = max(backoff(streak, self.config.interval, self.config.backoff_max),
+                    self.config.interval)  # fmt: skip
         if result.retry_after:
             delay = min(max(delay, result.retry_after), self.config.backoff_max)
+        # The feeds' own jitter, only ever lengthening, as for every poll's interval.
         delay *= 1 + self.rng.uniform(0, self.config.jitter)
         await self.store.record_feed_error(feed.id, error, self.clock.now(), self._at(delay))
         previous = self._last_error.get(feed.id)

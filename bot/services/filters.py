@@ -1,8 +1,10 @@
-"""A chat's include/exclude rules, decided for each new piece when it is queued.
+"""A chat's include/exclude rules, decided for each new piece before it is queued.
 
-Pure functions: `check(item, settings)` returns a machine-readable reason when the piece must
+Pure functions: `check(piece, settings)` returns a machine-readable reason when the piece must
 not be posted ("exclude_category:Sport", "exclude_keyword:war", "not_included") and None when
-it may; /why translates the reason at display time.
+it may; /why translates the reason at display time. The poller asks `decide()` for the new
+pieces and the few chats that have rules before a poll is stored; the store queues every other
+chat without asking (storage.models.FanOut).
 
 Matching ignores case and diacritics the way a reader expects (İ/I/ı → i, ə → e, ё → е,
 ş → s…). A keyword matches where a word of the title or summary begins with it, so "Armeni"
@@ -14,22 +16,46 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
+from typing import Protocol
 
-from bot.services.search import strip_marks, words
-from storage.models import Chat, ChatSettings, Item
+from bot.text.analysis import fold
+from storage.models import Chat, ChatSettings
 
 EXCLUDE_CATEGORY = "exclude_category"
 EXCLUDE_KEYWORD = "exclude_keyword"
 NOT_INCLUDED = "not_included"
 PAUSED = "paused"
 
-# Letters that are not a base letter plus a combining mark, so NFD alone cannot fold them.
 _QUOTES = "\"“”«»„'‘’"
 
+# fold is the shared analysis's; re-exported because rules and their editors speak of it here.
+__all__ = [
+    "EXCLUDE_CATEGORY",
+    "EXCLUDE_KEYWORD",
+    "NOT_INCLUDED",
+    "PAUSED",
+    "Piece",
+    "check",
+    "decide",
+    "fold",
+    "keyword_pattern",
+    "matches_keyword",
+    "parse_reason",
+]
 
-def fold(text: str) -> str:
-    """Return `text` folded as search folds it (case, diacritics, İ/ı, ё), words single-spaced."""
-    return " ".join(strip_marks(word) for word in words(text))
+
+class Piece(Protocol):
+    """What a rule looks at: a stored Item or an entry not yet stored (NewItem)."""
+
+    @property
+    def identity(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def summary(self) -> str: ...
+    @property
+    def categories(self) -> tuple[str, ...]: ...
+    def __hash__(self) -> int: ...  # folded once per piece (_folded's cache)
 
 
 def keyword_pattern(keyword: str) -> tuple[str, bool] | None:
@@ -55,12 +81,12 @@ def _category_set(categories: Iterable[str]) -> frozenset[str]:
 
 
 @functools.lru_cache(maxsize=256)
-def _folded(item: Item) -> tuple[str, frozenset[str]]:
+def _folded(item: Piece) -> tuple[str, frozenset[str]]:
     # One fold per piece, however many chats it is checked for.
     return fold(f"{item.title}\n{item.summary}"), _category_set(item.categories)
 
 
-def check(item: Item, settings: ChatSettings) -> str | None:
+def check(item: Piece, settings: ChatSettings) -> str | None:
     """Return why `item` must not be posted under `settings`, or None to post it."""
     rules = (
         settings.include_categories,
@@ -86,8 +112,8 @@ def check(item: Item, settings: ChatSettings) -> str | None:
     return None
 
 
-def decide(item: Item, chat: Chat) -> str | None:
-    """The poller's hook: why `chat` should not get `item` (None: queue it)."""
+def decide(item: Piece, chat: Chat) -> str | None:
+    """Why `chat` should not get `item` (None: queue it)."""
     return check(item, chat.settings)
 
 

@@ -1,40 +1,29 @@
-"""Search text analysis: folding, word forms, safe FTS5 queries, highlighting, and the indexer.
+"""Search: safe FTS5 queries, highlighting, and keeping the index in step with the items.
 
-Index time and query time go through the same functions, so a word folds to the same term on
-both sides: case (Azerbaijani dotted and dotless I included), diacritics, the Azerbaijani
-letters (ə ğ ş ç ö ü ı) and ё/е are folded, and each word is reduced to its stem with the
-stemmer of the piece's language:
-
-- English and Russian: the Snowball stemmers (snowballstemmer), so "Ирана" meets "Иран" and
-  "sanctions" meets "sanction".
-- Azerbaijani: a light suffix stripper of our own (plural, case and possessive endings). The
-  Snowball Turkish stemmer was tried and rejected: it does not know ə and applies Turkish vowel
-  harmony, so it splits one Azerbaijani word into several stems ("neft" → "neft" but "neftin" →
-  "nef") — worse than no stemming. The stripper works on folded text, is applied identically
-  to pieces and queries, and never leaves a stem shorter than three letters.
-- Any other language (a fourth one added later): folding only.
+Index time and query time go through the same analysis (bot.text.analysis: folding and the
+stemmer of the piece's language), so a word folds to the same term on both sides.
 
 User text never reaches FTS5 MATCH as it is: a query is cut into words of letters and digits
 (the same split as FTS5's unicode61 tokenizer), each word is folded, stemmed and tagged with
 the language it is looked for in (see tagged()), and every resulting term is put in double
 quotes. Operators, quotes, `*`, `^`, parentheses and SQL are therefore only separators or plain
 words.
+
+Items are indexed after the transaction that stored them has committed (index_items, called by
+the poller); the start-up catch-up (attach_index) indexes whatever a crash left out.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import re
-import unicodedata
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import aiosqlite
-import snowballstemmer
-
+from bot.text import analysis
+from bot.text.analysis import WORD, term, terms, words
+from bot.workers import RunCpu
 from storage import search as index_store
 from storage.models import Item
 from storage.search import SearchDoc
@@ -42,107 +31,11 @@ from storage.store import Store
 
 log = logging.getLogger(__name__)
 
-# Bump whenever folding or stemming changes: the index is then rebuilt at the next start.
-ANALYZER_VERSION = 1
 # A query keeps at most this many distinct words; the rest would not change the answer much
 # and only cost time (a 5,000-character query is still answered, from its first words).
 MAX_QUERY_WORDS = 12
 # Longest query text kept for display and for paging.
 MAX_QUERY_CHARS = 200
-
-# Letters and digits, as FTS5's unicode61 tokenizer sees tokens ("_" separates there too).
-_WORD = re.compile(r"[^\W_]+")
-# Letters that are not a base letter plus a combining mark, so NFD alone cannot fold them.
-_LETTERS = str.maketrans({"ı": "i", "ə": "e", "ә": "е", "ø": "o", "đ": "d", "ł": "l"})
-_SNOWBALL = {"en": "english", "ru": "russian"}
-_CYRILLIC = re.compile(r"[\u0400-\u04ff]")
-
-# The Azerbaijani stripper, on folded text (ı→i, ə→e, ö→o, ü→u, so vowel harmony pairs merge).
-# Endings that start with a consonant come off any stem; the vowel endings of case and
-# possession (-ın, -ı, -a, …) only after a consonant; and a buffer consonant (n, s, y) that
-# joins an ending to a vowel stem comes off after a vowel. "Azərbaycanın", "Azərbaycana",
-# "Azərbaycanda" all end as "azerbayc", like "Azərbaycan"; "ölkəsi", "ölkələrin" and "ölkə" as
-# "olk". Stems merge a little more than a linguist would like; that only widens a search.
-_AZ_ENDINGS = ("lar", "ler", "dan", "den", "dir", "dur", "da", "de", "la", "le")
-_AZ_VOWEL_ENDINGS = ("in", "un", "i", "u", "a", "e")
-_AZ_BUFFERS = ("n", "s", "y")
-_AZ_VOWELS = frozenset("aeiou")
-_AZ_MIN_STEM = 3
-
-
-def normalise(text: str) -> str:
-    """Return `text` compatibility-normalised and case-folded, İ and I both becoming i."""
-    # casefold() turns İ into "i" plus a combining dot, which would split the word in two.
-    text = unicodedata.normalize("NFKC", text).replace("İ", "i")
-    return unicodedata.normalize("NFC", text.casefold())
-
-
-def strip_marks(word: str) -> str:
-    """Remove diacritics and fold the letters NFD cannot (ı, ə): "ığdır" → "igdir"."""
-    decomposed = unicodedata.normalize("NFD", word)
-    bare = "".join(ch for ch in decomposed if unicodedata.category(ch) != "Mn")
-    return unicodedata.normalize("NFC", bare.translate(_LETTERS))
-
-
-def words(text: str) -> list[str]:
-    """Return the normalised words of `text`, in order."""
-    return _WORD.findall(normalise(text))
-
-
-@functools.cache
-def _snowball(name: str) -> snowballstemmer.stemmer:
-    return snowballstemmer.stemmer(name)
-
-
-def _az_stem(word: str) -> str:
-    # A word may carry several endings (ölkə-lər-in): strip one at a time until none fits.
-    while len(word) > _AZ_MIN_STEM:
-        for ending in _AZ_ENDINGS:
-            if word.endswith(ending) and len(word) - len(ending) >= _AZ_MIN_STEM:
-                word = word[: -len(ending)]
-                break
-        else:
-            for ending in _AZ_VOWEL_ENDINGS:
-                stem = word[: -len(ending)]
-                if (
-                    word.endswith(ending)
-                    and len(stem) >= _AZ_MIN_STEM
-                    and stem[-1] not in _AZ_VOWELS
-                ):
-                    word = stem
-                    break
-            else:
-                if word[-1] in _AZ_BUFFERS and word[-2] in _AZ_VOWELS:
-                    word = word[:-1]
-                else:
-                    return word
-    return word
-
-
-@functools.lru_cache(maxsize=200_000)
-def term(word: str, lang: str) -> str:
-    """Return the index term of a normalised word in a piece of language `lang`."""
-    if word.isdigit():
-        return word
-    snowball = _SNOWBALL.get(lang)
-    if snowball == "russian":
-        # ё and е are one letter to readers; the Russian stemmer must see й intact.
-        if _CYRILLIC.search(word):
-            word = _snowball(snowball).stemWord(word.replace("ё", "е"))
-        return strip_marks(word)
-    if snowball is not None:
-        return strip_marks(
-            _snowball(snowball).stemWord(word) if not _CYRILLIC.search(word) else word
-        )
-    folded = strip_marks(word)
-    if lang == "az" and not _CYRILLIC.search(folded):
-        return _az_stem(folded)
-    return folded
-
-
-def terms(text: str, lang: str) -> list[str]:
-    """Return the index terms of `text` for a piece in `lang`."""
-    return [term(word, lang) for word in words(text)]
 
 
 def tagged(term_text: str, lang: str) -> str:
@@ -232,7 +125,7 @@ def snippet(text: str, lang: str, wanted: frozenset[str], width: int = 220) -> t
     boundaries, with "…" where text was left out.
     """
     text = " ".join(text.split())
-    spans = [m.span() for m in _WORD.finditer(text)]
+    spans = [m.span() for m in WORD.finditer(text)]
     hits = [(s, e) for s, e in spans if _word_term(text[s:e], lang) in wanted]
     start = 0
     if hits and hits[0][0] > width // 3:
@@ -282,24 +175,24 @@ def _word_end_before(spans: Sequence[tuple[int, int]], position: int) -> int:
 # ---------------------------------------------------------------------- indexing
 
 
-async def index_hook(conn: aiosqlite.Connection, items: Sequence[Item]) -> None:
-    """Keep the index in step with stored items (registered on Store.item_hooks)."""
+async def index_items(store: Store, items: Sequence[Item], cpu: RunCpu = asyncio.to_thread) -> None:
+    """Add or replace `items` in the index, in a transaction of its own (after theirs)."""
     if not items:
         return
-    docs = await asyncio.to_thread(documents, items)
-    await index_store.write_docs(conn, docs)
+    docs = await cpu(documents, items)
+    await index_store.index_docs(store, docs)
 
 
 async def attach_index(store: Store, batch_size: int = 500) -> int:
-    """Hook the indexer onto `store` and index what is missing; return how many were indexed.
+    """Bring the index up to date with the stored items; return how many were indexed.
 
     A change of ANALYZER_VERSION empties the index first, so every piece is re-analysed.
+    Items the index lacks are indexed: those stored just before a crash, and those whose text
+    changed (the store drops their rows in the same transaction as the change).
     """
-    if index_hook not in store.item_hooks:
-        store.item_hooks.append(index_hook)
-    if await index_store.analyzer_version(store) != ANALYZER_VERSION:
+    if await index_store.analyzer_version(store) != analysis.ANALYZER_VERSION:
         log.info("search index: analyser changed; rebuilding the index")
-        await index_store.clear(store, ANALYZER_VERSION)
+        await index_store.clear(store, analysis.ANALYZER_VERSION)
     done = 0
     after = 0
     while True:

@@ -11,11 +11,9 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
-from functools import cache
+from collections.abc import Sequence
 
-import snowballstemmer
-
+from bot.text.analysis import term, words
 from bot.text.plain import cut_at_word, normalise_whitespace, utf16_len
 
 LEAD = "lead"
@@ -133,7 +131,6 @@ _DOUBLE_QUOTES = '"“”„‟«»'
 _APOSTROPHE = re.compile(r"(?<=\w)'(?=\w)")
 _TRIM_AFTER_TITLE = re.compile(r"^[\s.,:;!?…»”’)\]—–|-]+")
 
-_STEMMERS = {"en": "english", "ru": "russian", "az": "turkish"}
 _STOPWORDS = frozenset(
     """a an the and or but if of in on at to for from by with as is are was were be been being
     it its this that these those he she they we you i his her their our not no so than then
@@ -478,12 +475,14 @@ def _join_fitting(
 
 
 def centrality(sentences: Sequence[str], lang: str = "en") -> list[float]:
-    """LexRank: stationary distribution of the TF-IDF cosine-similarity graph of `sentences`."""
+    """LexRank: stationary distribution of the TF-IDF cosine-similarity graph of `sentences`.
+
+    Terms are the shared analysis's stems (bot.text.analysis), as search and filters see them.
+    """
     n = len(sentences)
     if n == 0:
         return []
-    stem = _stemmer(lang)
-    bags = [Counter(stem(w) for w in _terms(s)) for s in sentences]
+    bags = [Counter(term(w, lang) for w in _terms(s)) for s in sentences]
     document_frequency: Counter[str] = Counter()
     for bag in bags:
         document_frequency.update(bag.keys())
@@ -522,14 +521,5 @@ def centrality(sentences: Sequence[str], lang: str = "en") -> list[float]:
 
 
 def _terms(sentence: str) -> list[str]:
-    words = (w.casefold() for w in _WORD.findall(sentence))
-    return [w for w in words if len(w) > 1 and not w.isdigit() and w not in _STOPWORDS]
-
-
-@cache
-def _stemmer(lang: str) -> Callable[[str], str]:
-    algorithm = _STEMMERS.get(lang)
-    if algorithm is None:
-        return lambda word: word[:6]  # a crude stem beats none for an unknown language
-    stem: Callable[[str], str] = snowballstemmer.stemmer(algorithm).stemWord
-    return stem
+    # The shared analysis's words (folded case), less stopwords; stemmed by the caller.
+    return [w for w in words(sentence) if len(w) > 1 and not w.isdigit() and w not in _STOPWORDS]
