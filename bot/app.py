@@ -12,14 +12,15 @@ from urllib.parse import urlsplit
 
 import httpx
 from prometheus_client import CollectorRegistry
+from telegram import Bot, LinkPreviewOptions
+from telegram.constants import ParseMode
 from telegram.error import InvalidToken, TelegramError
-from telegram.ext import ApplicationBuilder, ContextTypes
+from telegram.ext import ApplicationBuilder, ContextTypes, Defaults
 from telegram.request import HTTPXRequest
 
 import handlers
 from bot.clock import Clock, SystemClock
 from bot.config import ChannelTarget, Settings
-from bot.context import SERVICES_KEY, BotApplication, BotContext, Services
 from bot.delivery.publisher import Publisher
 from bot.delivery.ratelimit import (
     ApiAnswerHook,
@@ -28,6 +29,7 @@ from bot.delivery.ratelimit import (
     RateLimits,
     TelegramRateLimiter,
 )
+from bot.delivery.sender import Sender
 from bot.logs import Redactor, redacted
 from bot.ops.health import Monitor, ObservedHTTPXRequest
 from bot.ops.metrics import package_version
@@ -35,12 +37,14 @@ from bot.pipeline.edits import Editor
 from bot.pipeline.enrich import ArticleEnricher
 from bot.pipeline.poller import Poller, PollerConfig
 from bot.services import filters
-from bot.services.channel_admin import CHANNELS_KEY, ChannelAdmin
+from bot.services.channel_admin import ChannelAdmin
 from bot.services.commands import publish_menus
-from bot.services.search import attach_index
+from bot.services.readers import Readers
+from bot.services.search import attach_index, index_items
 from bot.text.i18n import Translator
 from bot.text.render import Renderer
 from bot.workers import CpuWorkers
+from handlers.context import SERVICES_KEY, BotApplication, BotContext, HandlerServices
 from handlers.updates import PerChatUpdateProcessor, TolerantBot
 from storage import search as index_store
 from storage.instance_lock import acquire_instance_lock
@@ -97,6 +101,11 @@ def build_application(
         request=request,
         get_updates_request=updates_request,
         rate_limiter=TelegramRateLimiter(limits),
+        # Every handler reply is HTML without a link preview unless it says otherwise; posts
+        # (bot.delivery.sender) always say so.
+        defaults=Defaults(
+            parse_mode=ParseMode.HTML, link_preview_options=LinkPreviewOptions(is_disabled=True)
+        ),
     )
     builder = (
         ApplicationBuilder()
@@ -113,8 +122,9 @@ class Runtime:
     """The running parts, exposed for tests and the shutdown sequence."""
 
     settings: Settings
-    services: Services
+    services: HandlerServices
     application: BotApplication
+    publisher: Publisher
     poller: Poller
     http: httpx.AsyncClient
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -156,7 +166,7 @@ async def _run(
     # Parsing, extraction and summaries: daemon threads nothing joins at exit (bot.workers).
     workers = CpuWorkers(threads=2)
     try:
-        await attach_index(store)  # search: index new items as they are stored, and any missing
+        await attach_index(store)  # search: index what the last run left unindexed
         limits = RateLimits(
             clock,
             Limits(
@@ -180,30 +190,39 @@ async def _run(
         )
         translator = Translator(default_language=settings.default_language)
         renderer = Renderer(translator, settings.timezone, settings.summary_length)
+        sender = Sender(
+            application.bot,
+            paid_broadcast=settings.paid_broadcast,
+            scrub=Redactor(settings.secrets),
+        )
         publisher = Publisher(
             store,
-            application.bot,
+            sender,
             renderer,
             limits,
             clock,
             concurrency=settings.send_slots,
             max_attempts=settings.max_send_attempts,
-            paid_broadcast=settings.paid_broadcast,
             rng=rng,
-            scrub=Redactor(settings.secrets),
         )
-        services = Services(
-            settings=settings,
+        channel_admin = ChannelAdmin(
+            store,
+            application.bot,
+            publisher,
+            renderer,
+            clock,
+            operators=frozenset(settings.admin_user_ids),
+        )
+        services = HandlerServices(
             store=store,
-            translator=translator,
             renderer=renderer,
-            limits=limits,
             clock=clock,
-            publisher=publisher,
+            readers=Readers(store, translator, clock),
+            channels=channel_admin,
+            operators=frozenset(settings.admin_user_ids),
+            max_age=settings.max_age,
         )
         application.bot_data[SERVICES_KEY] = services
-        channel_admin = ChannelAdmin(services)
-        application.bot_data[CHANNELS_KEY] = channel_admin
         publisher.on_chat_problem = channel_admin.on_chat_problem
         handlers.register(application)
         poller = Poller(
@@ -225,11 +244,12 @@ async def _run(
             decide=filters.decide,
             enrich=ArticleEnricher.from_settings(settings, store, http, clock, workers.run),
             on_updated=Editor.from_settings(
-                settings, store, application.bot, renderer, clock, workers.run
+                settings, store, clock, publisher.wake, workers.run
             ).on_updated,
+            index=lambda items: index_items(store, items, workers.run),
             cpu=workers.run,
         )
-        runtime = Runtime(settings, services, application, poller, http)
+        runtime = Runtime(settings, services, application, publisher, poller, http)
         if monitor is None:
             await _serve(runtime, stop, on_started)
             return
@@ -246,9 +266,10 @@ async def _run(
 async def _serve(
     runtime: Runtime, stop: asyncio.Event, on_started: Callable[[Runtime], None] | None
 ) -> None:
-    settings, services, application = runtime.settings, runtime.services, runtime.application
-    feeds = [await services.store.ensure_feed(f.url, f.lang) for f in settings.feeds]
-    if not await _initialize(application, services, stop):
+    settings, application, publisher = runtime.settings, runtime.application, runtime.publisher
+    store, clock = runtime.services.store, runtime.services.clock
+    feeds = [await store.ensure_feed(f.url, f.lang) for f in settings.feeds]
+    if not await _initialize(application, clock, stop):
         return
     async with application:  # initialize() again is a no-op; shutdown() on the way out
         log.info("bot @%s starting: %d feed(s)", application.bot.username, len(feeds))
@@ -261,16 +282,23 @@ async def _serve(
             raise
         # Configured channels are registered before the first poll so that nothing new is
         # missed; ones not reachable yet are retried in the background.
-        unresolved = [t for t in settings.channels if not await _connect_env_channel(services, t)]
+        bot = application.bot
+        unresolved = [
+            t for t in settings.channels if not await _connect_env_channel(store, bot, clock, t)
+        ]
         spawn = runtime.tasks.append
-        spawn(asyncio.create_task(services.publisher.run(), name="publisher"))
+        spawn(asyncio.create_task(publisher.run(), name="publisher"))
         for feed in feeds:
             spawn(asyncio.create_task(runtime.poller.run(feed, stop), name=f"poll-{feed.id}"))
         if unresolved:
-            retry = _connect_env_channels(services, unresolved, stop)
+            retry = _connect_env_channels(store, bot, clock, unresolved, stop)
             spawn(asyncio.create_task(retry, name="channels"))
-        spawn(asyncio.create_task(_maintenance(services, stop), name="maintenance"))
-        menus = publish_menus(application.bot, services.translator)
+        spawn(
+            asyncio.create_task(
+                _maintenance(store, clock, settings.delivery_retention, stop), name="maintenance"
+            )
+        )
+        menus = publish_menus(application.bot, runtime.services.translator)
         spawn(asyncio.create_task(menus, name="menus"))
         if on_started is not None:
             on_started(runtime)
@@ -279,15 +307,15 @@ async def _serve(
         log.info("stopping: no new polls or updates; letting sends in flight finish")
         # The publisher stops dispatching at once, while the long poll is being wound down.
         # One deadline for the whole stop: sends in flight and updates fetched share it.
-        deadline = services.clock.monotonic() + settings.shutdown_timeout
-        publisher_stopped = asyncio.create_task(services.publisher.stop(settings.shutdown_timeout))
+        deadline = clock.monotonic() + settings.shutdown_timeout
+        publisher_stopped = asyncio.create_task(publisher.stop(settings.shutdown_timeout))
         await application.updater.stop()
         for task in runtime.tasks:
             if task.get_name() != "publisher":
                 task.cancel()
         unfinished = await publisher_stopped
         await asyncio.gather(*runtime.tasks, return_exceptions=True)
-        await _drain_updates(application, services, deadline)
+        await _drain_updates(application, clock, deadline)
         await application.stop()
         log.info("stopped (%d send(s) left pending for the next start)", unfinished)
 
@@ -323,7 +351,7 @@ async def _start_updates(application: BotApplication, settings: Settings) -> Non
 _MALFORMED_ANSWER = (KeyError, TypeError, ValueError)
 
 
-async def _initialize(application: BotApplication, services: Services, stop: asyncio.Event) -> bool:
+async def _initialize(application: BotApplication, clock: Clock, stop: asyncio.Event) -> bool:
     """Reach the Bot API (getMe), retrying until it answers; False if stopped first.
 
     A rejected token is final (InvalidToken propagates). Anything else (no network, a timeout,
@@ -332,7 +360,7 @@ async def _initialize(application: BotApplication, services: Services, stop: asy
     objects are shut down here: PTB opens them before getMe and leaves them open when it fails.
     """
     try:
-        ready = await _reach_api(application, services.clock, stop)
+        ready = await _reach_api(application, clock, stop)
     except BaseException:
         await application.bot.shutdown()
         raise
@@ -383,7 +411,7 @@ async def _unless_stopped(work: Awaitable[None], stop: asyncio.Event) -> bool:
     return True
 
 
-async def _drain_updates(application: BotApplication, services: Services, deadline: float) -> None:
+async def _drain_updates(application: BotApplication, clock: Clock, deadline: float) -> None:
     """Let updates already fetched be handled until `deadline` (monotonic), then drop the rest.
 
     Telegram counts fetched updates as delivered, so the dropped ones are gone for good: they
@@ -393,7 +421,6 @@ async def _drain_updates(application: BotApplication, services: Services, deadli
     queue = application.update_queue
     processor = application.update_processor
     waiting = processor.waiting if isinstance(processor, PerChatUpdateProcessor) else lambda: 0
-    clock = services.clock
     while (not queue.empty() or waiting()) and clock.monotonic() < deadline:
         await clock.sleep(0.05)
     dropped = 0
@@ -408,27 +435,26 @@ async def _drain_updates(application: BotApplication, services: Services, deadli
 
 
 async def _connect_env_channels(
-    services: Services, pending: list[ChannelTarget], stop: asyncio.Event
+    store: Store, bot: Bot, clock: Clock, pending: list[ChannelTarget], stop: asyncio.Event
 ) -> None:
     """Keep trying to register CHANNELS entries that could not be resolved at start."""
     delay = 5.0
-    await services.clock.sleep(delay)
+    await clock.sleep(delay)
     while pending and not stop.is_set():
         retry: list[ChannelTarget] = []
         for target in pending:
-            if not await _connect_env_channel(services, target):
+            if not await _connect_env_channel(store, bot, clock, target):
                 retry.append(target)
         pending = retry
         if pending:
             log.warning("%d configured channel(s) not reachable yet; retrying in %.0f s",
                         len(pending), delay)  # fmt: skip
-            await services.clock.sleep(delay)
+            await clock.sleep(delay)
             delay = min(delay * 2, 600.0)
 
 
-async def _connect_env_channel(services: Services, target: ChannelTarget) -> bool:
-    bot = services.publisher.bot
-    now = services.clock.now()
+async def _connect_env_channel(store: Store, bot: Bot, clock: Clock, target: ChannelTarget) -> bool:
+    now = clock.now()
     try:
         info = await bot.get_chat(target.chat)
     except TelegramError as exc:
@@ -446,8 +472,8 @@ async def _connect_env_channel(services: Services, target: ChannelTarget) -> boo
             info.username,
             info.id,
         )
-    known = await services.store.get_chat(chat_id)
-    await services.store.upsert_chat(
+    known = await store.get_chat(chat_id)
+    await store.upsert_chat(
         chat_id,
         chat_type,
         title=title,
@@ -458,22 +484,20 @@ async def _connect_env_channel(services: Services, target: ChannelTarget) -> boo
         active=True if known is None else known.active or known.deactivated_reason is None,
     )
     if known is None:
-        await services.store.update_chat(chat_id, now, lang=target.lang, languages=[target.lang])
+        await store.update_chat(chat_id, now, lang=target.lang, languages=[target.lang])
         log.info("CHANNELS: %s (%d) will receive %s posts", target.chat, chat_id, target.lang)
     return True
 
 
-async def _maintenance(services: Services, stop: asyncio.Event) -> None:
+async def _maintenance(store: Store, clock: Clock, retention: float, stop: asyncio.Event) -> None:
     """Hourly upkeep: prune old delivery rows and tighten search's recency floor."""
     while not stop.is_set():
         try:
-            now = services.clock.now()
-            pruned = await services.store.prune_deliveries(
-                now - services.settings.delivery_retention
-            )
+            now = clock.now()
+            pruned = await store.prune_deliveries(now - retention)
             if pruned:
                 log.info("pruned %d delivery rows older than the retention", pruned)
-            await index_store.refresh_recency(services.store, now)
+            await index_store.refresh_recency(store, now)
         except Exception:
             log.exception("maintenance failed")
-        await services.clock.sleep(MAINTENANCE_INTERVAL)
+        await clock.sleep(MAINTENANCE_INTERVAL)

@@ -17,9 +17,9 @@ from telegram.ext import (
     filters,
 )
 
-from bot.context import BotApplication
 from bot.services import readers
 from handlers import channels, here, stats, why
+from handlers.context import BotApplication
 from handlers.errors import on_error
 from handlers.flood import tell_flooded
 from handlers.help import help_command

@@ -17,14 +17,11 @@ from telegram import (
     Message,
     Update,
 )
-from telegram.constants import ParseMode
 from telegram.error import BadRequest
 from telegram.ext import filters
 
-from bot.context import BotApplication, BotContext, Services
 from bot.delivery.publisher import Outcome
 from bot.services.channel_admin import (
-    CHANNELS_KEY,
     RIGHT_LABELS,
     SIGNATURE_MAX,
     Actor,
@@ -32,16 +29,16 @@ from bot.services.channel_admin import (
     InputKind,
     SendReport,
     SignatureResult,
-    channel_admin,
 )
 from bot.services.permissions import RIGHTS_UNKNOWN, Access
 from bot.text.plain import truncate
+from handlers.context import SERVICES_KEY, BotApplication, BotContext, HandlerServices, services_of
+from handlers.reply import answer, edit, reply, send
 from handlers.views.channels import (
     CANCELLED,
     INVALID_BUTTON,
     LAST_LANGUAGE,
     NO_PIECE,
-    NO_PREVIEW,
     NOT_ALLOWED,
     ONLY_PRIVATE,
     PREVIEW_SENT,
@@ -94,9 +91,9 @@ class AwaitingInput(filters.MessageFilter):
 
     def filter(self, message: Message) -> bool:
         user = message.from_user
-        if user is None or CHANNELS_KEY not in self._bot_data:
+        if user is None or SERVICES_KEY not in self._bot_data:
             return False
-        return channel_admin(self._bot_data).inputs.peek(user.id) is not None
+        return services_of(self._bot_data).channels.inputs.peek(user.id) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,16 +113,16 @@ async def on_channels(update: Update, context: BotContext) -> None:
     message, user = update.effective_message, update.effective_user
     if message is None or user is None:
         return
-    admin, svc = channel_admin(context.bot_data), context.services
+    admin, svc = context.services.channels, context.services
     lang = await admin.language_for(user.id, user.language_code)
     if message.chat.type != ChatType.PRIVATE:
-        await message.reply_html(svc.renderer.message(lang, ONLY_PRIVATE))
+        await reply(message, svc.renderer.message(lang, ONLY_PRIVATE))
         return
     admin.inputs.pop(user.id)
     actor = admin.actor(user.id, user.full_name)
     chats = await admin.manageable_chats(actor)
-    text, markup = chat_list_screen(svc, lang, actor, chats)
-    await message.reply_html(text, reply_markup=markup, link_preview_options=NO_PREVIEW)
+    text, markup = chat_list_screen(svc.renderer, lang, actor, chats)
+    await reply(message, text, markup)
 
 
 async def on_button(update: Update, context: BotContext) -> None:
@@ -141,12 +138,12 @@ async def on_button(update: Update, context: BotContext) -> None:
     finally:
         # Answered last (and even after an error) so the spinner always stops.
         toast = truncate(result.toast, 200) if result.toast else None
-        await query.answer(toast, show_alert=result.alert)
+        await answer(query, toast, alert=result.alert)
 
 
 async def _press(query: CallbackQuery, context: BotContext) -> PressResult:
     user = query.from_user
-    admin, svc = channel_admin(context.bot_data), context.services
+    admin, svc = context.services.channels, context.services
     tr = svc.translator.gettext
     lang = await admin.language_for(user.id, user.language_code)
     press = parse_callback(query.data or "")
@@ -157,7 +154,7 @@ async def _press(query: CallbackQuery, context: BotContext) -> PressResult:
     actor = admin.actor(user.id, user.full_name)
     if press.chat_id is None:
         chats = await admin.manageable_chats(actor)
-        return PressResult(chat_list_screen(svc, lang, actor, chats))
+        return PressResult(chat_list_screen(svc.renderer, lang, actor, chats))
     access, chat = await admin.authorize(actor, press.chat_id)
     if chat is None:
         if access is Access.UNKNOWN:
@@ -178,7 +175,7 @@ async def on_input(update: Update, context: BotContext) -> None:
     message, user = update.effective_message, update.effective_user
     if message is None or user is None or message.text is None:
         return
-    admin, svc = channel_admin(context.bot_data), context.services
+    admin, svc = context.services.channels, context.services
     pending = admin.inputs.pop(user.id)
     if pending is None:
         return
@@ -188,24 +185,24 @@ async def on_input(update: Update, context: BotContext) -> None:
     if chat is None:
         if access is Access.UNKNOWN:
             admin.inputs.expect(user.id, pending.chat_id, pending.kind)  # let them send it again
-            await message.reply_html(svc.renderer.message(lang, RIGHTS_UNKNOWN))
+            await reply(message, svc.renderer.message(lang, RIGHTS_UNKNOWN))
             return
         log.warning("panel input from user %d refused: may not run chat %d",
                     user.id, pending.chat_id)  # fmt: skip
-        await message.reply_html(svc.renderer.message(lang, NOT_ALLOWED))
+        await reply(message, svc.renderer.message(lang, NOT_ALLOWED))
         return
     if pending.kind is InputKind.SIGNATURE:
         chat, result = await admin.set_signature(chat, actor, message.text)
         if result is not SignatureResult.SAVED:
             admin.inputs.expect(user.id, chat.id, pending.kind)  # let them try again
             msgid = SIGNATURE_EMPTY if result is SignatureResult.EMPTY else SIGNATURE_TOO_LONG
-            await message.reply_html(svc.renderer.message(lang, msgid, limit=SIGNATURE_MAX))
+            await reply(message, svc.renderer.message(lang, msgid, limit=SIGNATURE_MAX))
             return
-        text, markup = signature_screen(svc, lang, chat)
+        text, markup = signature_screen(svc.renderer, lang, chat)
     else:
         chat = await admin.add_rules(chat, actor, pending.kind, message.text)
-        text, markup = filters_screen(svc, lang, chat)
-    await message.reply_html(text, reply_markup=markup, link_preview_options=NO_PREVIEW)
+        text, markup = filters_screen(svc.renderer, lang, chat)
+    await reply(message, text, markup)
 
 
 async def on_cancel(update: Update, context: BotContext) -> None:
@@ -213,18 +210,18 @@ async def on_cancel(update: Update, context: BotContext) -> None:
     message, user = update.effective_message, update.effective_user
     if message is None or user is None:
         return
-    admin, svc = channel_admin(context.bot_data), context.services
+    admin, svc = context.services.channels, context.services
     pending = admin.inputs.pop(user.id)
     lang = await admin.language_for(user.id, user.language_code)
     chat = None
     if pending is not None:
         _, chat = await admin.authorize(admin.actor(user.id, user.full_name), pending.chat_id)
     if chat is None:
-        await message.reply_html(svc.renderer.message(lang, CANCELLED))
+        await reply(message, svc.renderer.message(lang, CANCELLED))
         return
-    text, markup = await main_screen(admin, svc, lang, chat)
+    text, markup = await main_screen(admin, svc.renderer, lang, chat)
     text = svc.renderer.message(lang, CANCELLED) + "\n\n" + text
-    await message.reply_html(text, reply_markup=markup, link_preview_options=NO_PREVIEW)
+    await reply(message, text, markup)
 
 
 async def _show(context: BotContext, message: object, user_id: int, screen: Screen) -> None:
@@ -232,56 +229,48 @@ async def _show(context: BotContext, message: object, user_id: int, screen: Scre
     text, markup = screen
     if isinstance(message, Message):
         try:
-            await message.edit_text(
-                text, parse_mode=ParseMode.HTML, reply_markup=markup,
-                link_preview_options=NO_PREVIEW,
-            )  # fmt: skip
+            await edit(message, text, markup)
             return
         except BadRequest as exc:
-            if "not modified" in exc.message.lower():
-                return
             log.info("could not edit the panel for user %d (%s); sending it anew",
                      user_id, exc.message)  # fmt: skip
-    await context.bot.send_message(
-        user_id, text, parse_mode=ParseMode.HTML, reply_markup=markup,
-        link_preview_options=NO_PREVIEW,
-    )  # fmt: skip
+    await send(context.bot, user_id, text, markup)
 
 
 # --- actions ---------------------------------------------------------------------------------
 
 
 async def _act(
-    admin: ChannelAdmin, svc: Services, lang: str, actor: Actor, chat: Chat, press: Press
+    admin: ChannelAdmin, svc: HandlerServices, lang: str, actor: Actor, chat: Chat, press: Press
 ) -> PressResult:
     tr = svc.translator.gettext
     action, arg = press.action, press.arg
     if action == "open":
-        return PressResult(await main_screen(admin, svc, lang, chat))
+        return PressResult(await main_screen(admin, svc.renderer, lang, chat))
     if action in ("pause", "resume"):
         chat, problem = await admin.set_paused(chat, actor, action == "pause")
-        screen = await main_screen(admin, svc, lang, chat)
+        screen = await main_screen(admin, svc.renderer, lang, chat)
         if problem is not None:
             right = tr(lang, RIGHT_LABELS[problem])
             return PressResult(screen, tr(lang, STILL_NO_RIGHT, right=right), alert=True)
         return PressResult(screen)
     if action == "langs":
-        return PressResult(languages_screen(svc, lang, chat))
+        return PressResult(languages_screen(svc.renderer, lang, chat))
     if action == "lang":
         updated = await admin.toggle_language(chat, actor, arg)
         if updated is None:
             return PressResult(None, tr(lang, LAST_LANGUAGE), alert=True)
-        return PressResult(languages_screen(svc, lang, updated))
+        return PressResult(languages_screen(svc.renderer, lang, updated))
     if action == "style":
         if arg:
             chat = await admin.set_style(chat, actor, PostStyle(arg))
-        return PressResult(style_screen(svc, lang, chat), tr(lang, SAVED) if arg else None)
+        return PressResult(style_screen(svc.renderer, lang, chat), tr(lang, SAVED) if arg else None)
     if action == "silent":
         chat = await admin.toggle_silent(chat, actor)
-        return PressResult(await main_screen(admin, svc, lang, chat))
+        return PressResult(await main_screen(admin, svc.renderer, lang, chat))
     if action == "tags":
         chat = await admin.toggle_hashtags(chat, actor)
-        return PressResult(await main_screen(admin, svc, lang, chat))
+        return PressResult(await main_screen(admin, svc.renderer, lang, chat))
     if action == "sig":
         return await _signature_action(admin, svc, lang, actor, chat, arg)
     if action == "flt":
@@ -291,7 +280,7 @@ async def _act(
             thread = int(arg) or None
             chat = await admin.set_thread(chat, actor, thread)
         return PressResult(
-            await topic_screen(admin, svc, lang, chat), tr(lang, SAVED) if arg else None
+            await topic_screen(admin, svc.renderer, lang, chat), tr(lang, SAVED) if arg else None
         )
     if action == "prev":
         report = await admin.preview(chat, actor)
@@ -300,33 +289,33 @@ async def _act(
         report = await admin.test_post(chat)
         return _sent_outcome(svc, lang, chat, report, tr(lang, TEST_SENT, chat=chat.display_name))
     if action == "hist":
-        return PressResult(history_screen(svc, lang, chat, await admin.history(chat)))
+        return PressResult(history_screen(svc.renderer, lang, chat, await admin.history(chat)))
     if action == "disc":
         if arg == "yes":
             await admin.disconnect(chat, actor)
-            return PressResult(disconnected_screen(svc, lang, chat))
-        return PressResult(disconnect_screen(svc, lang, chat))
+            return PressResult(disconnected_screen(svc.renderer, lang, chat))
+        return PressResult(disconnect_screen(svc.renderer, lang, chat))
     raise AssertionError(f"unhandled panel action {action}")  # parse_callback lets none through
 
 
 async def _signature_action(
-    admin: ChannelAdmin, svc: Services, lang: str, actor: Actor, chat: Chat, arg: str
+    admin: ChannelAdmin, svc: HandlerServices, lang: str, actor: Actor, chat: Chat, arg: str
 ) -> PressResult:
     tr = svc.translator.gettext
     if arg == "set":
         admin.inputs.expect(actor.user_id, chat.id, InputKind.SIGNATURE)
-        return PressResult(signature_prompt_screen(svc, lang, chat))
+        return PressResult(signature_prompt_screen(svc.renderer, lang, chat))
     if arg == "link" and chat.username:
         chat, _ = await admin.set_signature(chat, actor, "@" + chat.username)
-        return PressResult(signature_screen(svc, lang, chat), tr(lang, SAVED))
+        return PressResult(signature_screen(svc.renderer, lang, chat), tr(lang, SAVED))
     if arg == "clear":
         chat, _ = await admin.set_signature(chat, actor, None)
-        return PressResult(signature_screen(svc, lang, chat), tr(lang, SAVED))
-    return PressResult(signature_screen(svc, lang, chat))
+        return PressResult(signature_screen(svc.renderer, lang, chat), tr(lang, SAVED))
+    return PressResult(signature_screen(svc.renderer, lang, chat))
 
 
 async def _filters_action(
-    admin: ChannelAdmin, svc: Services, lang: str, actor: Actor, chat: Chat, arg: str
+    admin: ChannelAdmin, svc: HandlerServices, lang: str, actor: Actor, chat: Chat, arg: str
 ) -> PressResult:
     tr = svc.translator.gettext
     if arg.startswith("+"):
@@ -335,19 +324,19 @@ async def _filters_action(
         categories: list[str] = []
         if kind in (InputKind.INCLUDE_CATEGORY, InputKind.EXCLUDE_CATEGORY):
             categories = await admin.recent_categories(chat)
-        return PressResult(rule_prompt_screen(svc, lang, chat, kind, categories))
+        return PressResult(rule_prompt_screen(svc.renderer, lang, chat, kind, categories))
     if arg.startswith("-"):
         kind_code, token = arg[1:].split(".", 1)
         chat = await admin.remove_rule(chat, actor, InputKind(kind_code), token)
-        return PressResult(filters_screen(svc, lang, chat), tr(lang, SAVED))
+        return PressResult(filters_screen(svc.renderer, lang, chat), tr(lang, SAVED))
     if arg == "clear":
         chat = await admin.clear_filters(chat, actor)
-        return PressResult(filters_screen(svc, lang, chat), tr(lang, SAVED))
-    return PressResult(filters_screen(svc, lang, chat))
+        return PressResult(filters_screen(svc.renderer, lang, chat), tr(lang, SAVED))
+    return PressResult(filters_screen(svc.renderer, lang, chat))
 
 
 def _sent_outcome(
-    svc: Services, lang: str, chat: Chat, report: SendReport, success: str
+    svc: HandlerServices, lang: str, chat: Chat, report: SendReport, success: str
 ) -> PressResult:
     tr = svc.translator.gettext
     if report.item is None or report.result is None:

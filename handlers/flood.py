@@ -8,10 +8,10 @@ from __future__ import annotations
 import logging
 
 from telegram import Update
-from telegram.constants import ParseMode
 from telegram.error import TelegramError
 
-from bot.context import SERVICES_KEY, BotApplication, Services
+from handlers.context import BotApplication, services_of
+from handlers.reply import send
 from handlers.views import readers as views
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ async def tell_flooded(application: BotApplication, update: Update) -> None:
     chat, user = update.effective_chat, update.effective_user
     if chat is None:
         return  # an inline query: there is no chat to write to
-    services: Services = application.bot_data[SERVICES_KEY]
+    services = services_of(application.bot_data)
     known = await services.store.get_chat(chat.id)
     if known is not None:
         lang = known.lang
@@ -31,11 +31,7 @@ async def tell_flooded(application: BotApplication, update: Update) -> None:
     text = services.renderer.message(lang, views.TOO_MANY_REQUESTS)
     message = update.effective_message
     try:
-        await application.bot.send_message(
-            chat.id,
-            text,
-            parse_mode=ParseMode.HTML,
-            message_thread_id=message.message_thread_id if message else None,
-        )
+        thread_id = message.message_thread_id if message else None
+        await send(application.bot, chat.id, text, thread_id=thread_id)
     except TelegramError as exc:
         log.info("could not tell chat %d about its dropped updates: %s", chat.id, exc)

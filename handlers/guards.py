@@ -10,9 +10,9 @@ from typing import Generic, TypeVar
 from telegram import CallbackQuery, MaybeInaccessibleMessage, Update
 from telegram.constants import ChatType as TgChatType
 
-from bot.context import BotContext
-from bot.services import readers
 from bot.services.permissions import RIGHTS_UNKNOWN, Access, settings_access
+from handlers.context import BotContext
+from handlers.reply import answer
 from handlers.views import readers as views
 from storage.models import Chat
 
@@ -45,12 +45,12 @@ async def admin_press(
     message = query.message
     if message is None:
         lang = svc.translator.resolve(query.from_user.language_code)
-        await query.answer(views.plain(svc.renderer, lang, views.STALE_BUTTON))
+        await answer(query, views.plain(svc.renderer, lang, views.STALE_BUTTON))
         return None
-    stored = await readers.reader_chat(svc, message.chat, query.from_user)
+    stored = await svc.readers.reader_chat(message.chat, query.from_user)
     choice = parse(query.data)
     if choice is None:
-        await query.answer(views.plain(svc.renderer, stored.lang, views.STALE_BUTTON))
+        await answer(query, views.plain(svc.renderer, stored.lang, views.STALE_BUTTON))
         return None
     access = await settings_access(
         context.bot, message.chat.id, query.from_user.id,
@@ -59,6 +59,6 @@ async def admin_press(
     )  # fmt: skip
     if access is not Access.ALLOWED:
         refusal = RIGHTS_UNKNOWN if access is Access.UNKNOWN else views.ADMINS_ONLY
-        await query.answer(views.plain(svc.renderer, stored.lang, refusal), show_alert=True)
+        await answer(query, views.plain(svc.renderer, stored.lang, refusal), alert=True)
         return None
     return Press(query, message, stored, choice)

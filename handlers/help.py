@@ -6,8 +6,7 @@ from __future__ import annotations
 from telegram import Update
 from telegram.constants import ChatType
 
-from bot.context import BotContext
-from bot.services import readers
+from handlers.context import BotContext
 from handlers.views import readers as views
 
 
@@ -17,7 +16,7 @@ async def help_command(update: Update, context: BotContext) -> None:
     if message is None or chat is None:
         return
     svc = context.services
-    stored = await readers.reader_chat(svc, chat, user)
+    stored = await svc.readers.reader_chat(chat, user)
     reply = views.help_message(
         svc.renderer,
         stored.lang,

@@ -7,10 +7,10 @@ import logging
 
 from telegram import Message, Update
 
-from bot.context import BotContext
-from bot.services.channel_admin import channel_admin
 from bot.services.permissions import RIGHTS_UNKNOWN, Access
 from bot.text.i18n import N_
+from handlers.context import BotContext
+from handlers.reply import reply
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +29,14 @@ async def on_here(update: Update, context: BotContext) -> None:
     message, user, chat = update.effective_message, update.effective_user, update.effective_chat
     if message is None or user is None or chat is None:
         return
-    admin, svc = channel_admin(context.bot_data), context.services
+    admin, svc = context.services.channels, context.services
     lang = await admin.language_for(user.id, user.language_code)
     if not chat.is_forum:
-        await message.reply_html(svc.renderer.message(lang, NOT_FORUM))
+        await reply(message, svc.renderer.message(lang, NOT_FORUM))
         return
     known = await svc.store.get_chat(chat.id)
     if known is None or not known.active:
-        await message.reply_html(svc.renderer.message(lang, UNKNOWN_CHAT))
+        await reply(message, svc.renderer.message(lang, UNKNOWN_CHAT))
         return
     actor = admin.actor(user.id, user.full_name)
     sender_chat_id = message.sender_chat.id if message.sender_chat else None
@@ -44,11 +44,11 @@ async def on_here(update: Update, context: BotContext) -> None:
     if access is not Access.ALLOWED:
         log.warning("/here refused for user %d in chat %d (%s)", user.id, chat.id, access)
         refusal = RIGHTS_UNKNOWN if access is Access.UNKNOWN else NOT_ALLOWED
-        await message.reply_html(svc.renderer.message(lang, refusal))
+        await reply(message, svc.renderer.message(lang, refusal))
         return
     thread_id = message.message_thread_id if message.is_topic_message else None
     await admin.set_thread(known, actor, thread_id, _topic_name(message))
-    await message.reply_html(svc.renderer.message(lang, TOPIC_SET if thread_id else MAIN_SET))
+    await reply(message, svc.renderer.message(lang, TOPIC_SET if thread_id else MAIN_SET))
 
 
 async def on_topic_seen(update: Update, context: BotContext) -> None:
@@ -59,7 +59,7 @@ async def on_topic_seen(update: Update, context: BotContext) -> None:
     created, edited = message.forum_topic_created, message.forum_topic_edited
     name = created.name if created else edited.name if edited else None
     if name:
-        admin = channel_admin(context.bot_data)
+        admin = context.services.channels
         await admin.remember_topic(message.chat.id, message.message_thread_id, name)
 
 

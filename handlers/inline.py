@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from telegram import Update
 
-from bot.context import BotContext
-from bot.services import readers
 from bot.services.search import parse_query
+from handlers.context import BotContext
 from handlers.views import readers as views
 
 # Results depend on the user's language, so they are cached per user, and briefly: new pieces
@@ -23,12 +22,14 @@ async def inline_query(update: Update, context: BotContext) -> None:
     if inline is None:
         return
     svc = context.services
-    lang = await readers.user_language(svc, inline.from_user)
+    lang = await svc.readers.user_language(inline.from_user)
     query = parse_query(inline.query)
-    items, next_offset = await readers.find_inline(svc, query, lang, inline.offset)
+    items, next_offset = await svc.readers.find_inline(query, lang, inline.offset)
     await inline.answer(
         views.inline_results(svc.renderer, items, query),
         cache_time=CACHE_SECONDS,
         is_personal=True,
-        next_offset=next_offset,
+        # None, not "": with Defaults set, PTB 22 sends an empty string parameter as [] (it
+        # takes "" for an empty sequence of poll options). Telegram reads no offset as "".
+        next_offset=next_offset or None,
     )

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from telegram import Update
 
-from bot.context import BotContext
 from bot.services import readers
+from handlers.context import BotContext
 from handlers.guards import admin_press
+from handlers.reply import answer
 from handlers.views import readers as views
 
 
@@ -21,7 +22,7 @@ async def language(update: Update, context: BotContext) -> None:
     if message is None or chat is None:
         return
     svc = context.services
-    stored = await readers.reader_chat(svc, chat, update.effective_user)
+    stored = await svc.readers.reader_chat(chat, update.effective_user)
     await views.send_reply(message, views.language(svc.renderer, stored.lang))
 
 
@@ -32,10 +33,11 @@ async def choose_language(update: Update, context: BotContext) -> None:
         return
     svc, query, message, stored = context.services, press.query, press.message, press.chat
     lang, view = press.choice
-    updated = await readers.set_language(svc, stored.id, lang, user_id=query.from_user.id)
+    updated = await svc.readers.set_language(stored.id, lang, user_id=query.from_user.id)
     updated = updated or stored
-    await query.answer(
-        views.plain(svc.renderer, lang, views.LANGUAGE_SET, language=readers.language_name(lang))
+    await answer(
+        query,
+        views.plain(svc.renderer, lang, views.LANGUAGE_SET, language=readers.language_name(lang)),
     )
     if message.is_accessible:
         await views.edit_reply(query, views.redraw(svc.renderer, updated, view))

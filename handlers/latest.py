@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from telegram import Update
 
-from bot.context import BotContext
 from bot.services import readers
+from handlers.context import BotContext
 from handlers.views import readers as views
 
 
@@ -15,10 +15,10 @@ async def latest(update: Update, context: BotContext) -> None:
     if message is None or chat is None:
         return
     svc = context.services
-    stored = await readers.reader_chat(svc, chat, update.effective_user)
+    stored = await svc.readers.reader_chat(chat, update.effective_user)
     count = readers.latest_count(context.args or [])
     if count is None:
         await views.send_reply(message, views.text(svc.renderer, stored.lang, views.LATEST_USAGE))
         return
-    items = await readers.latest(svc, stored.lang, count)
+    items = await svc.readers.latest(stored.lang, count)
     await views.send_reply(message, views.latest(svc.renderer, stored.lang, items))

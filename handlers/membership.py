@@ -6,12 +6,11 @@ from __future__ import annotations
 import logging
 
 from telegram import ChatMember, ChatMemberAdministrator, ChatMemberRestricted, Update
-from telegram.constants import ChatMemberStatus, ParseMode
+from telegram.constants import ChatMemberStatus
 from telegram.constants import ChatType as TgChatType
-from telegram.error import Forbidden, TelegramError
 
-from bot.context import BotContext
 from bot.text.i18n import LANGUAGES, N_
+from handlers.context import BotContext
 from storage.models import ChatType
 
 log = logging.getLogger(__name__)
@@ -79,7 +78,7 @@ async def on_my_chat_member(update: Update, context: BotContext) -> None:
             chat_type,
             title=chat.title,
             username=chat.username,
-            default_lang=svc.settings.default_language,
+            default_lang=svc.translator.resolve(None),
             now=now,
             added_by=actor.id,
             subscribed=True,
@@ -110,14 +109,8 @@ async def on_my_chat_member(update: Update, context: BotContext) -> None:
 async def _tell(
     context: BotContext, user_id: int, language_code: str | None, msgid: str, **values: object
 ) -> None:
-    """Send a private note to the admin who acted; they may never have started the bot."""
+    """Queue a private note to the admin who acted (sent from the outbox; if they never started
+    the bot, Telegram refuses it and the row is recorded as failed)."""
     svc = context.services
     lang = svc.translator.resolve(language_code)
-    try:
-        await context.bot.send_message(
-            user_id, svc.renderer.message(lang, msgid, **values), parse_mode=ParseMode.HTML
-        )
-    except Forbidden:
-        log.info("cannot message user %d privately (they have not started the bot)", user_id)
-    except TelegramError as exc:
-        log.warning("could not message user %d: %s", user_id, exc)
+    await svc.channels.notify(user_id, lang, svc.renderer.message(lang, msgid, **values))

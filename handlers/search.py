@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from telegram import Update
 
-from bot.context import BotContext
 from bot.services import readers
 from bot.services.search import parse_query
+from handlers.context import BotContext
+from handlers.reply import answer
 from handlers.views import readers as views
 
 
@@ -21,7 +22,7 @@ async def search(update: Update, context: BotContext) -> None:
     if message is None or chat is None:
         return
     svc = context.services
-    stored = await readers.reader_chat(svc, chat, update.effective_user)
+    stored = await svc.readers.reader_chat(chat, update.effective_user)
     words = readers.reader_text(" ".join(context.args or []))
     if not words.strip():
         await views.send_reply(message, views.text(svc.renderer, stored.lang, views.SEARCH_USAGE))
@@ -32,8 +33,8 @@ async def search(update: Update, context: BotContext) -> None:
             message, views.text(svc.renderer, stored.lang, views.SEARCH_NO_WORDS)
         )
         return
-    key = await readers.remember_search(svc, chat.id, query, stored.lang)
-    found = await readers.find(svc, query, stored.lang)
+    key = await svc.readers.remember_search(chat.id, query, stored.lang)
+    found = await svc.readers.find(query, stored.lang)
     await views.send_reply(message, views.search_results(svc.renderer, found, key))
 
 
@@ -46,19 +47,19 @@ async def search_page(update: Update, context: BotContext) -> None:
     message = callback.message
     lang = svc.translator.resolve(callback.from_user.language_code)
     if message is not None:
-        lang = (await readers.reader_chat(svc, message.chat, callback.from_user)).lang
+        lang = (await svc.readers.reader_chat(message.chat, callback.from_user)).lang
     parsed = readers.parse_search_data(callback.data)
     saved = None
     if parsed is not None and message is not None and message.is_accessible:
-        saved = await readers.recall_search(svc, message.chat.id, parsed[2])
+        saved = await svc.readers.recall_search(message.chat.id, parsed[2])
     if parsed is None or saved is None:
-        await callback.answer(views.plain(svc.renderer, lang, views.SEARCH_EXPIRED))
+        await answer(callback, views.plain(svc.renderer, lang, views.SEARCH_EXPIRED))
         return
     page, scope, key = parsed
     query, lang = saved  # redrawn in the language the search was made in
-    found = await readers.find(svc, query, lang, scope, page)
+    found = await svc.readers.find(query, lang, scope, page)
     if page > 1 and not found.result.hits:
-        await callback.answer(views.plain(svc.renderer, lang, views.SEARCH_EXPIRED))
+        await answer(callback, views.plain(svc.renderer, lang, views.SEARCH_EXPIRED))
         return
-    await callback.answer()
+    await answer(callback)
     await views.edit_reply(callback, views.search_results(svc.renderer, found, key))

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from telegram import Update
 
-from bot.context import BotContext
-from bot.services import readers
+from handlers.context import BotContext
 from handlers.views import readers as views
 
 
@@ -18,5 +17,5 @@ async def start(update: Update, context: BotContext) -> None:
     if message is None or chat is None:
         return
     svc = context.services
-    stored = await readers.reader_chat(svc, chat, update.effective_user, reactivate=True)
+    stored = await svc.readers.reader_chat(chat, update.effective_user, reactivate=True)
     await views.send_reply(message, views.start(svc.renderer, stored.lang))

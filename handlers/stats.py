@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 
-from telegram import LinkPreviewOptions, Update
+from telegram import Update
 from telegram.constants import ChatType as TgChatType
 
-from bot.context import BotContext, Services
 from bot.ops.stats import StatsReport, stats_report
-from bot.services.channel_admin import channel_admin, when
+from bot.services.channel_admin import when
 from bot.text.i18n import N_
 from bot.text.plain import truncate
 from bot.text.render import Markup, bold
+from handlers.context import BotContext, HandlerServices
+from handlers.reply import reply
 from storage.models import DeliveryState
 
 log = logging.getLogger(__name__)
@@ -52,27 +53,29 @@ async def on_stats(update: Update, context: BotContext) -> None:
     message, user = update.effective_message, update.effective_user
     if message is None or user is None:
         return
-    admin, svc = channel_admin(context.bot_data), context.services
+    admin, svc = context.services.channels, context.services
     lang = await admin.language_for(user.id, user.language_code)
     if not svc.is_operator(user.id):
         log.info("/stats refused for user %d (not an operator)", user.id)
-        await message.reply_html(svc.renderer.message(lang, NOT_OPERATOR))
+        await reply(message, svc.renderer.message(lang, NOT_OPERATOR))
         return
     if message.chat.type != TgChatType.PRIVATE:
-        await message.reply_html(svc.renderer.message(lang, ONLY_PRIVATE))
+        await reply(message, svc.renderer.message(lang, ONLY_PRIVATE))
         return
     report = await stats_report(svc.store, svc.clock.now())
-    await message.reply_html(
-        render_stats(svc, lang, report), link_preview_options=LinkPreviewOptions(is_disabled=True)
-    )
+    await reply(message, render_stats(svc, lang, report))
 
 
-def render_stats(svc: Services, lang: str, report: StatsReport) -> str:
+def render_stats(svc: HandlerServices, lang: str, report: StatsReport) -> str:
     """The /stats answer as Telegram HTML."""
     tr, msg = svc.translator.gettext, svc.renderer.message
     lines = [bold(tr(lang, TITLE)), "", bold(tr(lang, FEEDS))]
     for feed in report.feeds:
-        polled = when(svc, lang, feed.last_polled_at) if feed.last_polled_at else tr(lang, NEVER)
+        polled = (
+            when(svc.renderer, lang, feed.last_polled_at)
+            if feed.last_polled_at
+            else tr(lang, NEVER)
+        )
         lines.append(
             msg(
                 lang, FEED_LINE, lang=feed.lang, url=feed.url,
@@ -113,7 +116,7 @@ def render_stats(svc: Services, lang: str, report: StatsReport) -> str:
         where = f" · {event.chat_id}" if event.chat_id is not None else ""
         lines.append(
             msg(
-                lang, ERROR_LINE, date=when(svc, lang, event.at), kind=event.kind,
+                lang, ERROR_LINE, date=when(svc.renderer, lang, event.at), kind=event.kind,
                 chat=Markup(where), detail=truncate(event.detail, 150),
             )
         )  # fmt: skip

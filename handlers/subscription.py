@@ -10,10 +10,11 @@ from __future__ import annotations
 from telegram import Update
 from telegram.constants import ChatType as TgChatType
 
-from bot.context import BotContext
 from bot.services import readers
 from bot.services.permissions import RIGHTS_UNKNOWN, Access, settings_access
+from handlers.context import BotContext
 from handlers.guards import admin_press
+from handlers.reply import answer
 from handlers.views import readers as views
 
 
@@ -32,7 +33,7 @@ async def _switch(update: Update, context: BotContext, *, on: bool) -> None:
     if message is None or chat is None:
         return
     svc = context.services
-    stored = await readers.reader_chat(svc, chat, user)
+    stored = await svc.readers.reader_chat(chat, user)
     access = await settings_access(
         context.bot, chat.id, user.id if user else None,
         private=chat.type == TgChatType.PRIVATE,
@@ -44,8 +45,8 @@ async def _switch(update: Update, context: BotContext, *, on: bool) -> None:
         await views.send_reply(message, views.text(svc.renderer, stored.lang, refusal))
         return
     if on:
-        stored = await readers.reader_chat(svc, chat, user, reactivate=True)
-    updated, changed = await readers.set_subscribed(svc, stored, on)
+        stored = await svc.readers.reader_chat(chat, user, reactivate=True)
+    updated, changed = await svc.readers.set_subscribed(stored, on)
     if on:
         msgid = views.SUBSCRIBED if changed else views.ALREADY_SUBSCRIBED
     else:
@@ -62,7 +63,7 @@ async def settings(update: Update, context: BotContext) -> None:
     if message is None or chat is None:
         return
     svc = context.services
-    stored = await readers.reader_chat(svc, chat, update.effective_user)
+    stored = await svc.readers.reader_chat(chat, update.effective_user)
     await views.send_reply(message, views.settings(svc.renderer, stored))
 
 
@@ -74,9 +75,9 @@ async def settings_button(update: Update, context: BotContext) -> None:
     svc, query, message, stored = context.services, press.query, press.message, press.chat
     on = press.choice
     if on:
-        stored = await readers.reader_chat(svc, message.chat, query.from_user, reactivate=True)
-    updated, _ = await readers.set_subscribed(svc, stored, on)
+        stored = await svc.readers.reader_chat(message.chat, query.from_user, reactivate=True)
+    updated, _ = await svc.readers.set_subscribed(stored, on)
     toast = views.SUBSCRIBED_TOAST if on else views.UNSUBSCRIBED_TOAST
-    await query.answer(views.plain(svc.renderer, updated.lang, toast))
+    await answer(query, views.plain(svc.renderer, updated.lang, toast))
     if message.is_accessible:
         await views.edit_reply(query, views.settings(svc.renderer, updated))

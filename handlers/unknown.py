@@ -6,7 +6,8 @@ import logging
 
 from telegram import Update
 
-from bot.context import BotContext
+from handlers.context import BotContext
+from handlers.reply import answer
 from handlers.views import readers as views
 
 log = logging.getLogger(__name__)
@@ -23,4 +24,4 @@ async def unknown_button(update: Update, context: BotContext) -> None:
     if query.message is not None:
         chat = await svc.store.get_chat(query.message.chat.id)
         lang = chat.lang if chat is not None else lang
-    await query.answer(views.plain(svc.renderer, lang, views.STALE_BUTTON))
+    await answer(query, views.plain(svc.renderer, lang, views.STALE_BUTTON))

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import logging
 
-from telegram import LinkPreviewOptions, Update
+from telegram import Update
 from telegram.constants import ChatType as TgChatType
 
-from bot.context import BotContext, Services
 from bot.services.channel_admin import (
     ChatVerdict,
     ItemReport,
     Verdict,
-    channel_admin,
     message_link,
     when,
 )
@@ -25,6 +23,8 @@ from bot.services.permissions import RIGHTS_UNKNOWN, Access
 from bot.text.i18n import LANGUAGES, N_
 from bot.text.plain import truncate
 from bot.text.render import Markup, escape, link
+from handlers.context import BotContext, HandlerServices
+from handlers.reply import reply
 from storage.models import ItemOrigin
 
 log = logging.getLogger(__name__)
@@ -73,11 +73,11 @@ async def on_why(update: Update, context: BotContext) -> None:
     message, user, chat = update.effective_message, update.effective_user, update.effective_chat
     if message is None or user is None or chat is None:
         return
-    admin, svc = channel_admin(context.bot_data), context.services
+    admin, svc = context.services.channels, context.services
     lang = await admin.language_for(user.id, user.language_code)
-    reply = svc.renderer.message
+    say = svc.renderer.message
     if not context.args:
-        await message.reply_html(reply(lang, USAGE))
+        await reply(message, say(lang, USAGE))
         return
     actor = admin.actor(user.id, user.full_name)
     if chat.type == TgChatType.PRIVATE:
@@ -85,24 +85,21 @@ async def on_why(update: Update, context: BotContext) -> None:
     else:
         known = await svc.store.get_chat(chat.id)
         if known is None:
-            await message.reply_html(reply(lang, NOT_CONNECTED))
+            await reply(message, say(lang, NOT_CONNECTED))
             return
         sender_chat_id = message.sender_chat.id if message.sender_chat else None
         access = await admin.may_explain(actor, known, sender_chat_id)
         if access is not Access.ALLOWED:
             log.info("/why refused for user %d in chat %d (%s)", user.id, chat.id, access)
-            await message.reply_html(
-                reply(lang, RIGHTS_UNKNOWN if access is Access.UNKNOWN else NOT_ALLOWED)
-            )
+            refusal = RIGHTS_UNKNOWN if access is Access.UNKNOWN else NOT_ALLOWED
+            await reply(message, say(lang, refusal))
             return
         chats = [known]
     reports = await admin.why(context.args[0], chats)
-    await message.reply_html(
-        render_why(svc, lang, reports), link_preview_options=LinkPreviewOptions(is_disabled=True)
-    )
+    await reply(message, render_why(svc, lang, reports))
 
 
-def render_why(svc: Services, lang: str, reports: list[ItemReport]) -> str:
+def render_why(svc: HandlerServices, lang: str, reports: list[ItemReport]) -> str:
     """The /why answer as Telegram HTML."""
     msg = svc.renderer.message
     if not reports:
@@ -114,13 +111,13 @@ def render_why(svc: Services, lang: str, reports: list[ItemReport]) -> str:
         lines = [
             msg(
                 lang, HEADER, title=title, language=LANGUAGES.get(item.lang, item.lang),
-                date=when(svc, lang, item.first_seen_at),
+                date=when(svc.renderer, lang, item.first_seen_at),
             )
         ]  # fmt: skip
         if item.origin is ItemOrigin.BACKLOG:
             lines.append(msg(lang, BACKLOG))
         elif item.origin is ItemOrigin.TOO_OLD:
-            lines.append(msg(lang, TOO_OLD, age=_age(svc, lang, svc.settings.max_age)))
+            lines.append(msg(lang, TOO_OLD, age=_age(svc, lang, svc.max_age)))
         elif not report.chats:
             lines.append(msg(lang, NO_CHATS))
         else:
@@ -146,13 +143,13 @@ def render_why(svc: Services, lang: str, reports: list[ItemReport]) -> str:
     return text
 
 
-def _status(svc: Services, lang: str, verdict: ChatVerdict, item_lang: str) -> str:
+def _status(svc: HandlerServices, lang: str, verdict: ChatVerdict, item_lang: str) -> str:
     msg = svc.renderer.message
     delivery, chat = verdict.delivery, verdict.chat
     match verdict.verdict:
         case Verdict.SENT:
             assert delivery is not None
-            date = when(svc, lang, delivery.sent_at or delivery.created_at)
+            date = when(svc.renderer, lang, delivery.sent_at or delivery.created_at)
             url = message_link(chat, delivery.message_id) if delivery.message_id else None
             if url is None:
                 return msg(lang, SENT_NO_LINK, date=date)
@@ -182,7 +179,7 @@ def _status(svc: Services, lang: str, verdict: ChatVerdict, item_lang: str) -> s
             return msg(lang, NOT_RECEIVING)
 
 
-def _rule(svc: Services, lang: str, reason: str) -> str:
+def _rule(svc: HandlerServices, lang: str, reason: str) -> str:
     """A stored filter reason ("exclude_keyword:war") in the reader's words."""
     rule, value = parse_reason(reason)
     msg = svc.renderer.message
@@ -195,12 +192,12 @@ def _rule(svc: Services, lang: str, reason: str) -> str:
     return escape(reason)
 
 
-def _age(svc: Services, lang: str, seconds: float) -> str:
+def _age(svc: HandlerServices, lang: str, seconds: float) -> str:
     if seconds >= 86400:
         return svc.translator.ngettext(lang, *AGE_DAYS, round(seconds / 86400))
     return svc.translator.ngettext(lang, *AGE_HOURS, max(1, round(seconds / 3600)))
 
 
-def _reason(svc: Services, lang: str, error: str | None) -> str:
+def _reason(svc: HandlerServices, lang: str, error: str | None) -> str:
     # Reasons the bot itself stored are message ids; Telegram's own answers pass unchanged.
     return truncate(svc.translator.gettext(lang, error) if error else "?", 200)

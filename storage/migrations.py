@@ -113,7 +113,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         2,
         "search: full-text index of items",
         """
-        -- Terms folded, stemmed and tagged with the item's language by bot.search;
+        -- Terms folded, stemmed and tagged with the item's language by bot.services.search;
         -- rowid = items.id.
         CREATE VIRTUAL TABLE search_fts USING fts5(
             title, body, tokenize = 'unicode61 remove_diacritics 2'
@@ -235,6 +235,52 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         CREATE INDEX search_keys_chat ON search_keys(chat_id, created_at);
         CREATE INDEX search_keys_created_at ON search_keys(created_at);
+        """,
+    ),
+    Migration(
+        8,
+        "outbox kinds: site edits and notices to admins are outbox rows like posts",
+        """
+        -- kind: 'post' (a piece for a chat), 'edit' (re-render the post whose message id the
+        -- payload names), 'notice' (a text for a private chat, in the payload; no item).
+        -- SQLite cannot drop the inline UNIQUE (item_id, chat_id), which must now hold for
+        -- posts only, so the table is rebuilt: same columns first, the new ones appended.
+        CREATE TABLE deliveries_v8 (
+            id              INTEGER PRIMARY KEY,
+            item_id         INTEGER REFERENCES items(id) ON DELETE CASCADE,
+            chat_id         INTEGER NOT NULL
+                            REFERENCES chats(id) ON DELETE CASCADE ON UPDATE CASCADE,
+            state           TEXT NOT NULL DEFAULT 'pending',
+            priority        INTEGER NOT NULL,
+            attempts        INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL,
+            last_error      TEXT,
+            message_id      INTEGER,
+            created_at      REAL NOT NULL,
+            sent_at         REAL,
+            kind            TEXT NOT NULL DEFAULT 'post'
+                            CHECK (kind IN ('post', 'edit', 'notice')),
+            payload         TEXT,
+            CHECK ((kind = 'notice') = (item_id IS NULL))
+        );
+        INSERT INTO deliveries_v8 (id, item_id, chat_id, state, priority, attempts,
+                                   next_attempt_at, last_error, message_id, created_at, sent_at)
+            SELECT id, item_id, chat_id, state, priority, attempts, next_attempt_at, last_error,
+                   message_id, created_at, sent_at
+            FROM deliveries;
+        DROP TABLE deliveries;
+        ALTER TABLE deliveries_v8 RENAME TO deliveries;
+        -- A piece reaches a chat once; edits and notices may repeat.
+        CREATE UNIQUE INDEX deliveries_post ON deliveries(item_id, chat_id) WHERE kind = 'post';
+        -- What the inline UNIQUE's index used to serve: lookups and cascades by item.
+        CREATE INDEX deliveries_item ON deliveries(item_id, chat_id);
+        CREATE INDEX deliveries_pending ON deliveries(priority, item_id)
+            WHERE state = 'pending';
+        CREATE INDEX deliveries_chat ON deliveries(chat_id, state);
+        CREATE INDEX deliveries_sent_at ON deliveries(sent_at);
+        CREATE INDEX deliveries_pending_heads ON deliveries(chat_id, item_id)
+            WHERE state = 'pending';
+        CREATE INDEX deliveries_created_at ON deliveries(created_at);
         """,
     ),
 )

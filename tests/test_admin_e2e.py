@@ -908,9 +908,7 @@ async def test_topics_keep_their_names(db_path: Path) -> None:
 
 
 def _admin_service(bot: Harness) -> Any:
-    from bot.services.channel_admin import channel_admin
-
-    return channel_admin(bot.runtime.application.bot_data)
+    return bot.runtime.services.channels
 
 
 async def _delivery(bot: Harness, link: str) -> Any:

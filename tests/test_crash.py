@@ -20,12 +20,16 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
+from telegram import Bot
 
 from storage.models import ChatType
+from storage.outbox import enqueue_edits, enqueue_notice
 from storage.store import Store
+from tests.factories import new_item
 from tests.fakes.botapi import MESSAGE_METHODS, FakeBotApi
 from tests.fakes.feedserver import FeedServer, make_rss
 from tests.support import TOKEN, bot_env
@@ -226,3 +230,96 @@ async def test_sigterm_mid_fan_out_exits_0_and_nothing_is_lost_or_repeated(
     twice = sorted(chat for chat, n in received.items() if n > 1)
     assert not twice, f"sent twice to {twice}\n{bot.log()}"
     assert _sent_rows(db_path) == len(ALL_CHATS), bot.log()
+
+
+# ------------------------------------------------------------------ edits and notices
+
+EDITED_CHANNELS = CHANNELS[:6]
+ADMIN = 90_000_001
+
+
+async def _queue_edits_and_a_notice(
+    api: FakeBotApi, db_path: Path, feed_url: str
+) -> dict[int, int]:
+    """A piece posted to six channels (real messages in the fake), then an edit of each and a
+    notice to an admin queued in the outbox: what the bot finds at its start. Returns the
+    message id of the post in each channel."""
+    store = await Store.open(db_path)
+    feed = await store.ensure_feed(feed_url, "en")
+    for chat_id in EDITED_CHANNELS:
+        await store.upsert_chat(chat_id, ChatType.CHANNEL, title=None, username=None,
+                                default_lang="en", now=NOW, subscribed=True)  # fmt: skip
+    poll = partial(store.store_poll, feed.id, etag=None, last_modified=None, now=NOW,
+                   next_poll_at=NOW, max_age=1e9, backfill=0)  # fmt: skip
+    await poll([])  # the first poll: nothing is backlog
+    await poll([new_item(1, title="Piece 1, as the site has it now")])
+    (item,) = await store.find_items_by_link(new_item(1).link)
+    sent: dict[int, int] = {}
+    async with Bot(TOKEN, base_url=api.base_url) as bot:
+        for chat_id in EDITED_CHANNELS:
+            message = await bot.send_message(chat_id, "Piece 1, as it was first posted")
+            delivery = await store.get_delivery(item.id, chat_id)
+            assert delivery is not None
+            await store.mark_sent_many([(delivery.id, message.message_id, NOW)])
+            sent[chat_id] = message.message_id
+    assert await enqueue_edits(store, item.id, NOW - 60, NOW) == len(EDITED_CHANNELS)
+    await enqueue_notice(store, ADMIN, "en", "⚠️ <b>Notice</b> for the admin", NOW)
+    await store.close()
+    return sent
+
+
+def _edited(api: FakeBotApi) -> Counter[int]:
+    return Counter(c.chat_id for c in api.calls if c.ok and c.method == "editMessageText")
+
+
+def _noticed(api: FakeBotApi) -> int:
+    return sum(1 for c in api.calls if c.ok and c.chat_id == ADMIN and c.method == "sendMessage")
+
+
+async def test_queued_edits_and_notices_survive_a_kill_and_are_sent_after_the_restart(
+    api: FakeBotApi, feed_server: FeedServer, db_path: Path, tmp_path: Path
+) -> None:
+    api.add_chat(ADMIN, "private")
+    feed_server.set("/en/rss", make_rss([]))
+    sent = await _queue_edits_and_a_notice(api, db_path, feed_server.url("/en/rss"))
+    # Telegram refuses every send and edit (429, retry after 1 s) while the first process runs.
+    api.retry_after(None, 1, times=100_000)
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    env |= bot_env(api.url, {"en": feed_server.url("/en/rss")}, db_path, LOG_LEVEL="INFO",
+                   **SCALED)  # fmt: skip
+    env["PYTHONPATH"] = str(ROOT)
+    bot = BotProcess(env, tmp_path / "bot.log")
+    try:
+        bot.start()
+        await _until(
+            "every edit and the notice tried",
+            lambda: {c.chat_id for c in api.calls if c.status == 429} >= {*EDITED_CHANNELS, ADMIN},
+            bot, 30,
+        )  # fmt: skip
+        bot.signal(signal.SIGKILL)
+        assert await bot.exit_code(10) == -signal.SIGKILL
+        assert not _edited(api) and _noticed(api) == 0
+
+        api.clear_faults()
+        bot.start()
+        await _until(
+            "edits and the notice sent after the restart",
+            lambda: set(_edited(api)) == set(EDITED_CHANNELS) and _noticed(api) == 1,
+            bot, 60,
+        )  # fmt: skip
+        bot.signal(signal.SIGTERM)
+        assert await bot.exit_code(20) == 0, bot.log()
+    finally:
+        bot.kill_if_running()
+    # Each message was edited once, in place, to the piece as stored; the notice came once.
+    assert _edited(api) == Counter(EDITED_CHANNELS)
+    for chat_id, message_id in sent.items():
+        text = api.messages[(chat_id, message_id)]["text"]
+        assert text.startswith("Piece 1, as the site has it now\n")
+    assert _noticed(api) == 1
+    with sqlite3.connect(db_path) as conn:
+        rows = conn.execute(
+            "SELECT kind, state, COUNT(*) FROM deliveries WHERE kind != 'post' "
+            "GROUP BY kind, state ORDER BY kind"
+        ).fetchall()
+    assert rows == [("edit", "sent", len(EDITED_CHANNELS)), ("notice", "sent", 1)]

@@ -1,8 +1,10 @@
 """Site edits: an edited piece is never posted again; with EDIT_ON_UPDATE the messages already
-sent for it are edited (text or caption), within EDIT_WINDOW, once each."""
+sent for it are edited (text or caption), within EDIT_WINDOW, once each, as outbox rows the
+publisher sends like posts."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +13,12 @@ from typing import Any
 import pytest
 from telegram import Bot
 from telegram.constants import ParseMode
+from telegram.ext import ExtBot
 
-from bot.pipeline.edits import Editor, EditOutcome
+from bot.delivery.publisher import Publisher
+from bot.delivery.ratelimit import BotApiRequest, RateLimits, TelegramRateLimiter
+from bot.delivery.sender import Sender
+from bot.pipeline.edits import Editor
 from bot.text.i18n import Translator
 from bot.text.render import Renderer
 from storage.articles import Article, get_article, save_article
@@ -23,7 +29,7 @@ from tests.factories import new_item
 from tests.fakes.botapi import FakeBotApi
 from tests.fakes.clock import ManualClock
 from tests.fakes.feedserver import FeedServer, make_rss
-from tests.support import TOKEN, bot_env, running_bot
+from tests.support import TOKEN, advance_until, bot_env, running_bot
 from tests.test_article import OLD, PUBLISHED, summary_of, until
 
 CHANNEL = -1001000000001
@@ -37,10 +43,20 @@ IMAGE = "https://cdn.caliber.az/drills.jpg"
 @dataclass
 class World:
     store: Store
-    bot: Bot
+    bot: Bot  # for the test's own setup; the publisher has its own, behind the rate limiter
     clock: ManualClock
     feed_id: int
     sent: dict[int, int]  # chat id -> message id of the post
+    publisher: Publisher
+
+    async def answered(self, rows: int) -> None:
+        """Let the running publisher answer `rows` more outbox rows (on virtual time)."""
+        stats = self.publisher.stats
+        target = sum(stats.values()) + rows
+        await advance_until(
+            self.clock, f"{rows} row(s) answered",
+            lambda: sum(stats.values()) >= target and self.publisher.in_flight == 0, within=120,
+        )  # fmt: skip
 
 
 @pytest.fixture
@@ -57,8 +73,13 @@ async def world(api: FakeBotApi, db_path: Path) -> AsyncIterator[World]:
         await store.update_chat(chat_id, clock.now(), settings=ChatSettings(style=style))
     await _poll(store, feed.id, [], clock)  # the first poll: nothing is backlog
     await _poll(store, feed.id, [_piece()], clock)
+    limits = RateLimits(clock)
+    limited: ExtBot[None] = ExtBot(
+        TOKEN, base_url=api.base_url, request=BotApiRequest(),
+        rate_limiter=TelegramRateLimiter(limits),
+    )  # fmt: skip
     bot = Bot(TOKEN, base_url=api.base_url)
-    async with bot:
+    async with bot, limited:
         sent = {}
         for chat_id in (CHANNEL, PHOTO_GROUP):
             item = (await store.find_items_by_link("https://caliber.az/en/post/1"))[0]
@@ -74,7 +95,16 @@ async def world(api: FakeBotApi, db_path: Path) -> AsyncIterator[World]:
             assert delivery is not None
             await store.mark_sent_many([(delivery.id, message.message_id, clock.now())])
             sent[chat_id] = message.message_id
-        yield World(store, bot, clock, feed.id, sent)
+        publisher = Publisher(store, Sender(limited), RENDERER, limits, clock)
+        runner = asyncio.create_task(publisher.run())
+        try:
+            yield World(store, bot, clock, feed.id, sent, publisher)
+        finally:
+            stopping = asyncio.create_task(publisher.stop(5.0))
+            while not stopping.done():
+                await clock.advance(0.1)
+                await asyncio.sleep(0)
+            await runner
     await store.close()
 
 
@@ -97,7 +127,7 @@ async def _poll(store: Store, feed_id: int, items: list[NewItem], clock: ManualC
 
 
 def _editor(world: World, *, enabled: bool = True) -> Editor:
-    return Editor(world.store, world.bot, RENDERER, world.clock, enabled=enabled)
+    return Editor(world.store, world.clock, on_queued=world.publisher.wake, enabled=enabled)
 
 
 async def _site_edit(world: World, **fields: Any) -> tuple[Item, ...]:
@@ -109,6 +139,7 @@ async def _site_edit(world: World, **fields: Any) -> tuple[Item, ...]:
 async def test_the_sent_messages_are_edited_text_and_caption(world: World, api: FakeBotApi) -> None:
     updated = await _site_edit(world, title="Drills in the Caspian, revised")
     await _editor(world).on_updated(updated)
+    await world.answered(2)
     (text_edit,) = [c for c in api.calls_to("editMessageText") if c.ok]
     (caption_edit,) = [c for c in api.calls_to("editMessageCaption") if c.ok]
     assert (text_edit.chat_id, text_edit.params["message_id"]) == (CHANNEL, world.sent[CHANNEL])
@@ -125,16 +156,38 @@ async def test_the_sent_messages_are_edited_text_and_caption(world: World, api: 
 async def test_an_unchanged_post_counts_as_done(world: World, api: FakeBotApi) -> None:
     (item,) = await _site_edit(world, title="Drills, revised")
     editor = _editor(world)
-    first = await editor.edit_messages(item)
-    again = await editor.edit_messages(item)
-    assert first[EditOutcome.EDITED] == 2
-    assert again == {EditOutcome.EDITED: 0, EditOutcome.UNCHANGED: 2, EditOutcome.FAILED: 0}
+    assert await editor.edit_messages(item) == 2
+    await world.answered(2)
+    assert await editor.edit_messages(item) == 2
+    await world.answered(2)
+    edits = [c for c in api.calls if c.method.startswith("edit")]
+    assert [c.ok for c in edits] == [True, True, False, False]
+    assert all("not modified" in (c.description or "") for c in edits[2:])
+    # Telegram already showed it: the rows are done, not failed or retried.
+    assert await _edit_states(world) == {"sent": 4}
+
+
+async def test_an_edit_still_queued_is_not_queued_twice(world: World, api: FakeBotApi) -> None:
+    (item,) = await _site_edit(world, title="Drills, revised")
+    editor = _editor(world)
+    assert await editor.edit_messages(item) == 2
+    assert await editor.edit_messages(item) == 0  # the queued edits will show the newest text
+    await world.answered(2)
+    assert len([c for c in api.calls if c.method.startswith("edit")]) == 2
+
+
+async def _edit_states(world: World) -> dict[str, int]:
+    rows = await world.store.fetchall(
+        "SELECT state, COUNT(*) FROM deliveries WHERE kind = 'edit' GROUP BY state"
+    )
+    return {str(r[0]): int(r[1]) for r in rows}
 
 
 async def test_messages_older_than_the_window_are_left_alone(world: World, api: FakeBotApi) -> None:
     await world.clock.advance(48 * 3600 + 1)
     updated = await _site_edit(world, title="Drills, revised two days later")
     await _editor(world).on_updated(updated)
+    assert await _edit_states(world) == {}
     assert not api.calls_to("editMessageText") and not api.calls_to("editMessageCaption")
 
 
@@ -152,6 +205,7 @@ async def test_a_photo_chat_that_got_text_is_edited_as_text(world: World, api: F
         )
     updated = await _site_edit(world, title="Drills, revised")
     await _editor(world).on_updated(updated)
+    await world.answered(2)
     tried = [c for c in api.calls if c.chat_id == PHOTO_GROUP and c.method.startswith("edit")]
     assert [(c.method, c.ok) for c in tried] == [
         ("editMessageCaption", False),

@@ -21,9 +21,11 @@ from telegram.ext import ExtBot
 
 from bot.delivery.publisher import Publisher
 from bot.delivery.ratelimit import BotApiRequest, Limits, RateLimits, TelegramRateLimiter
+from bot.delivery.sender import Sender
 from bot.text.i18n import Translator
 from bot.text.render import Renderer
-from storage.models import ChatType, DeliveryState
+from storage.models import ChatType, Delivery, DeliveryState
+from storage.outbox import enqueue_edits, enqueue_notice
 from storage.store import Store
 from tests.factories import new_item
 from tests.fakes.botapi import MESSAGE_METHODS, ApiCall, FakeBotApi
@@ -122,8 +124,8 @@ async def engine(
         await bot.initialize()
         renderer = Renderer(Translator(default_language="en"), "Asia/Baku", 600)
         publisher = Publisher(
-            store, bot, renderer, limits, clock, concurrency=concurrency, paid_broadcast=paid,
-            max_attempts=max_attempts,
+            store, Sender(bot, paid_broadcast=paid), renderer, limits, clock,
+            concurrency=concurrency, max_attempts=max_attempts,
         )  # fmt: skip
         runner = asyncio.create_task(publisher.run())
         try:
@@ -385,3 +387,55 @@ async def test_an_outage_longer_than_every_retry_loses_no_post(db_path: Path) ->
         await e.settled()
         counts = await e.store.delivery_counts()
         assert counts[DeliveryState.SENT] == 1 and counts[DeliveryState.FAILED] == 0
+
+
+# ---------------------------------------------------------------------- edits and notices
+
+
+async def test_edits_and_notices_keep_to_the_chats_windows_like_posts(db_path: Path) -> None:
+    channel, admin = CHANNELS[0], PRIVATE[0]
+    async with engine(db_path, chats=_chats([channel])) as e:
+        e.api.add_chat(admin, "private")
+        await e.publish(*range(1, 16))
+        await e.until("15 posts", lambda: len(e.sends(channel)) >= 15, within=120, step=0.25)
+        # The site edits every piece: each message must change.
+        feed = await e.store.ensure_feed("https://caliber.az/en/rss", "en")
+        await e._poll(feed.id, [new_item(n, title=f"Piece {n}, revised") for n in range(1, 16)])
+        now = e.clock.now()
+        items = {d.item_id for d in await _sent_posts(e.store, channel)}
+        for item_id in sorted(items):
+            assert await enqueue_edits(e.store, item_id, now - 3600, now) == 1
+        for n in range(5):
+            await enqueue_notice(e.store, admin, "en", f"Notice {n}", now)
+        e.publisher.wake()
+
+        def edits() -> list[ApiCall]:
+            return [c for c in e.api.calls if c.ok and c.method == "editMessageText"]
+
+        await e.until(
+            "15 edits and 5 notices",
+            lambda: len(edits()) >= 15 and len(e.sends(admin)) >= 5,
+            within=300, step=0.25,
+        )  # fmt: skip
+
+        assert e.refused() == [] and e.api.rate_violations == 0
+        # Posts and edits share the channel's window: 20 a minute, 30 requests take > 60 s.
+        into_channel = [c.at for c in [*e.sends(channel), *edits()]]
+        assert _most_in_window(into_channel, 60.0) <= 20
+        assert max(into_channel) - min(into_channel) > 60.0
+        notices = e.sends(admin)
+        assert [c.text for c in notices] == [f"Notice {n}" for n in range(5)]
+        assert min(b.at - a.at for a, b in itertools.pairwise(notices)) >= 1.0
+        assert all("revised" in (c.text or "") for c in edits())
+        assert sorted(c.params["message_id"] for c in edits()) == sorted(
+            c.result["message_id"] for c in e.sends(channel)
+        )
+
+
+async def _sent_posts(store: Store, chat_id: int) -> list[Delivery]:
+    found = []
+    for item_id in range(1, 100):
+        delivery = await store.get_delivery(item_id, chat_id)
+        if delivery is not None and delivery.state is DeliveryState.SENT:
+            found.append(delivery)
+    return found

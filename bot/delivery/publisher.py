@@ -1,5 +1,7 @@
 """The delivery engine: takes due rows from the outbox, sends them within the rate limits, and
-records each outcome after Telegram has answered.
+records each outcome after Telegram has answered. Rows are posts, edits of sent posts (the
+site changed the piece) and notices to admins (storage/outbox.py); all of them go out through
+bot/delivery/sender.py, which also says what Telegram's answer means.
 
 Scheduling: a pass reads the head of every chat's pending queue (channels first, then groups,
 then private chats; within a class the oldest piece first) and dispatches, in that order, the
@@ -20,64 +22,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import math
 import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from telegram import Bot, LinkPreviewOptions, Message
-from telegram.constants import ParseMode
-from telegram.error import (
-    BadRequest,
-    ChatMigrated,
-    Forbidden,
-    InvalidToken,
-    RetryAfter,
-    TelegramError,
-)
-
 from bot.backoff import backoff
 from bot.clock import Clock
-from bot.delivery.ratelimit import RateLimits, retry_after_seconds, watch_accepted
+from bot.delivery.ratelimit import RateLimits
+from bot.delivery.sender import Outcome, Sender, SendResult
 from bot.text.render import Post, Renderer
-from storage.models import Chat, ChatSettings, DeliveryState, DueDelivery, Item, OutcomeRecord
+from storage import outbox
+from storage.models import (
+    Chat,
+    ChatSettings,
+    DeliveryState,
+    DueDelivery,
+    Item,
+    OutcomeRecord,
+    PostStyle,
+)
+from storage.outbox import Due, DueMessage, Kind
 from storage.store import QueueHead, Store
 
-log = logging.getLogger(__name__)
+__all__ = ["Outcome", "Publisher", "SendResult"]
 
-# Telegram's words for a photo it could not fetch or use: fall back to text at once.
-_PHOTO_PROBLEMS = (
-    "wrong type of the web page content",
-    "failed to get http url content",
-    "wrong file identifier",
-    "photo_invalid_dimensions",
-    "image_process_failed",
-    "wrong remote file",
-    "webpage_media_empty",
-    "photo_save_file_invalid",
-    "file is too big",
-)
-# 400s that mean the bot cannot post there at all: retrying would only repeat the refusal.
-_NO_ACCESS = (
-    "chat not found",
-    "not enough rights",
-    "need administrator rights",
-    "have no rights to send",
-    "chat_write_forbidden",
-    "chat_admin_required",
-    "topic_closed",
-    "message thread not found",
-    "topic_deleted",
-    "bot is not a member",
-    "channel_private",
-)
-# 400s that are our own fault (a rendering bug): retrying the same text cannot help.
-_PERMANENT = ("can't parse entities", "message is too long", "caption is too long", "text is empty")
+log = logging.getLogger(__name__)
 
 # Rows loaded per store round trip while dispatching a pass.
 _LOAD_CHUNK = 100
@@ -93,26 +66,6 @@ _POST_CACHE = 256
 
 
 UNREACHABLE_BACKOFF_MAX = 300.0  # longest wait between tries while Telegram is unreachable
-
-
-class Outcome(enum.StrEnum):
-    SENT = "sent"
-    RETRY = "retry"
-    RATE_LIMITED = "rate_limited"
-    FAILED = "failed"
-    NO_ACCESS = "no_access"
-    MIGRATED = "migrated"
-    # No answer from Telegram (network, timeout, 5xx): an outage, not a verdict on this post.
-    UNREACHABLE = "unreachable"
-
-
-@dataclass(frozen=True, slots=True)
-class SendResult:
-    outcome: Outcome
-    message_id: int | None = None
-    error: str | None = None
-    retry_after: float | None = None
-    new_chat_id: int | None = None
 
 
 # Called when a chat refuses the bot (403, or a 400 that means no rights); issue-specific
@@ -239,28 +192,25 @@ class Publisher:
     def __init__(
         self,
         store: Store,
-        bot: Bot,
+        sender: Sender,
         renderer: Renderer,
         limits: RateLimits,
         clock: Clock,
         *,
         concurrency: int = 32,
         max_attempts: int = 6,
-        paid_broadcast: bool = False,
         batch_size: int = 1000,
         lookahead: int | None = None,
         rng: random.Random | None = None,
         on_chat_problem: ChatProblemHook | None = None,
-        scrub: Callable[[str], str] = str,
     ) -> None:
         self.store = store
-        self.bot = bot
+        self.sender = sender
         self.renderer = renderer
         self.limits = limits
         self.clock = clock
         self.concurrency = concurrency
         self.max_attempts = max_attempts
-        self.paid_broadcast = paid_broadcast
         self.batch_size = batch_size
         # Enough sends queued in the limiter to cover ~50 ms of the global rate (a store
         # round trip of the dispatcher), few enough that a new channel piece is not kept
@@ -270,8 +220,6 @@ class Publisher:
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self._unreachable_streak = 0  # failed sends in a row with no answer from Telegram
         self.on_chat_problem = on_chat_problem
-        # Applied to every error text before it is stored or logged (the token, any spelling).
-        self.scrub = scrub
         # Told each delivery's outcome (health and metrics); a retry that spent the last
         # attempt is reported as FAILED. Set by the composition root.
         self.on_outcome: Callable[[Chat, Outcome], None] | None = None
@@ -325,7 +273,7 @@ class Publisher:
         """Dispatch every head that can go now; return when to look again (None: at once)."""
         self._new_work.clear()
         self._freed_ready_at = math.inf
-        heads = await self.store.pending_heads()
+        heads = await outbox.pending_heads(self.store)
         wall, now = self.clock.now(), self.clock.monotonic()
         look_again = math.inf
         ready: list[QueueHead] = []
@@ -347,7 +295,7 @@ class Publisher:
         for start in range(0, len(ready), _LOAD_CHUNK):
             chunk = [head.delivery_id for head in ready[start : start + _LOAD_CHUNK]]
             # Rows answered since the heads were read drop out here (sent, or backing off).
-            for due in await self.store.due_by_ids(chunk, self.clock.now()):
+            for due in await outbox.due_by_ids(self.store, chunk, self.clock.now()):
                 if not await self._wait_capacity():
                     return None
                 if self._new_work.is_set() or self._writer.down:
@@ -357,7 +305,7 @@ class Publisher:
                     # A handler's reply took the chat's window meanwhile.
                     look_again = min(look_again, chat_ready)
                     continue
-                self._dispatch(due, more[due.delivery.id])
+                self._dispatch(due, more[_row_id(due)])
         return None if look_again <= self.clock.monotonic() else look_again
 
     async def _wait_capacity(self) -> bool:
@@ -393,11 +341,11 @@ class Publisher:
             if sleeper.done() and not sleeper.cancelled():
                 return
 
-    def _dispatch(self, due: DueDelivery, more: bool) -> None:
+    def _dispatch(self, due: Due, more: bool) -> None:
         send = _Send(due.chat.id, more)
         self._sends[send.chat_id] = send
         self._unstamped += 1
-        send.task = asyncio.create_task(self._send_task(due, send), name=f"send-{due.delivery.id}")
+        send.task = asyncio.create_task(self._send_task(due, send), name=f"send-{_row_id(due)}")
 
     def _hold_back(self) -> None:
         """The store went down: sends still waiting in the limiter have not left; they go back
@@ -412,9 +360,13 @@ class Publisher:
             self._unstamped -= 1
             self._capacity.set()
 
-    async def _send_task(self, due: DueDelivery, send: _Send) -> None:
+    async def _send_task(self, due: Due, send: _Send) -> None:
         try:
-            result = await self.deliver(due, on_stamp=lambda: self._stamped(send))
+            on_stamp = partial(self._stamped, send)
+            if isinstance(due, DueMessage):
+                result = await self.deliver_message(due, on_stamp=on_stamp)
+            else:
+                result = await self.deliver(due, on_stamp=on_stamp)
             if result.outcome is not Outcome.SENT:
                 send.more = True  # the row waits for a retry, or the chat's queue changed
         except asyncio.CancelledError:
@@ -423,14 +375,14 @@ class Publisher:
             # A bug, not an expected failure: the row waits and the try counts as an attempt,
             # so a send that always crashes ends as failed after MAX_SEND_ATTEMPTS.
             send.more = True
-            log.exception("delivery %d to chat %d crashed", due.delivery.id, due.chat.id,
+            log.exception("delivery %d to chat %d crashed", _row_id(due), due.chat.id,
                           extra=_ids(due))  # fmt: skip
             now = self.clock.now()
             error = self.describe(exc, prefix="internal error")
-            spent = due.delivery.attempts + 1 >= self.max_attempts
+            spent = _attempts(due) + 1 >= self.max_attempts
             await self._writer.record(
                 OutcomeRecord(
-                    due.delivery.id,
+                    _row_id(due),
                     DeliveryState.FAILED if spent else DeliveryState.PENDING,
                     now,
                     error=error,
@@ -532,53 +484,74 @@ class Publisher:
             )  # fmt: skip
         return result
 
+    async def deliver_message(
+        self, due: DueMessage, *, on_stamp: Callable[[], None] | None = None
+    ) -> SendResult:
+        """Send one edit or notice and record its outcome, with the windows, retries and
+        backoff of posts. A chat's refusal fails the row (it pauses or deactivates nothing:
+        the posts' own refusals do that), and so does a refused edit."""
+        chat = due.chat
+        if due.kind is Kind.EDIT and due.item is not None and due.message_id is not None:
+            item = due.item
+            as_photo = bool(item.image_url) and chat.settings.style is PostStyle.PHOTO
+            result = await self.sender.edit_post(
+                chat, due.message_id,
+                lambda photo: self._post(item, chat.settings, allow_photo=photo),
+                as_photo=as_photo, on_stamp=on_stamp,
+            )  # fmt: skip
+        elif due.kind is Kind.NOTICE:
+            result = await self.sender.send_notice(chat.id, due.text, on_stamp=on_stamp)
+        else:
+            result = SendResult(Outcome.FAILED, error=f"malformed {due.kind} row")
+        now = self.clock.now()
+        self.stats[result.outcome] += 1
+        error = result.error or ""
+        record = partial(OutcomeRecord, due.id, at=now, error=error, chat_id=chat.id)
+        ids = {"delivery_id": due.id, "chat_id": chat.id}
+        if result.outcome is Outcome.SENT:
+            self._unreachable_streak = 0
+            # No message id: only posts name the messages a later edit must reach.
+            await self._writer.record(OutcomeRecord(due.id, DeliveryState.SENT, now))
+        elif result.outcome is Outcome.RATE_LIMITED:
+            wait = now + (result.retry_after or 1.0)
+            await self._writer.record(
+                record(state=DeliveryState.PENDING, next_attempt_at=wait, count_attempt=False,
+                       event="429")
+            )  # fmt: skip
+        elif result.outcome is Outcome.UNREACHABLE:
+            self._unreachable_streak += 1
+            delay = backoff(self._unreachable_streak, 5.0, UNREACHABLE_BACKOFF_MAX, self.rng)
+            await self._writer.record(
+                record(state=DeliveryState.PENDING, next_attempt_at=now + delay,
+                       count_attempt=False, event="send_error")
+            )  # fmt: skip
+        elif result.outcome is Outcome.RETRY and due.attempts + 1 < self.max_attempts:
+            delay = backoff(due.attempts, 5.0, 3600.0, self.rng)
+            log.warning("%s %d to chat %d: %s; retry %d in %.0f s", due.kind, due.id, chat.id,
+                        error, due.attempts + 1, delay, extra=ids)  # fmt: skip
+            await self._writer.record(
+                record(state=DeliveryState.PENDING, next_attempt_at=now + delay,
+                       event="send_error")
+            )  # fmt: skip
+        else:
+            log.warning("%s %d to chat %d failed: %s", due.kind, due.id, chat.id, error,
+                        extra=ids)  # fmt: skip
+            failed = record(state=DeliveryState.FAILED, event=f"{due.kind}_failed")
+            await self._writer.record(failed)
+        return result
+
     async def send(
         self, chat: Chat, item: Item, *, on_stamp: Callable[[], None] | None = None
     ) -> SendResult:
-        """Render `item` for `chat` and send it; translate Telegram's answer into a SendResult.
-
-        An answer `ok: true` is a sent message even when its body cannot be read as one.
-        """
-        post = self._post(item, chat.settings, allow_photo=True)
-        with watch_accepted() as accepted:
-            try:
-                return await self._send_with_fallback(chat, item, post, on_stamp)
-            except TelegramError:
-                raise
-            except Exception:
-                if not accepted.ok:
-                    raise
-                log.warning("Telegram accepted the post to chat %d but its answer could not be "
-                            "read; recorded as sent", chat.id, exc_info=True)  # fmt: skip
-                result = accepted.result
-                message_id = result.get("message_id") if isinstance(result, dict) else None
-                return SendResult(Outcome.SENT, message_id if isinstance(message_id, int) else None)
-
-    async def _send_with_fallback(
-        self, chat: Chat, item: Item, post: Post, on_stamp: Callable[[], None] | None
-    ) -> SendResult:
-        try:
-            message = await self._send_post(chat, post, on_stamp)
-        except BadRequest as exc:
-            if post.is_photo and _mentions(exc, _PHOTO_PROBLEMS):
-                log.info("photo for item %d refused (%s); sending text", item.id, exc.message,
-                         extra={"item_id": item.id, "chat_id": chat.id})  # fmt: skip
-                text_post = self._post(item, chat.settings, allow_photo=False)
-                try:
-                    message = await self._send_post(chat, text_post, on_stamp)
-                except TelegramError as retry_exc:
-                    return self._classify(chat, retry_exc)
-                return SendResult(Outcome.SENT, message.message_id)
-            return self._classify(chat, exc)
-        except TelegramError as exc:
-            return self._classify(chat, exc)
-        return SendResult(Outcome.SENT, message.message_id)
+        """Render `item` for `chat` and send it; translate Telegram's answer into a SendResult."""
+        return await self.sender.send_post(
+            chat, lambda photo: self._post(item, chat.settings, allow_photo=photo),
+            on_stamp=on_stamp,
+        )  # fmt: skip
 
     def describe(self, exc: BaseException, *, prefix: str = "") -> str:
-        """The one way an error becomes text here: stored, logged, shown in /why; secrets
-        (the token, in any spelling) scrubbed."""
-        text = f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"
-        return self.scrub(f"{prefix}: {text}" if prefix else text)
+        """An error as stored, logged and shown in /why, secrets scrubbed (the sender's way)."""
+        return self.sender.describe(exc, prefix=prefix)
 
     def _post(self, item: Item, settings: ChatSettings, *, allow_photo: bool) -> Post:
         """Render through a small cache: a fan-out sends one piece to many alike chats."""
@@ -592,53 +565,6 @@ class Publisher:
         else:
             self._posts.move_to_end(key)
         return post
-
-    async def _send_post(
-        self, chat: Chat, post: Post, on_stamp: Callable[[], None] | None
-    ) -> Message:
-        limiter_args: dict[str, object] = {"retry": False}
-        if on_stamp is not None:
-            limiter_args["on_stamp"] = on_stamp
-        common: dict[str, object] = {
-            "chat_id": chat.id,
-            "parse_mode": ParseMode.HTML,
-            "disable_notification": chat.settings.silent,
-            "rate_limit_args": limiter_args,
-        }
-        if chat.settings.thread_id:
-            common["message_thread_id"] = chat.settings.thread_id
-        if self.paid_broadcast:
-            common["allow_paid_broadcast"] = True
-        if post.photo_url:
-            return await self.bot.send_photo(photo=post.photo_url, caption=post.html, **common)  # type: ignore[arg-type]
-        preview = (
-            LinkPreviewOptions(is_disabled=True)
-            if post.disable_preview
-            else LinkPreviewOptions(url=post.link, prefer_large_media=True)
-        )
-        return await self.bot.send_message(text=post.html, link_preview_options=preview, **common)  # type: ignore[arg-type]
-
-    def _classify(self, chat: Chat, exc: TelegramError) -> SendResult:
-        text = self.describe(exc)
-        if isinstance(exc, ChatMigrated):
-            return SendResult(Outcome.MIGRATED, error=text, new_chat_id=int(exc.new_chat_id))
-        if isinstance(exc, RetryAfter):
-            # The rate limiter has already held the chat (or everyone) for retry_after.
-            wait = retry_after_seconds(exc)
-            return SendResult(Outcome.RATE_LIMITED, error=text, retry_after=wait)
-        if isinstance(exc, Forbidden):
-            return SendResult(Outcome.NO_ACCESS, error=text)
-        if isinstance(exc, BadRequest):
-            if _mentions(exc, _NO_ACCESS):
-                return SendResult(Outcome.NO_ACCESS, error=text)
-            if _mentions(exc, _PERMANENT):
-                return SendResult(Outcome.FAILED, error=text)
-            return SendResult(Outcome.RETRY, error=text)
-        if isinstance(exc, InvalidToken):
-            log.critical("Telegram rejects the bot token; deliveries cannot be sent")
-        # Timeouts, network errors and 5xx: the send may or may not have happened; retrying
-        # risks a rare duplicate, giving up would risk a lost post.
-        return SendResult(Outcome.UNREACHABLE, error=text)
 
     # ------------------------------------------------------------------ shutdown
 
@@ -686,11 +612,17 @@ async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
             task.cancel()
 
 
-def _mentions(exc: TelegramError, needles: tuple[str, ...]) -> bool:
-    message = exc.message.lower()
-    return any(needle in message for needle in needles)
+def _row_id(due: Due) -> int:
+    return due.id if isinstance(due, DueMessage) else due.delivery.id
 
 
-def _ids(due: DueDelivery) -> dict[str, int]:
+def _attempts(due: Due) -> int:
+    return due.attempts if isinstance(due, DueMessage) else due.delivery.attempts
+
+
+def _ids(due: Due) -> dict[str, int]:
     """The ids a log line about `due` carries (fields of a JSON log line)."""
-    return {"delivery_id": due.delivery.id, "chat_id": due.chat.id, "item_id": due.item.id}
+    ids = {"delivery_id": _row_id(due), "chat_id": due.chat.id}
+    if due.item is not None:
+        ids["item_id"] = due.item.id
+    return ids

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
 
-from bot.app import make_http_client
+import httpx
+
 from bot.config import Settings
 from bot.pipeline.feeds import FeedError, fetch_feed, parse_feed
 from bot.text.i18n import Translator
@@ -43,7 +44,11 @@ async def run_preview(
     url = source if "://" in source else os.path.abspath(source)  # noqa: ASYNC240 - no I/O
     if "://" not in url:
         url = "file://" + url
-    async with make_http_client(settings) as client:
+    # Its own small client: one feed, no composition root (bot.app) behind a preview.
+    timeout = httpx.Timeout(settings.http_timeout, connect=min(10.0, settings.http_timeout))
+    headers = {"User-Agent": settings.user_agent}
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=True, max_redirects=5,
+                                 headers=headers) as client:  # fmt: skip
         result = await fetch_feed(
             client, url, max_bytes=settings.feed_max_bytes, timeout=settings.http_timeout
         )

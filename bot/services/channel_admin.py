@@ -19,14 +19,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
-from telegram import Bot, LinkPreviewOptions
-from telegram.constants import ParseMode
-from telegram.error import Forbidden, TelegramError
+from telegram import Bot
+from telegram.error import TelegramError
 
-from bot.context import Services
-from bot.delivery.publisher import SendResult
+from bot.clock import Clock
+from bot.delivery.publisher import Publisher, SendResult
 from bot.pipeline.feeds import clean_link
 from bot.services.admin_rights import (
     MissingRight,
@@ -45,8 +44,9 @@ from bot.services.permissions import (
     member_access,
     settings_access,
 )
-from bot.text.i18n import LANGUAGES, N_
+from bot.text.i18n import LANGUAGES, N_, Translator
 from bot.text.plain import one_line
+from bot.text.render import Renderer
 from storage import admin as admin_store
 from storage.admin import AuditLine, ChatChange, Incident, SettingsChange, Topic
 from storage.models import (
@@ -58,10 +58,11 @@ from storage.models import (
     ItemOrigin,
     PostStyle,
 )
+from storage.outbox import enqueue_notice
+from storage.store import Store
 
 log = logging.getLogger(__name__)
 
-CHANNELS_KEY = "channel_admin"
 LIST_CAP = 50  # chats shown by /channels
 SCAN_CAP = 200  # chats considered for one /channels (at most LOOKUP_BUDGET of them asked)
 CHECK_CONCURRENCY = 8
@@ -261,43 +262,47 @@ def split_rules(text: str) -> list[str]:
     return [one_line(part) for part in _RULE_SPLIT.split(text) if one_line(part)]
 
 
-def channel_admin(bot_data: dict[Any, Any]) -> ChannelAdmin:
-    """The service as the composition root stored it in bot_data."""
-    return cast(ChannelAdmin, bot_data[CHANNELS_KEY])
-
-
 class ChannelAdmin:
     """The channel-admin service; the publisher's on_chat_problem hook lives here too."""
 
-    def __init__(self, services: Services, *, input_ttl: float = 600.0) -> None:
-        self.services = services
-        self.inputs = InputStates(services.clock.monotonic, ttl=input_ttl)
+    def __init__(
+        self,
+        store: Store,
+        bot: Bot,
+        publisher: Publisher,
+        renderer: Renderer,
+        clock: Clock,
+        *,
+        operators: frozenset[int] = frozenset(),
+        input_ttl: float = 600.0,
+    ) -> None:
+        self.store = store
+        # Reads only (members, admins, leaving); what the bot says goes through the publisher.
+        self.bot = bot
+        self.publisher = publisher
+        self.renderer = renderer
+        self.translator: Translator = renderer.translator
+        self.clock = clock
+        self.operators = operators
+        self.inputs = InputStates(clock.monotonic, ttl=input_ttl)
         # Answers reused only to list and explain; every change asks Telegram again.
-        self.members = MemberCache(services.clock.monotonic)
-
-    @property
-    def bot(self) -> Bot:
-        return self.services.publisher.bot
+        self.members = MemberCache(clock.monotonic)
 
     # ------------------------------------------------------------------ who
 
     def actor(self, user_id: int, name: str | None) -> Actor:
-        return Actor(user_id, name, self.services.is_operator(user_id))
+        return Actor(user_id, name, user_id in self.operators)
 
     async def language_for(self, user_id: int, language_code: str | None) -> str:
         """The language to talk to a user in: their /language choice, else their app's."""
-        known = await self.services.store.get_chat(user_id)
+        known = await self.store.get_chat(user_id)
         if known is not None and known.type.is_private:
-            return self.services.translator.resolve(known.lang)
-        return self.services.translator.resolve(language_code)
+            return self.translator.resolve(known.lang)
+        return self.translator.resolve(language_code)
 
     async def manageable_chats(self, actor: Actor) -> list[Chat]:
         """Channels and groups where the bot is present and `actor` may change settings now."""
-        chats = [
-            c
-            for c in await self.services.store.list_chats(active_only=True)
-            if not c.type.is_private
-        ]
+        chats = [c for c in await self.store.list_chats(active_only=True) if not c.type.is_private]
         chats.sort(key=lambda c: (c.display_name.casefold(), c.id))
         if actor.operator:
             return chats[:LIST_CAP]
@@ -332,7 +337,7 @@ class ChannelAdmin:
 
     async def authorize(self, actor: Actor, chat_id: int) -> tuple[Access, Chat | None]:
         """May `actor` run the chat right now (asked live)? The chat comes with ALLOWED only."""
-        chat = await self.services.store.get_chat(chat_id)
+        chat = await self.store.get_chat(chat_id)
         if chat is None or chat.type.is_private or not chat.active:
             return Access.REFUSED, None
         access = await self.settings_access(actor, chat)
@@ -363,7 +368,7 @@ class ChannelAdmin:
     # ------------------------------------------------------------------ panel
 
     async def panel_state(self, chat: Chat) -> PanelState:
-        store = self.services.store
+        store = self.store
         incident = await admin_store.get_incident(store, chat.id)
         problem = await bot_problem(
             self.bot, chat.id, chat.type, photos=chat.settings.style is PostStyle.PHOTO
@@ -380,12 +385,12 @@ class ChannelAdmin:
         self, chat: Chat, actor: Actor, mutate: Callable[[Chat], ChatChange | None]
     ) -> Chat:
         result = await admin_store.change_chat(
-            self.services.store,
+            self.store,
             chat.id,
             mutate,
             user_id=actor.user_id,
             user_name=actor.name,
-            now=self.services.clock.now(),
+            now=self.clock.now(),
         )
         if result is None:
             return chat
@@ -509,18 +514,18 @@ class ChannelAdmin:
         """Send the chat's posts to a forum topic (None: the main chat / General)."""
         if thread_id is not None:
             await admin_store.remember_topic(
-                self.services.store, chat.id, thread_id, name or "", self.services.clock.now()
+                self.store, chat.id, thread_id, name or "", self.clock.now()
             )
         return await self._change(chat, actor, _setting("thread_id", thread_id))
 
     async def disconnect(self, chat: Chat, actor: Actor) -> None:
         """Stop posting to the chat and leave it; adding the bot again reconnects it."""
         await admin_store.disconnect_chat(
-            self.services.store,
+            self.store,
             chat.id,
             user_id=actor.user_id,
             user_name=actor.name,
-            now=self.services.clock.now(),
+            now=self.clock.now(),
         )
         log.info("chat %d disconnected by user %d", chat.id, actor.user_id)
         try:
@@ -529,20 +534,18 @@ class ChannelAdmin:
             log.warning("could not leave chat %d after disconnecting it: %s", chat.id, exc)
 
     async def history(self, chat: Chat, limit: int = 10) -> list[SettingsChange]:
-        return await admin_store.list_changes(self.services.store, chat.id, limit)
+        return await admin_store.list_changes(self.store, chat.id, limit)
 
     async def topics(self, chat: Chat) -> list[Topic]:
-        return await admin_store.list_topics(self.services.store, chat.id)
+        return await admin_store.list_topics(self.store, chat.id)
 
     async def remember_topic(self, chat_id: int, thread_id: int, name: str) -> None:
-        await admin_store.remember_topic(
-            self.services.store, chat_id, thread_id, name, self.services.clock.now()
-        )
+        await admin_store.remember_topic(self.store, chat_id, thread_id, name, self.clock.now())
 
     async def recent_categories(self, chat: Chat, limit: int = 12) -> list[str]:
         """Categories of the latest pieces in the chat's languages, as hints for a filter."""
         seen: dict[str, str] = {}
-        for item in await self.services.store.latest_items(chat.languages, 100):
+        for item in await self.store.latest_items(chat.languages, 100):
             for category in item.categories:
                 seen.setdefault(fold(category), category)
         return list(seen.values())[:limit]
@@ -551,7 +554,7 @@ class ChannelAdmin:
 
     async def latest_matching(self, chat: Chat) -> Item | None:
         """The newest piece in the chat's languages that its filters let through."""
-        items = await self.services.store.latest_items(chat.languages, PREVIEW_SCAN)
+        items = await self.store.latest_items(chat.languages, PREVIEW_SCAN)
         return next((i for i in items if check(i, chat.settings) is None), None)
 
     async def preview(self, chat: Chat, actor: Actor) -> SendReport:
@@ -565,14 +568,14 @@ class ChannelAdmin:
             type=ChatType.PRIVATE,
             settings=replace(chat.settings, thread_id=None),
         )
-        return SendReport(item, await self.services.publisher.send(target, item))
+        return SendReport(item, await self.publisher.send(target, item))
 
     async def test_post(self, chat: Chat) -> SendReport:
         """Send the latest matching piece to the chat itself, as its next post would look."""
         item = await self.latest_matching(chat)
         if item is None:
             return SendReport(None, None)
-        result = await self.services.publisher.send(chat, item)
+        result = await self.publisher.send(chat, item)
         log.info("test post of item %d to chat %d: %s", item.id, chat.id, result.outcome)
         return SendReport(item, result)
 
@@ -581,14 +584,14 @@ class ChannelAdmin:
     async def chats_to_explain(self, actor: Actor) -> list[Chat]:
         """/why in a private chat: the chats the user runs, and their own subscription."""
         chats = await self.manageable_chats(actor)
-        own = await self.services.store.get_chat(actor.user_id)
+        own = await self.store.get_chat(actor.user_id)
         if own is not None and own.type.is_private:
             chats.append(own)
         return chats
 
     async def why(self, link: str, chats: Sequence[Chat]) -> list[ItemReport]:
         """What happened to the article at `link` for each of `chats` (empty: never seen)."""
-        store = self.services.store
+        store = self.store
         items: list[Item] = []
         for candidate in link_variants(link):
             items = await store.find_items_by_link(candidate)
@@ -614,7 +617,7 @@ class ChannelAdmin:
         """
         if chat.type.is_private:
             return
-        store, now = self.services.store, self.services.clock.now()
+        store, now = self.store, self.clock.now()
         right: MissingRight | None = None
         if not any(word in error.lower() for word in _GONE):
             member = await get_member(self.bot, chat.id, self.bot.id)
@@ -634,10 +637,17 @@ class ChannelAdmin:
         if new:
             await self._tell_admins(chat, right, error)
 
+    async def notify(self, user_id: int, lang: str, html: str) -> None:
+        """Queue a private message to a user (an admin): sent from the outbox like a post."""
+        await enqueue_notice(self.store, user_id, lang, html, self.clock.now())
+        self.publisher.wake()
+
     async def _tell_admins(self, chat: Chat, right: MissingRight, error: str) -> None:
-        renderer, translator = self.services.renderer, self.services.translator
-        sent = 0
-        for user_id in await self._admins_to_tell(chat):
+        """Queue a notice to each admin who could fix it: sent from the outbox like a post."""
+        renderer, translator = self.renderer, self.translator
+        admins = await self._admins_to_tell(chat)
+        now = self.clock.now()
+        for user_id in admins:
             lang = await self.language_for(user_id, chat.lang)
             if right is MissingRight.TOPIC:
                 text = renderer.message(lang, TOPIC_NOTICE, chat=chat.display_name, reason=error)
@@ -646,20 +656,11 @@ class ChannelAdmin:
                 text = renderer.message(
                     lang, NO_RIGHT_NOTICE, chat=chat.display_name, right=label, reason=error
                 )
-            try:
-                await self.bot.send_message(
-                    user_id,
-                    text,
-                    parse_mode=ParseMode.HTML,
-                    link_preview_options=LinkPreviewOptions(is_disabled=True),
-                )
-                sent += 1
-            except Forbidden:
-                log.info("cannot message admin %d privately (they have not started the bot)",
-                         user_id)  # fmt: skip
-            except TelegramError as exc:
-                log.warning("could not tell admin %d about chat %d: %s", user_id, chat.id, exc)
-        log.info("chat %d: told %d admin(s) about the missing right", chat.id, sent)
+            await enqueue_notice(self.store, user_id, lang, text, now)
+        if admins:
+            self.publisher.wake()
+        log.info("chat %d: notice queued for %d admin(s) about the missing right", chat.id,
+                 len(admins))  # fmt: skip
 
     async def _admins_to_tell(self, chat: Chat) -> list[int]:
         """The human admins who could fix it; the user who added the bot if none are known."""
@@ -725,7 +726,7 @@ def _verdict(item: Item, chat: Chat, delivery: Delivery | None) -> Verdict:
             return Verdict.CANCELLED
 
 
-def when(services: Services, lang: str, timestamp: float) -> str:
+def when(renderer: Renderer, lang: str, timestamp: float) -> str:
     """A timestamp in the bot's time zone, the way readers of `lang` write dates."""
-    moment = datetime.fromtimestamp(timestamp, UTC).astimezone(services.renderer.zone)
-    return services.translator.format_date(lang, moment)
+    moment = datetime.fromtimestamp(timestamp, UTC).astimezone(renderer.zone)
+    return renderer.translator.format_date(lang, moment)

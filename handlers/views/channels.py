@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions
 
-from bot.context import Services
 from bot.services.channel_admin import (
     RIGHT_LABELS,
     RULE_KINDS,
@@ -26,7 +25,7 @@ from bot.services.channel_admin import (
 )  # fmt: skip
 from bot.text.i18n import LANGUAGES, N_
 from bot.text.plain import truncate
-from bot.text.render import Markup, bold
+from bot.text.render import Markup, Renderer, bold
 from storage.admin import SettingsChange, Topic
 from storage.models import Chat, ChatType, PostStyle
 
@@ -235,9 +234,9 @@ def cb(chat_id: int, action: str, arg: str = "") -> str:
 # --- screens ---------------------------------------------------------------------------------
 
 
-def chat_list_screen(svc: Services, lang: str, actor: Actor, chats: list[Chat]) -> Screen:
+def chat_list_screen(renderer: Renderer, lang: str, actor: Actor, chats: list[Chat]) -> Screen:
     if not chats:
-        return svc.renderer.message(lang, NO_CHATS), None
+        return renderer.message(lang, NO_CHATS), None
     title = LIST_TITLE_OPERATOR if actor.operator else LIST_TITLE
     rows = []
     for chat in chats:
@@ -245,11 +244,11 @@ def chat_list_screen(svc: Services, lang: str, actor: Actor, chats: list[Chat]) 
         paused = "⏸ " if chat.paused else ""
         label = f"{paused}{icon} {truncate(chat.display_name, 48)}"
         rows.append([InlineKeyboardButton(label, callback_data=cb(chat.id, "open"))])
-    return svc.renderer.message(lang, title), InlineKeyboardMarkup(rows)
+    return renderer.message(lang, title), InlineKeyboardMarkup(rows)
 
 
-async def main_screen(admin: ChannelAdmin, svc: Services, lang: str, chat: Chat) -> Screen:
-    tr, msg = svc.translator.gettext, svc.renderer.message
+async def main_screen(admin: ChannelAdmin, renderer: Renderer, lang: str, chat: Chat) -> Screen:
+    tr, msg = renderer.translator.gettext, renderer.message
     state = await admin.panel_state(chat)
     settings = chat.settings
     lines = [msg(lang, PANEL_TITLE, chat=Markup(bold(chat.display_name))), ""]
@@ -264,14 +263,14 @@ async def main_screen(admin: ChannelAdmin, svc: Services, lang: str, chat: Chat)
     languages = ", ".join(LANGUAGES.get(code, code) for code in chat.languages)
     lines.append(msg(lang, LINE_LANGUAGES, value=languages or tr(lang, NONE)))
     lines.append(msg(lang, LINE_STYLE, value=tr(lang, STYLE_LABELS[settings.style])))
-    lines.append(msg(lang, LINE_SILENT, value=_onoff(svc, lang, settings.silent)))
-    lines.append(msg(lang, LINE_HASHTAGS, value=_onoff(svc, lang, settings.hashtags)))
+    lines.append(msg(lang, LINE_SILENT, value=_onoff(renderer, lang, settings.silent)))
+    lines.append(msg(lang, LINE_HASHTAGS, value=_onoff(renderer, lang, settings.hashtags)))
     lines.append(msg(lang, LINE_SIGNATURE, value=settings.signature or tr(lang, NONE)))
     count = sum(len(getattr(settings, kind.field)) for kind in RULE_KINDS)
-    rules = svc.translator.ngettext(lang, *FILTER_RULES, count) if count else tr(lang, NONE)
+    rules = renderer.translator.ngettext(lang, *FILTER_RULES, count) if count else tr(lang, NONE)
     lines.append(msg(lang, LINE_FILTERS, value=rules))
     if chat.type is ChatType.SUPERGROUP:
-        lines.append(msg(lang, LINE_TOPIC, value=_topic_name(svc, lang, chat, state.topic)))
+        lines.append(msg(lang, LINE_TOPIC, value=_topic_name(renderer, lang, chat, state.topic)))
     if state.bot_problem is not None:
         right = tr(lang, RIGHT_LABELS[state.bot_problem])
         lines += ["", msg(lang, BOT_PROBLEM, right=right)]
@@ -286,8 +285,8 @@ async def main_screen(admin: ChannelAdmin, svc: Services, lang: str, chat: Chat)
         [button(BTN_LANGUAGES, "langs"), button(BTN_PAUSE, "pause") if posting
          else button(BTN_RESUME, "resume")],
         [button(BTN_STYLE, "style")],
-        [button(BTN_SILENT, "silent", value=_onoff(svc, lang, settings.silent)),
-         button(BTN_HASHTAGS, "tags", value=_onoff(svc, lang, settings.hashtags))],
+        [button(BTN_SILENT, "silent", value=_onoff(renderer, lang, settings.silent)),
+         button(BTN_HASHTAGS, "tags", value=_onoff(renderer, lang, settings.hashtags))],
         [button(BTN_SIGNATURE, "sig"), button(BTN_FILTERS, "flt")],
     ]  # fmt: skip
     if chat.type is ChatType.SUPERGROUP:
@@ -300,7 +299,7 @@ async def main_screen(admin: ChannelAdmin, svc: Services, lang: str, chat: Chat)
     return "\n".join(lines), InlineKeyboardMarkup(rows)
 
 
-def languages_screen(svc: Services, lang: str, chat: Chat) -> Screen:
+def languages_screen(renderer: Renderer, lang: str, chat: Chat) -> Screen:
     rows = [
         [
             InlineKeyboardButton(
@@ -310,13 +309,13 @@ def languages_screen(svc: Services, lang: str, chat: Chat) -> Screen:
         ]
         for code, name in LANGUAGES.items()
     ]
-    rows.append([_back(svc, lang, chat)])
-    text = svc.renderer.message(lang, LANGUAGES_TITLE, chat=Markup(bold(chat.display_name)))
+    rows.append([_back(renderer, lang, chat)])
+    text = renderer.message(lang, LANGUAGES_TITLE, chat=Markup(bold(chat.display_name)))
     return text, InlineKeyboardMarkup(rows)
 
 
-def style_screen(svc: Services, lang: str, chat: Chat) -> Screen:
-    tr = svc.translator.gettext
+def style_screen(renderer: Renderer, lang: str, chat: Chat) -> Screen:
+    tr = renderer.translator.gettext
     rows = [
         [
             InlineKeyboardButton(
@@ -326,15 +325,15 @@ def style_screen(svc: Services, lang: str, chat: Chat) -> Screen:
         ]
         for style, label in STYLE_LABELS.items()
     ]
-    rows.append([_back(svc, lang, chat)])
-    text = svc.renderer.message(lang, STYLE_TITLE, chat=Markup(bold(chat.display_name)))
+    rows.append([_back(renderer, lang, chat)])
+    text = renderer.message(lang, STYLE_TITLE, chat=Markup(bold(chat.display_name)))
     return text, InlineKeyboardMarkup(rows)
 
 
-def signature_screen(svc: Services, lang: str, chat: Chat) -> Screen:
-    tr = svc.translator.gettext
+def signature_screen(renderer: Renderer, lang: str, chat: Chat) -> Screen:
+    tr = renderer.translator.gettext
     value = chat.settings.signature or tr(lang, NONE)
-    text = svc.renderer.message(
+    text = renderer.message(
         lang, SIGNATURE_TITLE, chat=Markup(bold(chat.display_name)), value=value
     )
     rows = [
@@ -346,12 +345,12 @@ def signature_screen(svc: Services, lang: str, chat: Chat) -> Screen:
     if chat.settings.signature:
         label = tr(lang, BTN_REMOVE_SIGNATURE)
         rows.append([InlineKeyboardButton(label, callback_data=cb(chat.id, "sig", "clear"))])
-    rows.append([_back(svc, lang, chat)])
+    rows.append([_back(renderer, lang, chat)])
     return text, InlineKeyboardMarkup(rows)
 
 
-def filters_screen(svc: Services, lang: str, chat: Chat) -> Screen:
-    tr, msg = svc.translator.gettext, svc.renderer.message
+def filters_screen(renderer: Renderer, lang: str, chat: Chat) -> Screen:
+    tr, msg = renderer.translator.gettext, renderer.message
     lines = [
         msg(lang, FILTERS_TITLE, chat=Markup(bold(chat.display_name))),
         "",
@@ -389,17 +388,17 @@ def filters_screen(svc: Services, lang: str, chat: Chat) -> Screen:
                 )
             ]
         )
-    rows.append([_back(svc, lang, chat)])
+    rows.append([_back(renderer, lang, chat)])
     return "\n".join(lines), InlineKeyboardMarkup(rows)
 
 
-async def topic_screen(admin: ChannelAdmin, svc: Services, lang: str, chat: Chat) -> Screen:
-    tr = svc.translator.gettext
+async def topic_screen(admin: ChannelAdmin, renderer: Renderer, lang: str, chat: Chat) -> Screen:
+    tr = renderer.translator.gettext
     topics = await admin.topics(chat)
     current = next((t for t in topics if t.thread_id == chat.settings.thread_id), None)
-    text = svc.renderer.message(
+    text = renderer.message(
         lang, TOPIC_TITLE, chat=Markup(bold(chat.display_name)),
-        value=_topic_name(svc, lang, chat, current),
+        value=_topic_name(renderer, lang, chat, current),
     )  # fmt: skip
     rows = [[InlineKeyboardButton(
         ("✅ " if not chat.settings.thread_id else "") + tr(lang, BTN_MAIN_TOPIC),
@@ -411,12 +410,14 @@ async def topic_screen(admin: ChannelAdmin, svc: Services, lang: str, chat: Chat
             mark + truncate(topic.name or tr(lang, TOPIC_NUMBER, number=topic.thread_id), 48),
             callback_data=cb(chat.id, "topic", str(topic.thread_id)),
         )])  # fmt: skip
-    rows.append([_back(svc, lang, chat)])
+    rows.append([_back(renderer, lang, chat)])
     return text, InlineKeyboardMarkup(rows)
 
 
-def history_screen(svc: Services, lang: str, chat: Chat, changes: list[SettingsChange]) -> Screen:
-    msg = svc.renderer.message
+def history_screen(
+    renderer: Renderer, lang: str, chat: Chat, changes: list[SettingsChange]
+) -> Screen:
+    msg = renderer.message
     lines = [msg(lang, HISTORY_TITLE, chat=Markup(bold(chat.display_name))), ""]
     if not changes:
         lines.append(msg(lang, HISTORY_EMPTY))
@@ -425,19 +426,19 @@ def history_screen(svc: Services, lang: str, chat: Chat, changes: list[SettingsC
             msg(
                 lang,
                 HISTORY_LINE,
-                date=when(svc, lang, change.at),
-                who=_who(svc, lang, change),
-                what=svc.translator.gettext(lang, WHAT_LABELS.get(change.what, change.what)),
-                old=_audit_value(svc, lang, change.what, change.old),
-                new=_audit_value(svc, lang, change.what, change.new),
+                date=when(renderer, lang, change.at),
+                who=_who(renderer, lang, change),
+                what=renderer.translator.gettext(lang, WHAT_LABELS.get(change.what, change.what)),
+                old=_audit_value(renderer, lang, change.what, change.old),
+                new=_audit_value(renderer, lang, change.what, change.new),
             )
         )
-    return "\n".join(lines), InlineKeyboardMarkup([[_back(svc, lang, chat)]])
+    return "\n".join(lines), InlineKeyboardMarkup([[_back(renderer, lang, chat)]])
 
 
-def disconnect_screen(svc: Services, lang: str, chat: Chat) -> Screen:
-    tr = svc.translator.gettext
-    text = svc.renderer.message(lang, DISCONNECT_CONFIRM, chat=Markup(bold(chat.display_name)))
+def disconnect_screen(renderer: Renderer, lang: str, chat: Chat) -> Screen:
+    tr = renderer.translator.gettext
+    text = renderer.message(lang, DISCONNECT_CONFIRM, chat=Markup(bold(chat.display_name)))
     rows = [
         [
             InlineKeyboardButton(
@@ -449,66 +450,66 @@ def disconnect_screen(svc: Services, lang: str, chat: Chat) -> Screen:
     return text, InlineKeyboardMarkup(rows)
 
 
-def disconnected_screen(svc: Services, lang: str, chat: Chat) -> Screen:
-    tr = svc.translator.gettext
-    text = svc.renderer.message(lang, DISCONNECTED, chat=chat.display_name)
+def disconnected_screen(renderer: Renderer, lang: str, chat: Chat) -> Screen:
+    tr = renderer.translator.gettext
+    text = renderer.message(lang, DISCONNECTED, chat=chat.display_name)
     back = [[InlineKeyboardButton(tr(lang, BTN_ALL_CHATS), callback_data="ch:list")]]
     return text, InlineKeyboardMarkup(back)
 
 
-def signature_prompt_screen(svc: Services, lang: str, chat: Chat) -> Screen:
+def signature_prompt_screen(renderer: Renderer, lang: str, chat: Chat) -> Screen:
     """The question the admin answers with their next message: the signature."""
-    text = svc.renderer.message(lang, SIGNATURE_PROMPT, chat=chat.display_name, limit=SIGNATURE_MAX)
-    return text, cancel_keyboard(svc, lang, chat, "sig")
+    text = renderer.message(lang, SIGNATURE_PROMPT, chat=chat.display_name, limit=SIGNATURE_MAX)
+    return text, cancel_keyboard(renderer, lang, chat, "sig")
 
 
 def rule_prompt_screen(
-    svc: Services, lang: str, chat: Chat, kind: InputKind, categories: list[str]
+    renderer: Renderer, lang: str, chat: Chat, kind: InputKind, categories: list[str]
 ) -> Screen:
     """The question for a new filter rule, with the chat's recent categories as a hint."""
-    tr, msg = svc.translator.gettext, svc.renderer.message
+    tr, msg = renderer.translator.gettext, renderer.message
     lines = [
         msg(lang, FILTERS_PROMPT, kind=tr(lang, KIND_LABELS[kind]), chat=chat.display_name,
             limit=RULE_MAX)
     ]  # fmt: skip
     if categories:
         lines.append(msg(lang, CATEGORIES_HINT, value=", ".join(categories)))
-    return "\n\n".join(lines), cancel_keyboard(svc, lang, chat, "flt")
+    return "\n\n".join(lines), cancel_keyboard(renderer, lang, chat, "flt")
 
 
-def _back(svc: Services, lang: str, chat: Chat) -> InlineKeyboardButton:
+def _back(renderer: Renderer, lang: str, chat: Chat) -> InlineKeyboardButton:
     return InlineKeyboardButton(
-        svc.translator.gettext(lang, BTN_BACK), callback_data=cb(chat.id, "open")
+        renderer.translator.gettext(lang, BTN_BACK), callback_data=cb(chat.id, "open")
     )
 
 
-def cancel_keyboard(svc: Services, lang: str, chat: Chat, action: str) -> InlineKeyboardMarkup:
-    label = svc.translator.gettext(lang, BTN_CANCEL)
+def cancel_keyboard(renderer: Renderer, lang: str, chat: Chat, action: str) -> InlineKeyboardMarkup:
+    label = renderer.translator.gettext(lang, BTN_CANCEL)
     return InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=cb(chat.id, action))]])
 
 
-def _onoff(svc: Services, lang: str, value: bool) -> str:
-    return svc.translator.gettext(lang, ON if value else OFF)
+def _onoff(renderer: Renderer, lang: str, value: bool) -> str:
+    return renderer.translator.gettext(lang, ON if value else OFF)
 
 
-def _topic_name(svc: Services, lang: str, chat: Chat, topic: Topic | None) -> str:
+def _topic_name(renderer: Renderer, lang: str, chat: Chat, topic: Topic | None) -> str:
     thread_id = chat.settings.thread_id
     if not thread_id:
-        return svc.translator.gettext(lang, TOPIC_MAIN)
+        return renderer.translator.gettext(lang, TOPIC_MAIN)
     if topic is not None and topic.name:
         return topic.name
-    return svc.translator.gettext(lang, TOPIC_NUMBER, number=thread_id)
+    return renderer.translator.gettext(lang, TOPIC_NUMBER, number=thread_id)
 
 
-def _who(svc: Services, lang: str, change: SettingsChange) -> str:
+def _who(renderer: Renderer, lang: str, change: SettingsChange) -> str:
     if change.user_id is None:
-        return svc.translator.gettext(lang, HISTORY_BOT)
+        return renderer.translator.gettext(lang, HISTORY_BOT)
     name = change.user_name or ""
     return f"{name} ({change.user_id})" if name else str(change.user_id)
 
 
-def _audit_value(svc: Services, lang: str, what: str, value: str | None) -> str:
-    tr = svc.translator.gettext
+def _audit_value(renderer: Renderer, lang: str, what: str, value: str | None) -> str:
+    tr = renderer.translator.gettext
     if not value:
         return "—"
     if value in ("on", "off") and what in ("paused", "silent", "hashtags", "connected"):

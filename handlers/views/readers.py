@@ -19,7 +19,6 @@ from telegram import (
     Message,
 )
 from telegram.constants import ParseMode
-from telegram.error import BadRequest
 
 from bot.services import readers
 from bot.services.commands import COMMANDS, Command, Scope, commands_for
@@ -27,6 +26,7 @@ from bot.services.readers import Found
 from bot.services.search import SearchQuery, snippet
 from bot.text.i18n import LANGUAGES, N_
 from bot.text.render import Markup, Renderer, bold, escape
+from handlers import reply as answers
 from storage.models import Chat, Item
 
 # ---------------------------------------------------------------------- messages
@@ -115,27 +115,12 @@ class Reply:
 
 async def send_reply(message: Message, reply: Reply) -> None:
     """Answer `message` in its chat (in groups, as a reply to it)."""
-    await message.reply_text(
-        reply.html,
-        parse_mode=ParseMode.HTML,
-        reply_markup=reply.keyboard,
-        link_preview_options=reply.link_preview,
-    )
+    await answers.reply(message, reply.html, reply.keyboard, preview=reply.link_preview)
 
 
 async def edit_reply(query: CallbackQuery, reply: Reply) -> None:
     """Turn the message whose button was pressed into `reply`."""
-    try:
-        await query.edit_message_text(
-            reply.html,
-            parse_mode=ParseMode.HTML,
-            reply_markup=reply.keyboard,
-            link_preview_options=reply.link_preview,
-        )
-    except BadRequest as exc:
-        # Pressing the button of what is already shown changes nothing; Telegram says so.
-        if "not modified" not in exc.message.lower():
-            raise
+    await answers.edit(query, reply.html, reply.keyboard, preview=reply.link_preview)
 
 
 def text(renderer: Renderer, lang: str, msgid: str, /, **values: object) -> Reply:

@@ -531,6 +531,10 @@ class FakeBotApi(LocalServer):
             _Fault(_method_set(method), chat_id, error_code, description, parameters, times)
         )
 
+    def clear_faults(self) -> None:
+        """Drop every scripted fault not consumed yet (Telegram is healthy again)."""
+        self._faults.clear()
+
     def retry_after(self, chat_id: ChatRef | None, seconds: int, times: int = 1) -> None:
         """Scripted flood-control answer for sends to ``chat_id`` (None: any chat)."""
         self.fail(

@@ -1,0 +1,158 @@
+"""The outbox's kinds (migration 8): besides posts, the site's edits of posted pieces and notices
+to admins are delivery rows, so they are durable, rate-limited, retried and crash-safe like
+posts. Here: queue an edit or a notice, and read the queue heads and due rows of every kind.
+
+Outcomes of every kind are written by `Store.record_outcomes`; an edit or notice is recorded
+without a message id, so only posts name the messages a later edit must reach.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from storage.db import (
+    CHAT_COLUMNS,
+    DELIVERY_COLUMNS,
+    ITEM_COLUMNS,
+    Database,
+    chat_from_row,
+    delivery_from_row,
+    item_from_row,
+)
+from storage.models import Chat, ChatType, DueDelivery, Item
+from storage.store import QueueHead
+
+# A notice's place in the queue order: that of a post to a private chat (channels go first).
+_NOTICE_PRIORITY = 2
+
+
+class Kind(enum.StrEnum):
+    POST = "post"
+    EDIT = "edit"  # payload: {"message_id": the post's message}
+    NOTICE = "notice"  # payload: {"text": Telegram HTML}; no item
+
+
+@dataclass(frozen=True, slots=True)
+class DueMessage:
+    """A due edit or notice, with what the publisher needs to send it."""
+
+    id: int
+    kind: Kind
+    chat: Chat
+    attempts: int
+    item: Item | None = None  # an edit: the piece as it is now
+    message_id: int | None = None  # an edit: the message to edit
+    text: str = ""  # a notice: its HTML
+
+
+Due = DueDelivery | DueMessage
+
+
+async def enqueue_edits(db: Database, item_id: int, since: float, now: float) -> int:
+    """Queue an edit of every message sent for `item_id` at or after `since` to a chat still
+    active; return how many. A message whose edit is still pending gets no second one: the
+    pending edit renders the piece as it is when it is sent."""
+    async with db.transaction() as conn:
+        cursor = await conn.execute(
+            """
+            INSERT INTO deliveries (item_id, chat_id, kind, payload, state, priority,
+                                    next_attempt_at, created_at)
+            SELECT d.item_id, d.chat_id, 'edit', json_object('message_id', d.message_id),
+                   'pending', d.priority, ?, ?
+            FROM deliveries d JOIN chats c ON c.id = d.chat_id
+            WHERE d.item_id = ? AND d.kind = 'post' AND d.state = 'sent'
+              AND d.message_id IS NOT NULL AND d.sent_at >= ? AND c.active = 1
+              AND NOT EXISTS (
+                  SELECT 1 FROM deliveries e
+                  WHERE e.item_id = d.item_id AND e.chat_id = d.chat_id AND e.kind = 'edit'
+                    AND e.state = 'pending'
+                    AND json_extract(e.payload, '$.message_id') = d.message_id
+              )
+            ORDER BY d.priority, d.id
+            """,
+            (now, now, item_id, since),
+        )
+        return cursor.rowcount
+
+
+async def enqueue_notice(db: Database, user_id: int, lang: str, text: str, now: float) -> int:
+    """Queue the HTML `text` for the private chat of `user_id`; return the row's id.
+
+    A user the bot has no chat with yet gets one (unsubscribed: it receives no pieces), so the
+    row has a chat to belong to; if they never started the bot, Telegram refuses the notice.
+    """
+    async with db.transaction() as conn:
+        await conn.execute(
+            "INSERT OR IGNORE INTO chats (id, type, lang, languages, active, subscribed, "
+            "created_at, updated_at) VALUES (?, ?, ?, ?, 1, 0, ?, ?)",
+            (user_id, ChatType.PRIVATE.value, lang, json.dumps([lang]), now, now),
+        )
+        cursor = await conn.execute(
+            "INSERT INTO deliveries (item_id, chat_id, kind, payload, state, priority, "
+            "next_attempt_at, created_at) VALUES (NULL, ?, 'notice', ?, 'pending', ?, ?, ?)",
+            (user_id, json.dumps({"text": text}, ensure_ascii=False),
+             _NOTICE_PRIORITY, now, now),
+        )  # fmt: skip
+        return int(cursor.lastrowid or 0)
+
+
+async def pending_heads(db: Database) -> list[QueueHead]:
+    """Return every chat's next pending row of any kind, channels first, then the oldest piece.
+
+    Within a chat, notices come first, then rows in the order of their pieces.
+    """
+    rows = await db.fetchall(
+        """
+        WITH heads AS (
+            SELECT chat_id, MIN(IFNULL(item_id, 0)) AS item_key, COUNT(*) AS pending
+            FROM deliveries WHERE state = 'pending' GROUP BY chat_id
+        )
+        SELECT MIN(d.id), d.chat_id, d.priority, h.item_key, d.next_attempt_at, h.pending
+        FROM heads h
+        JOIN deliveries d ON d.chat_id = h.chat_id AND d.state = 'pending'
+             AND IFNULL(d.item_id, 0) = h.item_key
+        GROUP BY d.chat_id
+        ORDER BY d.priority, h.item_key, MIN(d.id)
+        """
+    )
+    return [QueueHead(*row) for row in rows]
+
+
+async def due_by_ids(db: Database, delivery_ids: Sequence[int], now: float) -> list[Due]:
+    """Load those of `delivery_ids` still pending and due, in the order given."""
+    found: dict[int, Due] = {}
+    for start in range(0, len(delivery_ids), 500):
+        chunk = delivery_ids[start : start + 500]
+        rows = await db.fetchall(
+            f"SELECT d.kind, d.payload, {DELIVERY_COLUMNS}, {ITEM_COLUMNS}, {CHAT_COLUMNS} "
+            "FROM deliveries d LEFT JOIN items i ON i.id = d.item_id "
+            "JOIN chats c ON c.id = d.chat_id "
+            "WHERE d.state = 'pending' AND d.next_attempt_at <= ? "
+            f"AND d.id IN ({','.join('?' * len(chunk))})",
+            [now, *chunk],
+        )
+        for row in rows:
+            due = _due(row)
+            found[due.delivery.id if isinstance(due, DueDelivery) else due.id] = due
+    return [found[i] for i in delivery_ids if i in found]
+
+
+def _due(row: sqlite3.Row) -> Due:
+    kind = Kind(row[0])
+    payload = json.loads(row[1]) if row[1] else {}
+    chat = chat_from_row(row, 2 + 11 + 14)
+    if kind is Kind.NOTICE:
+        delivery_id, attempts = int(row[2]), int(row[2 + 5])
+        return DueMessage(delivery_id, kind, chat, attempts, text=str(payload.get("text", "")))
+    delivery, item = delivery_from_row(row, 2), item_from_row(row, 2 + 11)
+    if kind is Kind.POST:
+        return DueDelivery(delivery=delivery, item=item, chat=chat)
+    message_id = payload.get("message_id")
+    return DueMessage(
+        delivery.id, kind, chat, delivery.attempts, item=item,
+        message_id=int(message_id) if message_id is not None else None,
+    )  # fmt: skip

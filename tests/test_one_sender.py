@@ -1,0 +1,95 @@
+"""One sender, one way: only bot/delivery/sender.py sends or edits the bot's own messages, and
+only handlers/reply.py answers users. Checked over the syntax tree of every module of bot/ and
+handlers/, by method name (the receiver's type is not known to the tree): any call of a Bot,
+Message or CallbackQuery method that sends or edits a message elsewhere fails this test."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SENDER = "bot/delivery/sender.py"
+REPLY = "handlers/reply.py"
+
+# Bot methods and their Message/CallbackQuery shortcuts that put text in front of a user.
+SENDS = frozenset(
+    {
+        "send_message",
+        "send_photo",
+        "edit_message_text",
+        "edit_message_caption",
+        "reply_text",
+        "reply_html",
+        "reply_markdown",
+        "reply_photo",
+        "edit_text",
+        "edit_caption",
+        "copy_message",
+        "forward_message",
+        "copy",
+        "forward",
+    }
+)
+# Answering a button press: handlers/reply.py only (CallbackQuery.answer is the shortcut).
+ANSWERS = frozenset({"answer_callback_query", "answer"})
+# InlineQuery.answer (answerInlineQuery) lists results; it sends no message to a chat.
+INLINE_ANSWER = ("handlers/inline.py", "inline")
+
+
+def offending_calls(source: str, path: str) -> list[str]:
+    """The calls in `source` (the module at `path`) that send, edit or answer outside their
+    one allowed module, as "path:line name"."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        name = node.func.attr
+        receiver = node.func.value
+        if name in SENDS and path not in (SENDER, REPLY):
+            found.append(f"{path}:{node.lineno} {name}")
+        elif name in ANSWERS and path != REPLY:
+            inline = isinstance(receiver, ast.Name) and (path, receiver.id) == INLINE_ANSWER
+            if not inline:
+                found.append(f"{path}:{node.lineno} {name}")
+    return found
+
+
+def _modules() -> list[Path]:
+    return sorted(p for top in ("bot", "handlers") for p in (ROOT / top).rglob("*.py"))
+
+
+def test_only_the_sender_and_the_reply_helper_send_or_edit_messages() -> None:
+    offending = [
+        call
+        for path in _modules()
+        for call in offending_calls(path.read_text(), path.relative_to(ROOT).as_posix())
+    ]
+    assert offending == []
+
+
+def test_the_sender_and_the_reply_helper_are_where_the_sends_are() -> None:
+    # Guards the test above against passing on an empty or renamed tree.
+    sender = offending_calls((ROOT / SENDER).read_text(), "bot/somewhere.py")
+    reply = offending_calls((ROOT / REPLY).read_text(), "handlers/somewhere.py")
+    assert {call.split()[1] for call in sender} >= {
+        "send_message", "send_photo", "edit_message_text", "edit_message_caption",
+    }  # fmt: skip
+    assert {call.split()[1] for call in reply} >= {"reply_text", "edit_text", "answer"}
+
+
+@pytest.mark.parametrize(
+    ("snippet", "path"),
+    [
+        ("await context.bot.send_message(chat_id, text)", "handlers/start.py"),
+        ("await message.reply_html(text)", "handlers/help.py"),
+        ("await self.bot.edit_message_text(text, chat_id=1, message_id=2)", "bot/pipeline/x.py"),
+        ("await query.answer('done')", "handlers/language.py"),
+        ("await query.answer('done')", SENDER),
+    ],
+)
+def test_a_send_anywhere_else_is_caught(snippet: str, path: str) -> None:
+    source = f"async def f():\n    {snippet}\n"
+    assert len(offending_calls(source, path)) == 1
