@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from storage import outbox
 from storage.models import ChatType, DeliveryState, OutcomeRecord
 from storage.store import Store
 from tests.factories import new_item
@@ -37,7 +38,7 @@ async def _store_with_deliveries(path: Path, chats: int) -> tuple[Store, list[in
             feed.id, entries, etag=None, last_modified=None, now=NOW, next_poll_at=NOW,
             max_age=1e9, backfill=0,
         )  # fmt: skip
-    heads = await store.pending_heads()
+    heads = await outbox.pending_heads(store)
     return store, [head.delivery_id for head in heads]
 
 

@@ -156,9 +156,6 @@ class Database:
             if self.on_write is not None:
                 self.on_write(time.perf_counter() - started, True)
 
-    # Kept for tests/test_edits.py (not yet moved to transaction()); nothing else uses it.
-    _tx = transaction
-
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[aiosqlite.Connection]:
         """Hold the connection for several reads in a row (no transaction is opened)."""

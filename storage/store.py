@@ -421,40 +421,6 @@ class Store(Database):
 
     # ------------------------------------------------------------------ deliveries
 
-    async def pending_heads(self) -> list[QueueHead]:
-        """Return every chat's oldest pending delivery, channels first, then the oldest piece."""
-        rows = await self.fetchall(
-            """
-            WITH heads AS (
-                SELECT chat_id, MIN(item_id) AS item_id, COUNT(*) AS pending
-                FROM deliveries WHERE state = 'pending' GROUP BY chat_id
-            )
-            SELECT d.id, d.chat_id, d.priority, d.item_id, d.next_attempt_at, h.pending
-            FROM heads h
-            JOIN deliveries d ON d.item_id = h.item_id AND d.chat_id = h.chat_id
-            ORDER BY d.priority, d.item_id, d.id
-            """
-        )
-        return [QueueHead(*row) for row in rows]
-
-    async def due_by_ids(self, delivery_ids: Sequence[int], now: float) -> list[DueDelivery]:
-        """Load those of `delivery_ids` that are still pending and due, in the order given."""
-        found: dict[int, DueDelivery] = {}
-        for start in range(0, len(delivery_ids), 500):
-            chunk = delivery_ids[start : start + 500]
-            rows = await self.fetchall(
-                f"SELECT {DELIVERY_COLUMNS}, {ITEM_COLUMNS}, {CHAT_COLUMNS} "
-                "FROM deliveries d JOIN items i ON i.id = d.item_id "
-                "JOIN chats c ON c.id = d.chat_id "
-                f"WHERE d.state = 'pending' AND d.next_attempt_at <= ? "
-                f"AND d.id IN ({','.join('?' * len(chunk))})",
-                [now, *chunk],
-            )
-            for row in rows:
-                due = _due(row)
-                found[due.delivery.id] = due
-        return [found[i] for i in delivery_ids if i in found]
-
     async def record_outcomes(
         self, records: Sequence[OutcomeRecord], *, durable: bool = True
     ) -> None:
@@ -500,45 +466,21 @@ class Store(Database):
                     [(r.at, r.event, r.chat_id, (r.error or "")[:500]) for r in events],
                 )
 
-    async def mark_sent_many(self, sent: Sequence[tuple[int, int | None, float]]) -> None:
-        """Record several sends (delivery id, message id, time) in one transaction."""
-        async with self.transaction() as conn:
-            await conn.executemany(
-                "UPDATE deliveries SET state = 'sent', message_id = ?, sent_at = ?, "
-                "attempts = attempts + 1, last_error = NULL WHERE id = ? AND state = 'pending'",
-                [(message_id, at, delivery_id) for delivery_id, message_id, at in sent],
-            )
-
-    async def mark_retry(
-        self, delivery_id: int, error: str, next_attempt_at: float, *, count_attempt: bool = True
-    ) -> None:
-        async with self.transaction() as conn:
-            await conn.execute(
-                "UPDATE deliveries SET attempts = attempts + ?, last_error = ?, "
-                "next_attempt_at = ? WHERE id = ?",
-                (int(count_attempt), error[:500], next_attempt_at, delivery_id),
-            )
-
-    async def mark_failed(self, delivery_id: int, error: str, now: float) -> None:
-        async with self.transaction() as conn:
-            await conn.execute(
-                "UPDATE deliveries SET state = 'failed', attempts = attempts + 1, "
-                "last_error = ?, sent_at = ? WHERE id = ?",
-                (error[:500], now, delivery_id),
-            )
-
     async def get_delivery(self, item_id: int, chat_id: int) -> Delivery | None:
         row = await self.fetchone(
-            f"SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.item_id = ? AND d.chat_id = ?",
+            f"SELECT {DELIVERY_COLUMNS} FROM deliveries d "
+            "WHERE d.item_id = ? AND d.chat_id = ? AND d.kind = 'post'",
             (item_id, chat_id),
         )
         return delivery_from_row(row) if row else None
 
     async def delivery_counts(self, since: float | None = None) -> dict[DeliveryState, int]:
-        """Count deliveries by state (created since `since` when given)."""
-        where, params = ("WHERE created_at >= ?", [since]) if since is not None else ("", [])
+        """Count the posts of the outbox by state (created since `since` when given); edits and
+        notices are not pieces delivered, so /stats leaves them out."""
+        where, params = ("AND created_at >= ?", [since]) if since is not None else ("", [])
         rows = await self.fetchall(
-            f"SELECT state, COUNT(*) FROM deliveries {where} GROUP BY state", params
+            f"SELECT state, COUNT(*) FROM deliveries WHERE kind = 'post' {where} GROUP BY state",
+            params,
         )
         counts = dict.fromkeys(DeliveryState, 0)
         for row in rows:

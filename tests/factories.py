@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from storage.models import Item, ItemOrigin, NewItem
+from storage.models import DeliveryState, Item, ItemOrigin, NewItem, OutcomeRecord
 
 
 def new_item(n: int, *, published_at: float | None = None, **fields: object) -> NewItem:
@@ -39,3 +39,15 @@ def item(n: int = 1, **fields: object) -> Item:
     }
     values.update(fields)
     return Item(**values)  # type: ignore[arg-type]
+
+
+def sent(delivery_id: int, message_id: int | None, at: float) -> OutcomeRecord:
+    """The outcome the publisher records for an answered send."""
+    return OutcomeRecord(delivery_id, DeliveryState.SENT, at, message_id=message_id)
+
+
+def retry(delivery_id: int, error: str, at: float, next_attempt_at: float) -> OutcomeRecord:
+    """The outcome the publisher records for a send to try again later (an attempt spent)."""
+    return OutcomeRecord(
+        delivery_id, DeliveryState.PENDING, at, error=error, next_attempt_at=next_attempt_at
+    )

@@ -29,6 +29,7 @@ from telegram import Bot
 from storage.models import ChatType
 from storage.outbox import enqueue_edits, enqueue_notice
 from storage.store import Store
+from tests import factories
 from tests.factories import new_item
 from tests.fakes.botapi import MESSAGE_METHODS, FakeBotApi
 from tests.fakes.feedserver import FeedServer, make_rss
@@ -260,7 +261,7 @@ async def _queue_edits_and_a_notice(
             message = await bot.send_message(chat_id, "Piece 1, as it was first posted")
             delivery = await store.get_delivery(item.id, chat_id)
             assert delivery is not None
-            await store.mark_sent_many([(delivery.id, message.message_id, NOW)])
+            await store.record_outcomes([factories.sent(delivery.id, message.message_id, NOW)])
             sent[chat_id] = message.message_id
     assert await enqueue_edits(store, item.id, NOW - 60, NOW) == len(EDITED_CHANNELS)
     await enqueue_notice(store, ADMIN, "en", "⚠️ <b>Notice</b> for the admin", NOW)

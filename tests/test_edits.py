@@ -24,6 +24,7 @@ from bot.text.render import Renderer
 from storage.articles import Article, get_article, save_article
 from storage.models import ChatSettings, ChatType, Item, NewItem, PostStyle
 from storage.store import Store
+from tests import factories
 from tests.data.pages import caliber_page, corpus_article
 from tests.factories import new_item
 from tests.fakes.botapi import FakeBotApi
@@ -93,7 +94,9 @@ async def world(api: FakeBotApi, db_path: Path) -> AsyncIterator[World]:
                 message = await bot.send_message(chat_id, post.html, parse_mode=ParseMode.HTML)
             delivery = await store.get_delivery(item.id, chat_id)
             assert delivery is not None
-            await store.mark_sent_many([(delivery.id, message.message_id, clock.now())])
+            await store.record_outcomes(
+                [factories.sent(delivery.id, message.message_id, clock.now())]
+            )
             sent[chat_id] = message.message_id
         publisher = Publisher(store, Sender(limited), RENDERER, limits, clock)
         runner = asyncio.create_task(publisher.run())
@@ -198,7 +201,7 @@ async def test_a_photo_chat_that_got_text_is_edited_as_text(world: World, api: F
     delivery = await world.store.get_delivery(item.id, PHOTO_GROUP)
     assert delivery is not None
     # Point the (already sent) delivery at that text message, as the publisher would have.
-    async with world.store._tx() as conn:
+    async with world.store.transaction() as conn:
         await conn.execute(
             "UPDATE deliveries SET message_id = ? WHERE id = ?",
             (text_message.message_id, delivery.id),

@@ -22,10 +22,11 @@ from pathlib import Path
 import pytest
 
 from bot.ops.check import check_data_dir
+from storage import outbox
 from storage.migrations import MIGRATIONS
 from storage.models import ChatType
 from storage.store import Store
-from tests.factories import new_item
+from tests.factories import new_item, sent
 from tests.fakes.botapi import FakeBotApi
 from tests.fakes.feedserver import FeedServer, make_rss
 from tests.support import TOKEN, bot_env
@@ -264,8 +265,10 @@ async def test_stats_prints_the_report_from_a_read_only_store(db_path: Path) -> 
         feed.id, [new_item(1), new_item(2)], etag=None, last_modified=None, now=NOW,
         next_poll_at=NOW, max_age=1e9, backfill=0,
     )  # fmt: skip  # piece 2 is queued for the three chats
-    due = await store.due_by_ids([h.delivery_id for h in await store.pending_heads()], NOW)
-    await store.mark_sent_many([(due[0].delivery.id, 7, NOW)])
+    due = await outbox.due_by_ids(
+        store, [h.delivery_id for h in await outbox.pending_heads(store)], NOW
+    )
+    await store.record_outcomes([sent(due[0].delivery.id, 7, NOW)])
     await store.record_event("429", "Too Many Requests: retry after 3", NOW, chat_id=11)
     await store.close()
     before = await asyncio.to_thread(db_path.read_bytes)

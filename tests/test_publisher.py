@@ -27,7 +27,7 @@ from bot.text.render import Renderer
 from storage.models import ChatType, Delivery, DeliveryState
 from storage.outbox import enqueue_edits, enqueue_notice
 from storage.store import Store
-from tests.factories import new_item
+from tests.factories import new_item, sent
 from tests.fakes.botapi import MESSAGE_METHODS, ApiCall, FakeBotApi
 from tests.fakes.clock import ManualClock
 from tests.support import TOKEN
@@ -362,7 +362,7 @@ async def test_retention_prunes_finished_rows_and_keeps_items_and_pending(db_pat
     await store.store_poll(feed.id, [new_item(2)], now=WALL, next_poll_at=WALL, **poll)  # type: ignore[arg-type]
     first = await store.get_delivery(2, 1)
     assert first is not None
-    await store.mark_sent_many([(first.id, 10, old)])  # chat 2's old piece is still pending
+    await store.record_outcomes([sent(first.id, 10, old)])  # chat 2's old piece is still pending
 
     pruned = await store.prune_deliveries(WALL - 30 * day, chunk=1)
     counts = await store.delivery_counts()

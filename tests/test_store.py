@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from storage import outbox
 from storage.migrations import MIGRATIONS
 from storage.models import (
     ChatSettings,
@@ -18,7 +19,7 @@ from storage.models import (
     PostStyle,
 )
 from storage.store import Store
-from tests.factories import new_item
+from tests.factories import new_item, retry, sent
 
 NOW = 1_767_225_600.0
 DAY = 86400.0
@@ -49,8 +50,8 @@ async def _subscriber(
 
 async def _due(store: Store, now: float) -> list[DueDelivery]:
     """The deliveries the publisher would take now: each chat's queue head, if due."""
-    heads = await store.pending_heads()
-    return await store.due_by_ids([h.delivery_id for h in heads], now)
+    heads = await outbox.pending_heads(store)
+    return await outbox.due_by_ids(store, [h.delivery_id for h in heads], now)
 
 
 async def test_schema_is_versioned_and_pragmas_set(db_path: Path) -> None:
@@ -158,11 +159,11 @@ async def test_outbox_states_and_deactivation(store: Store) -> None:
     await _poll(store, feed.id, [])
     await _poll(store, feed.id, [new_item(1), new_item(2)])
     (head,) = await _due(store, NOW)
-    await store.mark_retry(head.delivery.id, "NetworkError", NOW + 30)
+    await store.record_outcomes([retry(head.delivery.id, "NetworkError", NOW, NOW + 30)])
     assert await _due(store, NOW) == []  # the head is backing off: order holds
-    assert min(h.next_attempt_at for h in await store.pending_heads()) == NOW + 30
+    assert min(h.next_attempt_at for h in await outbox.pending_heads(store)) == NOW + 30
     (head,) = await _due(store, NOW + 30)
-    await store.mark_sent_many([(head.delivery.id, 55, NOW + 30)])
+    await store.record_outcomes([sent(head.delivery.id, 55, NOW + 30)])
     (second,) = await _due(store, NOW + 30)
     assert second.item.identity == "guid-2"
     cancelled = await store.deactivate_chat(7, "Forbidden: bot was blocked by the user", NOW)
@@ -170,8 +171,9 @@ async def test_outbox_states_and_deactivation(store: Store) -> None:
     assert await _due(store, NOW + 60) == []
     chat = await store.get_chat(7)
     assert chat is not None and not chat.active and "blocked" in (chat.deactivated_reason or "")
-    sent = await store.get_delivery(head.item.id, 7)
-    assert sent is not None and sent.state is DeliveryState.SENT and sent.message_id == 55
+    recorded = await store.get_delivery(head.item.id, 7)
+    assert recorded is not None and recorded.state is DeliveryState.SENT
+    assert recorded.message_id == 55
 
 
 async def test_migrate_chat_moves_pending_deliveries(store: Store) -> None:
@@ -193,7 +195,7 @@ async def test_prune_keeps_items_and_pending(store: Store) -> None:
     await _poll(store, feed.id, [])
     await _poll(store, feed.id, [new_item(1)])
     (first, _) = await _due(store, NOW)
-    await store.mark_sent_many([(first.delivery.id, 1, NOW)])
+    await store.record_outcomes([sent(first.delivery.id, 1, NOW)])
     assert await store.prune_deliveries(NOW + DAY) == 1
     counts = await store.delivery_counts()
     assert counts[DeliveryState.PENDING] == 1 and counts[DeliveryState.SENT] == 0
