@@ -12,12 +12,9 @@ import asyncio
 import contextlib
 import os
 import platform
-import signal
 import statistics
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -154,61 +151,6 @@ def bot_env(
     return env
 
 
-class BotProcess:
-    """`python -m bot` in a subprocess with its stderr in a log file."""
-
-    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
-        self.env = dict(env)
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                # BENCH_PYTHON_ARGS="-m cProfile -o bot.prof" profiles the bot.
-                [sys.executable, *os.environ.get("BENCH_PYTHON_ARGS", "").split(), "-m", "bot"],
-                cwd=ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-            )
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def signal(self, signum: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signum)
-
-    async def wait(self, timeout: float) -> int:
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while self.proc.poll() is None:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"bot {self.proc.pid} still running after {timeout} s")
-            await asyncio.sleep(0.02)
-        return self.proc.returncode
-
-    async def stop(self, timeout: float = 20.0) -> int | None:
-        """SIGTERM and wait; SIGKILL if it does not exit in time."""
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.signal(signal.SIGTERM)
-        try:
-            return await self.wait(timeout)
-        except TimeoutError:
-            self.proc.kill()
-            return await self.wait(5)
-
-    def log_tail(self, lines: int = 30) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-
 def rss_kib(pid: int) -> tuple[int, int]:
     """Return (current RSS, peak RSS) of a process in KiB, from /proc."""
     values: dict[str, int] = {}
@@ -258,16 +200,6 @@ class SendCounter:
 
 def refused_429(api: FakeBotApi) -> int:
     return sum(1 for c in api.calls if c.error_code == 429)
-
-
-def max_in_window(times: Sequence[float], period: float) -> int:
-    """The most events in any window of `period` seconds (times sorted)."""
-    best, start = 0, 0
-    for end, at in enumerate(times):
-        while times[start] <= at - period:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def median(values: Sequence[float]) -> float:

@@ -33,7 +33,6 @@ from pathlib import Path
 from bench.common import (
     FEED_PATH,
     TOKEN,
-    BotProcess,
     Scale,
     SendCounter,
     bot_env,
@@ -41,7 +40,6 @@ from bench.common import (
     feed,
     machine,
     markdown_table,
-    max_in_window,
     median,
     refused_429,
     register_chats,
@@ -50,6 +48,7 @@ from bench.common import (
     successful_sends,
     wait_until,
 )
+from tests.support import BotProcess, max_in_window
 
 
 @dataclass(frozen=True, slots=True)

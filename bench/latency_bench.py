@@ -23,7 +23,6 @@ from pathlib import Path
 
 from bench.common import (
     FEED_PATH,
-    BotProcess,
     Scale,
     SendCounter,
     bot_env,
@@ -38,6 +37,7 @@ from bench.common import (
     wait_until,
 )
 from tests.fakes.botapi import MESSAGE_METHODS, FakeBotApi
+from tests.support import BotProcess
 
 
 def _first_send_of(api: FakeBotApi, number: int) -> float | None:

@@ -24,7 +24,6 @@ from pathlib import Path
 from bench.common import (
     FEED_PATH,
     NOW,
-    BotProcess,
     Scale,
     SendCounter,
     bot_env,
@@ -41,6 +40,7 @@ from bench.common import (
 )
 from storage.models import NewItem
 from storage.store import Store
+from tests.support import BotProcess
 
 BASE = datetime(2020, 1, 1, tzinfo=UTC)
 TEXT = (

@@ -19,6 +19,7 @@ from telegram.ext import ApplicationBuilder, ContextTypes, Defaults
 from telegram.request import HTTPXRequest
 
 import handlers
+from bot.backoff import backoff
 from bot.clock import Clock, SystemClock
 from bot.config import ChannelTarget, Settings
 from bot.delivery.publisher import Publisher
@@ -370,7 +371,8 @@ async def _initialize(application: BotApplication, clock: Clock, stop: asyncio.E
 
 
 async def _reach_api(application: BotApplication, clock: Clock, stop: asyncio.Event) -> bool:
-    delay = 1.0
+    tries = 0
+    delay = backoff(tries, 1.0, START_RETRY_MAX)
     last_reason: str | None = None
     while not stop.is_set():
         try:
@@ -386,7 +388,8 @@ async def _reach_api(application: BotApplication, clock: Clock, stop: asyncio.Ev
                 log.debug("still cannot reach the Bot API; retrying in %.0f s", delay)
             last_reason = reason
             if await _unless_stopped(clock.sleep(delay), stop):
-                delay = min(delay * 2, START_RETRY_MAX)
+                tries += 1
+                delay = backoff(tries, 1.0, START_RETRY_MAX)
         else:
             if last_reason is not None:
                 log.info("reached the Bot API")
@@ -438,7 +441,8 @@ async def _connect_env_channels(
     store: Store, bot: Bot, clock: Clock, pending: list[ChannelTarget], stop: asyncio.Event
 ) -> None:
     """Keep trying to register CHANNELS entries that could not be resolved at start."""
-    delay = 5.0
+    tries = 0
+    delay = backoff(tries, 5.0, 600.0)
     await clock.sleep(delay)
     while pending and not stop.is_set():
         retry: list[ChannelTarget] = []
@@ -450,7 +454,8 @@ async def _connect_env_channels(
             log.warning("%d configured channel(s) not reachable yet; retrying in %.0f s",
                         len(pending), delay)  # fmt: skip
             await clock.sleep(delay)
-            delay = min(delay * 2, 600.0)
+            tries += 1
+            delay = backoff(tries, 5.0, 600.0)
 
 
 async def _connect_env_channel(store: Store, bot: Bot, clock: Clock, target: ChannelTarget) -> bool:

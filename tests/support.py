@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import random
-from collections.abc import AsyncIterator, Callable, Mapping
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -14,6 +20,7 @@ from bot.config import load_settings
 from tests.fakes.clock import ManualClock
 
 TOKEN = "123456:TEST-TOKEN-0123456789abcdefghij"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def bot_env(
@@ -87,3 +94,85 @@ async def running_bot(
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=20)
+
+
+class BotProcess:
+    """`python -m bot` as the container runs it: its own process, its output in a log file,
+    stopped by signals. Shared by the process tests and the benchmarks."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+        self.env = dict(env)
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                # BENCH_PYTHON_ARGS="-m cProfile -o bot.prof" profiles the bot.
+                [sys.executable, *os.environ.get("BENCH_PYTHON_ARGS", "").split(), "-m", "bot"],
+                cwd=ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    async def wait(self, timeout: float) -> int:
+        """The exit status, once the process has exited; TimeoutError after `timeout` s."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"bot {self.proc.pid} still running after {timeout} s")
+            await asyncio.sleep(0.02)
+        return self.proc.returncode
+
+    async def exit_code(self, timeout: float) -> int:
+        """As wait(), failing the test with the log's tail when the bot does not exit."""
+        try:
+            return await self.wait(timeout)
+        except TimeoutError as exc:
+            raise AssertionError(f"the bot did not exit within {timeout} s\n{self.log()}") from exc
+
+    async def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM and wait; SIGKILL if it does not exit in time."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.signal(signal.SIGTERM)
+        try:
+            return await self.wait(timeout)
+        except TimeoutError:
+            self.proc.kill()
+            return await self.wait(5)
+
+    def kill_if_running(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def log(self, lines: int = 40) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    log_tail = log
+
+
+def max_in_window(times: Sequence[float], period: float) -> int:
+    """The most events in any window of `period` seconds (a stamp a period old has left)."""
+    ordered = sorted(times)
+    best, start = 0, 0
+    for end, at in enumerate(ordered):
+        while ordered[start] <= at - period + 1e-9:
+            start += 1
+        best = max(best, end - start + 1)
+    return best

@@ -14,8 +14,6 @@ import asyncio
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -33,7 +31,7 @@ from tests import factories
 from tests.factories import new_item
 from tests.fakes.botapi import MESSAGE_METHODS, FakeBotApi
 from tests.fakes.feedserver import FeedServer, make_rss
-from tests.support import TOKEN, bot_env
+from tests.support import TOKEN, BotProcess, bot_env
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = 1_767_225_600.0
@@ -74,47 +72,6 @@ def feed(*numbers: int) -> str:
             for n in sorted(numbers, reverse=True)
         ]
     )
-
-
-class BotProcess:
-    """The bot as the container runs it: its own process, stopped by signals."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.env = env
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bot"],
-                cwd=ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-            )
-
-    def signal(self, signum: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signum)
-
-    async def exit_code(self, timeout: float) -> int:
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while self.proc.poll() is None:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the bot did not exit within {timeout} s\n{self.log()}")
-            await asyncio.sleep(0.02)
-        return self.proc.returncode
-
-    def kill_if_running(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-
-    def log(self) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-40:])
 
 
 async def _subscribe_all(db_path: Path) -> None:

@@ -343,8 +343,7 @@ async def test_sigterm_during_a_long_parse_stops_within_the_shutdown_timeout(
     """A parse that is still running must not hold the stop (the default executor used to be
     joined at exit: 7.8 s with SHUTDOWN_TIMEOUT=2). Process tier: real time, an upper bound."""
     from tests.fakes.botapi import FakeBotApi
-    from tests.support import TOKEN, bot_env
-    from tests.test_crash import BotProcess
+    from tests.support import TOKEN, BotProcess, bot_env
 
     # Costly to parse, though shaped like a real feed: 20,000 entries (about 1.2 MB).
     big = rss("".join(item(n) for n in range(20_000)))

@@ -29,8 +29,7 @@ from storage.store import Store
 from tests.factories import new_item, sent
 from tests.fakes.botapi import FakeBotApi
 from tests.fakes.feedserver import FeedServer, make_rss
-from tests.support import TOKEN, bot_env
-from tests.test_crash import BotProcess
+from tests.support import TOKEN, BotProcess, bot_env
 
 ROOT = Path(__file__).resolve().parents[1]
 LATEST = MIGRATIONS[-1].version

@@ -30,7 +30,7 @@ from storage.store import Store
 from tests.factories import new_item, sent
 from tests.fakes.botapi import MESSAGE_METHODS, ApiCall, FakeBotApi
 from tests.fakes.clock import ManualClock
-from tests.support import TOKEN
+from tests.support import TOKEN, max_in_window
 
 WALL = 1_767_225_600.0
 CHANNELS = [-1_001_000_000_000 - i for i in range(1, 6)]
@@ -140,16 +140,6 @@ async def engine(
             await store.close()
 
 
-def _most_in_window(times: Sequence[float], period: float) -> int:
-    times = sorted(times)
-    best, start = 0, 0
-    for end, at in enumerate(times):
-        while times[start] <= at - period + 1e-9:  # a stamp a period old has left
-            start += 1
-        best = max(best, end - start + 1)
-    return best
-
-
 def _piece(call: ApiCall) -> int:
     match = re.search(r"Piece (\d+)", call.text or "")
     assert match is not None
@@ -175,7 +165,7 @@ async def test_fan_out_runs_at_the_global_limit_channels_first_without_a_429(
         assert sorted(c.chat_id for c in sends) == sorted(CHANNELS + PRIVATE)  # once each
         assert e.refused() == [] and e.api.rate_violations == 0
         times = [c.at for c in sends]
-        assert _most_in_window(times, 1.0) <= 30
+        assert max_in_window(times, 1.0) <= 30
         rate = (len(times) - 1) / (max(times) - min(times))
         assert rate >= 0.95 * 30, f"{rate:.1f} sends/s"
         # Channels before private subscribers.
@@ -269,7 +259,7 @@ async def test_paid_broadcast_sends_the_flag_and_goes_past_the_free_rate(db_path
         assert all(c.params.get("allow_paid_broadcast") is True for c in e.sends())
         assert took < len(PRIVATE) / 30 / 2  # far faster than the free 30/s
         times = [c.at for c in e.sends()]
-        assert _most_in_window(times, 1.0) <= 100
+        assert max_in_window(times, 1.0) <= 100
         assert (len(times) - 1) / (max(times) - min(times)) >= 0.95 * 100
 
 
@@ -277,9 +267,9 @@ async def test_without_the_flag_sends_keep_to_the_free_rate() -> None:
     clock = ManualClock()
     limits = RateLimits(clock, Limits(global_per_second=100, unpaid_per_second=30, margin=0))
     free = [await _timed(limits, clock, chat, paid=False) for chat in range(1, 61)]
-    assert _most_in_window(free, 1.0) <= 30
+    assert max_in_window(free, 1.0) <= 30
     paid = [await _timed(limits, clock, chat, paid=True) for chat in range(101, 201)]
-    assert _most_in_window(paid, 1.0) <= 100 and max(paid) - min(paid) < 1.5
+    assert max_in_window(paid, 1.0) <= 100 and max(paid) - min(paid) < 1.5
 
 
 async def _timed(limits: RateLimits, clock: ManualClock, chat: int, *, paid: bool) -> float:
@@ -328,8 +318,8 @@ async def test_the_pacer_spreads_a_second_of_sends_over_the_second() -> None:
     clock = ManualClock()
     limits = RateLimits(clock, Limits(global_per_second=30, margin=0.03))
     stamps = [await _timed(limits, clock, chat, paid=True) for chat in range(1, 61)]
-    assert _most_in_window(stamps, 0.1) <= 4  # no burst of 30 at once
-    assert _most_in_window(stamps, 1.03) <= 30
+    assert max_in_window(stamps, 0.1) <= 4  # no burst of 30 at once
+    assert max_in_window(stamps, 1.03) <= 30
 
 
 async def test_a_send_written_late_is_restamped_when_it_leaves() -> None:
@@ -421,7 +411,7 @@ async def test_edits_and_notices_keep_to_the_chats_windows_like_posts(db_path: P
         assert e.refused() == [] and e.api.rate_violations == 0
         # Posts and edits share the channel's window: 20 a minute, 30 requests take > 60 s.
         into_channel = [c.at for c in [*e.sends(channel), *edits()]]
-        assert _most_in_window(into_channel, 60.0) <= 20
+        assert max_in_window(into_channel, 60.0) <= 20
         assert max(into_channel) - min(into_channel) > 60.0
         notices = e.sends(admin)
         assert [c.text for c in notices] == [f"Notice {n}" for n in range(5)]

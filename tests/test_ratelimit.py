@@ -12,13 +12,7 @@ from bot.delivery.ratelimit import (
     is_private_chat,
 )
 from tests.fakes.clock import ManualClock
-
-
-def _max_in_window(stamps: list[float], period: float) -> int:
-    best = 0
-    for i, start in enumerate(stamps):
-        best = max(best, sum(1 for t in stamps[i:] if t < start + period))
-    return best
+from tests.support import max_in_window
 
 
 def test_window_refuses_the_burst_a_bucket_would_allow() -> None:
@@ -58,13 +52,13 @@ async def test_global_and_per_chat_windows_hold_under_contention() -> None:
     assert all(t.done() for t in tasks)
     everything.sort()
     assert len(everything) == 40 * 3 + 2 * 25
-    assert _max_in_window(everything, 1.0) <= 30
+    assert max_in_window(everything, 1.0) <= 30
     for chat, times in stamps.items():
         if chat > 0:
-            assert _max_in_window(times, 1.0) <= 1
+            assert max_in_window(times, 1.0) <= 1
         else:
-            assert _max_in_window(times, 60.0) <= 20
-            assert _max_in_window(times, 1.0) <= 1
+            assert max_in_window(times, 60.0) <= 20
+            assert max_in_window(times, 1.0) <= 1
     # The channels send one a second; their 21st..25th posts wait for the minute to pass.
     assert 60.0 <= max(everything) <= 70.0
 

@@ -27,8 +27,7 @@ from handlers.views.readers import GREETING
 from tests.fakes.botapi import FakeBotApi
 from tests.fakes.clock import ManualClock
 from tests.fakes.feedserver import FeedServer, make_rss
-from tests.support import bot_env
-from tests.test_crash import ROOT, BotProcess
+from tests.support import ROOT, BotProcess, bot_env
 
 READER = 7101
 TR = Translator()

@@ -13,8 +13,8 @@ from pathlib import Path
 from bot.delivery.publisher import Outcome
 from tests.fakes.botapi import ApiCall, FakeBotApi
 from tests.fakes.feedserver import FeedServer
-from tests.support import TOKEN, bot_env
-from tests.test_crash import BotProcess, feed
+from tests.support import TOKEN, BotProcess, bot_env
+from tests.test_crash import feed
 from tests.test_publisher import PRIVATE, _chats, engine
 
 

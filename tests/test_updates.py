@@ -101,7 +101,7 @@ async def test_sigterm_during_a_flood_stops_within_the_shutdown_timeout(
     import signal
     import time
 
-    from tests.test_crash import BotProcess
+    from tests.support import BotProcess
 
     feed_server.set("/en/rss", make_rss([]))
     api.add_chat(FLOODER, "private")

@@ -125,7 +125,7 @@ class _OutcomeWriter:
         try:
             # Let the sends finishing about now join this transaction: fewer, larger commits.
             await asyncio.sleep(_RECORD_DELAY)
-            backoff = _STORE_RETRY_MIN
+            tries = 0
             while self._queue:
                 batch, self._queue = self._queue, []
                 try:
@@ -133,10 +133,10 @@ class _OutcomeWriter:
                 except Exception as exc:
                     self._queue[:0] = batch  # kept, in order, ahead of anything newer
                     self._went_down(exc)
-                    await self.clock.sleep(backoff)
-                    backoff = min(backoff * 2, _STORE_RETRY_MAX)
+                    await self.clock.sleep(backoff(tries, _STORE_RETRY_MIN, _STORE_RETRY_MAX))
+                    tries += 1
                     continue
-                backoff = _STORE_RETRY_MIN
+                tries = 0
                 self._came_up(len(batch))
                 for _, done in batch:
                     if not done.done():
