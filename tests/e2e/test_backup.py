@@ -21,8 +21,8 @@ from storage.models import ChatType
 from storage.store import Store
 from tests.fakes.botapi import MESSAGE_METHODS, FakeBotApi
 from tests.fakes.feedserver import FeedServer, make_rss
+from tests.process.test_ops_cli import cli
 from tests.support import TOKEN, bot_env, running_bot
-from tests.test_ops_cli import cli
 
 LATEST = MIGRATIONS[-1].version
 NOW = 1_767_225_600.0

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SENDER = "bot/delivery/sender.py"
 REPLY = "handlers/reply.py"
 
@@ -93,3 +93,37 @@ def test_the_sender_and_the_reply_helper_are_where_the_sends_are() -> None:
 def test_a_send_anywhere_else_is_caught(snippet: str, path: str) -> None:
     source = f"async def f():\n    {snippet}\n"
     assert len(offending_calls(source, path)) == 1
+
+
+# Telegram keyboards belong to the views beside the handlers; the core only returns values.
+KEYBOARDS = frozenset(
+    {"InlineKeyboardMarkup", "InlineKeyboardButton", "ReplyKeyboardMarkup", "KeyboardButton",
+     "ForceReply", "ReplyKeyboardRemove"}
+)  # fmt: skip
+
+
+def keyboard_names(source: str) -> list[str]:
+    """Telegram keyboard classes the module imports or names."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            found += [alias.name for alias in node.names if alias.name in KEYBOARDS]
+        elif isinstance(node, ast.Name | ast.Attribute):
+            name = node.id if isinstance(node, ast.Name) else node.attr
+            if name in KEYBOARDS:
+                found.append(name)
+    return found
+
+
+def test_the_core_builds_no_telegram_keyboards() -> None:
+    core = [p for p in (ROOT / "bot").rglob("*.py") if p.name != "app.py"]
+    offenders = {
+        str(p.relative_to(ROOT)): names
+        for p in core
+        if (names := keyboard_names(p.read_text(encoding="utf-8")))
+    }
+    assert offenders == {}
+
+
+def test_the_keyboard_check_sees_a_keyboard() -> None:
+    assert keyboard_names("from telegram import InlineKeyboardMarkup\n") == ["InlineKeyboardMarkup"]

@@ -26,12 +26,12 @@ from storage.models import ChatSettings, ChatType, Item, NewItem, PostStyle
 from storage.store import Store
 from tests import factories
 from tests.data.pages import caliber_page, corpus_article
+from tests.e2e.test_article import OLD, PUBLISHED, summary_of, until
 from tests.factories import new_item
 from tests.fakes.botapi import FakeBotApi
 from tests.fakes.clock import ManualClock
 from tests.fakes.feedserver import FeedServer, make_rss
 from tests.support import TOKEN, advance_until, bot_env, running_bot
-from tests.test_article import OLD, PUBLISHED, summary_of, until
 
 CHANNEL = -1001000000001
 PHOTO_GROUP = -1001000000002

@@ -31,7 +31,7 @@ from tests.fakes.botapi import FakeBotApi
 from tests.fakes.feedserver import FeedServer, make_rss
 from tests.support import TOKEN, BotProcess, bot_env
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LATEST = MIGRATIONS[-1].version
 NOW = time.time()
 

@@ -33,7 +33,7 @@ from tests.fakes.botapi import MESSAGE_METHODS, FakeBotApi
 from tests.fakes.feedserver import FeedServer, make_rss
 from tests.support import TOKEN, BotProcess, bot_env
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOW = 1_767_225_600.0
 CHANNELS = [-1_001_500_000_000 - i for i in range(1, 11)]
 GROUPS = [-1_002_500_000_000 - i for i in range(1, 41)]

@@ -3,11 +3,8 @@ oversize fields and redirects into the private network, as an attack run tried t
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import gzip
-import signal
-import time
 import tracemalloc
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -335,33 +332,3 @@ async def test_a_second_dns_answer_cannot_move_a_checked_request() -> None:
 
 
 # ------------------------------------------------------------------ stopping during a parse
-
-
-async def test_sigterm_during_a_long_parse_stops_within_the_shutdown_timeout(
-    feed_server: FeedServer, tmp_path: Path
-) -> None:
-    """A parse that is still running must not hold the stop (the default executor used to be
-    joined at exit: 7.8 s with SHUTDOWN_TIMEOUT=2). Process tier: real time, an upper bound."""
-    from tests.fakes.botapi import FakeBotApi
-    from tests.support import TOKEN, BotProcess, bot_env
-
-    # Costly to parse, though shaped like a real feed: 20,000 entries (about 1.2 MB).
-    big = rss("".join(item(n) for n in range(20_000)))
-    feed_server.set("/en/rss", big)
-    async with FakeBotApi(TOKEN) as api:
-        env = bot_env(api.url, {"en": feed_server.url("/en/rss")}, tmp_path / "bot.sqlite3",
-                      SHUTDOWN_TIMEOUT="1", LOG_LEVEL="INFO", FEED_MAX_BYTES="5242880")  # fmt: skip
-        bot = BotProcess(env, tmp_path / "bot.log")
-        bot.start()
-        try:
-            deadline = time.monotonic() + 20
-            while not feed_server.requests_to("/en/rss"):
-                assert time.monotonic() < deadline, bot.log()
-                await asyncio.sleep(0.02)
-            await asyncio.sleep(0.3)  # the body is read; the parse is under way
-            started = time.monotonic()
-            bot.signal(signal.SIGTERM)
-            assert await bot.exit_code(timeout=15) == 0
-            assert time.monotonic() - started < 4.0, bot.log()
-        finally:
-            bot.kill_if_running()

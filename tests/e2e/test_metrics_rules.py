@@ -19,12 +19,12 @@ import aiohttp
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.e2e.test_health import CHANNEL, feed, polled
 from tests.fakes.botapi import FakeBotApi
 from tests.fakes.feedserver import FeedServer
 from tests.support import bot_env, running_bot
-from tests.test_health import CHANNEL, feed, polled
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana-dashboard.json"
 ALERTS = ROOT / "deploy" / "prometheus-alerts.yml"
 NAME = re.compile(r"\bcaliberbot_[a-z0-9_]+")

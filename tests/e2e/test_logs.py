@@ -17,10 +17,10 @@ import aiohttp
 import pytest
 
 from bot.logs import ID_FIELDS, NOISY_LOGGERS, REDACTED, setup_logging
+from tests.e2e.test_webhook import free_port
 from tests.fakes.botapi import FakeBotApi
 from tests.fakes.feedserver import FeedServer, make_rss
 from tests.support import TOKEN, bot_env, running_bot
-from tests.test_webhook import free_port
 
 SECRET = "hook-secret_0123456789abcdefABCDEF"
 TOKEN_PART = TOKEN.split(":", 1)[1]

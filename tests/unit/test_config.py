@@ -12,7 +12,7 @@ import pytest
 from bot.config import ConfigError, load_settings
 from tests.support import TOKEN
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GOOD = {
     "TELEGRAM_BOT_TOKEN": TOKEN,
     "FEEDS": "en=https://caliber.az/en/rss, ru=https://caliber.az/ru/rss",

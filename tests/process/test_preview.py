@@ -13,7 +13,7 @@ from bot.ops.preview import run_preview
 from tests.fakes.feedserver import FeedServer, make_rss
 from tests.fakes.telegram_html import check_html
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _preview(*args: str) -> subprocess.CompletedProcess[str]:

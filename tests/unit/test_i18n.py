@@ -33,7 +33,7 @@ from babel.messages.pofile import read_po
 
 from bot.text.i18n import LANGUAGES, LOCALES_DIR, Translator
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SOURCE_DIRS = (ROOT / "bot", ROOT / "handlers")
 
 # (file name in handlers/, literal) -> why it is not UI text.

@@ -16,7 +16,7 @@ import yaml
 from bot.config import SECRET_FILE_VARIABLES, load_settings
 from tests.support import TOKEN
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class RecordingEnv(dict[str, str]):

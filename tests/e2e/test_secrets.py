@@ -8,10 +8,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 from storage.models import DeliveryState
+from tests.e2e.test_pipeline_e2e import feed
 from tests.fakes.botapi import FakeBotApi
 from tests.fakes.feedserver import FeedServer
 from tests.support import TOKEN, bot_env, running_bot
-from tests.test_pipeline_e2e import feed
 
 SECRET_PART = TOKEN.split(":", 1)[1]
 
