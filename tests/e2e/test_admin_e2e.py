@@ -546,7 +546,9 @@ async def test_disconnect_stops_posting_and_leaves(bot: Harness, people: dict[st
     assert text == "Caliber <EN> & Co is disconnected."
     chat = await bot.chat()
     assert not chat.active and not chat.subscribed
-    assert bot.api.calls_to("leaveChat")  # asked to leave (the fake does not know the method)
+    (left,) = bot.api.calls_to("leaveChat")
+    assert left.ok and left.chat_id == CHANNEL  # and Telegram took it: the bot has left
+    assert bot.api.members[(CHANNEL, bot.api.bot_user["id"])]["status"] == "left"
     await bot.publish("en", piece(2))
     assert bot.api.sent(CHANNEL) == []
     await bot.say(admin, "/channels")

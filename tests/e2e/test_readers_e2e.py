@@ -28,7 +28,6 @@ from handlers.views.readers import (
     SEARCH_USAGE,
     STALE_BUTTON,
     SUBSCRIBED,
-    UNSUBSCRIBED,
 )
 from storage import search_keys
 from storage.models import Chat
@@ -200,6 +199,33 @@ async def bot(
 # ---------------------------------------------------------------------- language
 
 
+# What a reader reads, written out here by hand: a catalog that lost or garbled a translation
+# fails these, where expectations built from the bot's own catalog would follow it.
+WRITTEN = {
+    "en": {
+        "welcome": "👋 Welcome to the Caliber.az bot!",
+        "choose": "Choose your language:",
+        "usage": "Send /search and the words to look for, for example: /search oil sanctions",
+        "unsubscribed": "🔕 Unsubscribed: this chat will get no more new pieces. Send /subscribe "
+        "to start again.",
+    },
+    "ru": {
+        "welcome": "👋 Добро пожаловать в бот Caliber.az!",
+        "choose": "Выберите язык:",
+        "usage": "Отправьте /search и слова для поиска, например: /search нефть санкции",
+        "unsubscribed": "🔕 Подписка отменена: этот чат больше не будет получать новые "
+        "материалы. Чтобы подписаться снова, отправьте /subscribe.",
+    },
+    "az": {
+        "welcome": "👋 Caliber.az botuna xoş gəlmisiniz!",
+        "choose": "Dilinizi seçin:",
+        "usage": "/search və axtarılacaq sözləri göndərin, məsələn: /search neft sanksiyalar",
+        "unsubscribed": "🔕 Abunəlik dayandırıldı: bu söhbət daha yeni materiallar almayacaq. "
+        "Yenidən başlamaq üçün /subscribe göndərin.",
+    },
+}
+
+
 @pytest.mark.parametrize(
     ("who", "lang", "word", "found"),
     [
@@ -216,8 +242,8 @@ async def test_every_command_in_each_language(
 
     greeting = await bot.say(user, "/start")
     text = text_of(greeting)
-    assert text.startswith(tr(lang, "👋 Welcome to the Caliber.az bot!"))
-    assert tr(lang, "Choose your language:") in text
+    assert text.startswith(WRITTEN[lang]["welcome"])
+    assert WRITTEN[lang]["choose"] in text
     buttons = greeting.params["reply_markup"]["inline_keyboard"][0]
     labels = [b["text"] for b in buttons]
     assert [label.removeprefix("✓ ") for label in labels] == ["English", "Русский", "Azərbaycanca"]
@@ -241,7 +267,7 @@ async def test_every_command_in_each_language(
     results = await bot.say(user, f"/search {word}")
     assert found in text_of(results)
     assert results.params["parse_mode"] == "HTML"
-    assert text_of(await bot.say(user, "/search")) == tr(lang, SEARCH_USAGE)
+    assert text_of(await bot.say(user, "/search")) == WRITTEN[lang]["usage"]
 
     latest = text_of(await bot.say(user, "/latest"))
     newest = ARCHIVE[lang][-1]["title"] if lang != "en" else "Oil market report 11"
@@ -252,7 +278,7 @@ async def test_every_command_in_each_language(
     settings_text = text_of(await bot.say(user, "/settings"))
     assert tr(lang, "New pieces: on") in settings_text
     unsubscribed = text_of(await bot.say(user, "/unsubscribe"))
-    assert unsubscribed == tr(lang, UNSUBSCRIBED)
+    assert unsubscribed == WRITTEN[lang]["unsubscribed"]
     if lang == "ru":
         assert "Добро пожаловать" in text and "Подписка отменена" in unsubscribed
     if lang == "az":

@@ -423,6 +423,7 @@ class FakeBotApi(LocalServer):
             "getMyShortDescription": self._get_my_short_description,
             "getChat": self._get_chat,
             "getChatMember": self._get_chat_member,
+            "leaveChat": self._leave_chat,
             "getChatAdministrators": self._get_chat_administrators,
             "getChatMemberCount": self._get_chat_member_count,
             "getForumTopicIconStickers": lambda call: [],
@@ -1600,6 +1601,15 @@ class FakeBotApi(LocalServer):
         if not isinstance(user_id, int) or user_id <= 0:
             raise _bad("invalid user_id specified")
         return self._member(chat, user_id)
+
+    def _leave_chat(self, call: ApiCall) -> bool:
+        """The bot leaves: from now on it is a member who left (its sends are refused)."""
+        chat = self._known_chat(call.params.get("chat_id"))
+        if chat["type"] == "private":
+            raise _bad("chat member status can't be changed in private chats")
+        self.set_member(chat["id"], self.bot_user["id"], "left")
+        self._forbidden[chat["id"]] = "Forbidden: bot is not a member of the channel chat"
+        return True
 
     def _get_chat_administrators(self, call: ApiCall) -> list[JSONDict]:
         chat = self._known_chat(call.params.get("chat_id"))

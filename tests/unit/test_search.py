@@ -329,9 +329,20 @@ async def test_every_word_must_match(store: Store) -> None:
 
 
 @pytest.mark.parametrize("text", HOSTILE)
-async def test_hostile_queries_run(store: Store, text: str) -> None:
+async def test_hostile_queries_are_just_their_words(store: Store, text: str) -> None:
+    """Operators, quotes, column filters and SQL are words like any other: a hostile query
+    finds exactly what its letters and digits alone find, and the store is left as it was."""
+    before = await store.count_items()
+    plain = " ".join(re.findall(r"\w+", text))
     for langs in (["en"], ["en", "ru", "az"]):
-        await titles(store, text, langs)  # never raises
+        assert await titles(store, text, langs) == await titles(store, plain, langs)
+    assert await store.count_items() == before
+
+
+async def test_an_operator_is_not_obeyed(store: Store) -> None:
+    # FTS5 would read OR as "either"; to the bot it is a word the pieces must also contain.
+    assert await titles(store, "caspian OR sanctions", ["en"]) == []
+    assert await titles(store, "caspian", ["en"]) != []
 
 
 async def test_title_matches_rank_above_text_matches(db_path: Path) -> None:
