@@ -437,13 +437,14 @@ class Publisher:
             if moved is not None:
                 # The outbox row moved with the chat; the next pass sends it to the new id.
                 self._new_work.set()
-        elif result.outcome is Outcome.RATE_LIMITED:
-            # Bounded by Telegram's retry_after, not by attempts.
-            wait = now + (result.retry_after or 1.0)
-            await self._writer.record(
-                record(state=DeliveryState.PENDING, next_attempt_at=wait, count_attempt=False,
-                       event="429")
-            )  # fmt: skip
+        elif (later := self._try_again(result, delivery.attempts, record, now)) is not None:
+            if result.outcome is Outcome.RETRY:
+                log.warning(
+                    "delivery %d to chat %d: %s; retry %d in %.0f s", delivery.id, chat.id,
+                    error, delivery.attempts + 1, (later.next_attempt_at or now) - now,
+                    extra=_ids(due),
+                )  # fmt: skip
+            await self._writer.record(later)
         elif result.outcome is Outcome.NO_ACCESS:
             await self._writer.record(
                 record(state=DeliveryState.PENDING, next_attempt_at=now, count_attempt=False,
@@ -459,30 +460,39 @@ class Publisher:
                 await self.store.deactivate_chat(chat.id, error, now)
                 if self.on_chat_problem is not None:
                     await self.on_chat_problem(chat, error)
-        elif result.outcome is Outcome.UNREACHABLE:
-            # However long Telegram is out of reach, the post waits: attempts are not spent;
-            # the wait between tries grows to UNREACHABLE_BACKOFF_MAX.
-            self._unreachable_streak += 1
-            delay = backoff(self._unreachable_streak, 5.0, UNREACHABLE_BACKOFF_MAX, self.rng)
-            await self._writer.record(
-                record(state=DeliveryState.PENDING, next_attempt_at=now + delay,
-                       count_attempt=False, event="send_error")
-            )  # fmt: skip
-        elif result.outcome is Outcome.FAILED or delivery.attempts + 1 >= self.max_attempts:
+        else:  # FAILED, or a RETRY that spent the last attempt
             log.error("delivery %d to chat %d failed: %s", delivery.id, chat.id, error,
                       extra=_ids(due))  # fmt: skip
             await self._writer.record(record(state=DeliveryState.FAILED, event="send_failed"))
-        else:
-            delay = backoff(delivery.attempts, 5.0, 3600.0, self.rng)
-            log.warning(
-                "delivery %d to chat %d: %s; retry %d in %.0f s",
-                delivery.id, chat.id, error, delivery.attempts + 1, delay, extra=_ids(due),
-            )  # fmt: skip
-            await self._writer.record(
-                record(state=DeliveryState.PENDING, next_attempt_at=now + delay,
-                       event="send_error")
-            )  # fmt: skip
         return result
+
+    def _try_again(
+        self,
+        result: SendResult,
+        attempts: int,
+        record: Callable[..., OutcomeRecord],
+        now: float,
+    ) -> OutcomeRecord | None:
+        """The record of a send that waits and goes again, or None when it does not.
+
+        One rule for posts, edits and notices: a 429 waits Telegram's retry_after and no
+        answer at all (network, timeouts, 5xx) waits with growing backoff, neither spending an
+        attempt; another refusal is retried with backoff while attempts are left.
+        """
+        if result.outcome is Outcome.RATE_LIMITED:
+            wait = now + (result.retry_after or 1.0)
+            return record(state=DeliveryState.PENDING, next_attempt_at=wait,
+                          count_attempt=False, event="429")  # fmt: skip
+        if result.outcome is Outcome.UNREACHABLE:
+            self._unreachable_streak += 1
+            delay = backoff(self._unreachable_streak, 5.0, UNREACHABLE_BACKOFF_MAX, self.rng)
+            return record(state=DeliveryState.PENDING, next_attempt_at=now + delay,
+                          count_attempt=False, event="send_error")  # fmt: skip
+        if result.outcome is Outcome.RETRY and attempts + 1 < self.max_attempts:
+            delay = backoff(attempts, 5.0, 3600.0, self.rng)
+            return record(state=DeliveryState.PENDING, next_attempt_at=now + delay,
+                          event="send_error")  # fmt: skip
+        return None
 
     async def deliver_message(
         self, due: DueMessage, *, on_stamp: Callable[[], None] | None = None
@@ -512,27 +522,12 @@ class Publisher:
             self._unreachable_streak = 0
             # No message id: only posts name the messages a later edit must reach.
             await self._writer.record(OutcomeRecord(due.id, DeliveryState.SENT, now))
-        elif result.outcome is Outcome.RATE_LIMITED:
-            wait = now + (result.retry_after or 1.0)
-            await self._writer.record(
-                record(state=DeliveryState.PENDING, next_attempt_at=wait, count_attempt=False,
-                       event="429")
-            )  # fmt: skip
-        elif result.outcome is Outcome.UNREACHABLE:
-            self._unreachable_streak += 1
-            delay = backoff(self._unreachable_streak, 5.0, UNREACHABLE_BACKOFF_MAX, self.rng)
-            await self._writer.record(
-                record(state=DeliveryState.PENDING, next_attempt_at=now + delay,
-                       count_attempt=False, event="send_error")
-            )  # fmt: skip
-        elif result.outcome is Outcome.RETRY and due.attempts + 1 < self.max_attempts:
-            delay = backoff(due.attempts, 5.0, 3600.0, self.rng)
-            log.warning("%s %d to chat %d: %s; retry %d in %.0f s", due.kind, due.id, chat.id,
-                        error, due.attempts + 1, delay, extra=ids)  # fmt: skip
-            await self._writer.record(
-                record(state=DeliveryState.PENDING, next_attempt_at=now + delay,
-                       event="send_error")
-            )  # fmt: skip
+        elif (later := self._try_again(result, due.attempts, record, now)) is not None:
+            if result.outcome is Outcome.RETRY:
+                log.warning("%s %d to chat %d: %s; retry %d in %.0f s", due.kind, due.id,
+                            chat.id, error, due.attempts + 1,
+                            (later.next_attempt_at or now) - now, extra=ids)  # fmt: skip
+            await self._writer.record(later)
         else:
             log.warning("%s %d to chat %d failed: %s", due.kind, due.id, chat.id, error,
                         extra=ids)  # fmt: skip
