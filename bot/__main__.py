@@ -87,6 +87,7 @@ async def _run(settings: Settings) -> int:
     from telegram.error import InvalidToken
 
     from bot.app import run_bot
+    from storage.db import StoreUnusable
     from storage.instance_lock import InstanceLocked
 
     stop = asyncio.Event()
@@ -98,6 +99,9 @@ async def _run(settings: Settings) -> int:
     except InstanceLocked as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_LOCKED
+    except StoreUnusable as exc:
+        log.critical("%s; restore a backup (README: Backups) or move the file away", exc)
+        return 1
     except InvalidToken:
         log.critical("Telegram rejected TELEGRAM_BOT_TOKEN (401); check the token")
         return 1

@@ -59,6 +59,10 @@ class SchemaMismatchError(RuntimeError):
     """A store opened read-only is at another schema version than this code's."""
 
 
+class StoreUnusable(RuntimeError):
+    """The store file cannot be opened or migrated (corrupt, unreadable, a newer schema)."""
+
+
 class Database:
     """One SQLite file: `await Store.open(path)` (Store is the subclass), then `close()`."""
 
@@ -79,6 +83,14 @@ class Database:
         A new file is created 0600 (its -wal and -shm files take its mode); an existing one
         that needs a migration is first copied beside itself (storage.backup).
         """
+        try:
+            return await cls._open(path)
+        except (sqlite3.DatabaseError, OSError, RuntimeError) as exc:
+            # One line that names the file: "file is not a database" alone says nothing of which.
+            raise StoreUnusable(f"the store {path} cannot be used: {exc}") from exc
+
+    @classmethod
+    async def _open(cls, path: str | Path) -> Self:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             try:

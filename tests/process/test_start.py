@@ -213,3 +213,21 @@ async def test_webhook_refused_by_telegram_stops_the_bot_with_nothing_left_open(
     assert "bad webhook: failed to resolve host" in output.lower()
     assert "still running" not in output  # the application was stopped before its shutdown
     _assert_nothing_left_open(bot)
+
+
+async def test_a_corrupt_store_stops_the_bot_with_a_line_naming_the_file(tmp_path: Path) -> None:
+    """Before, the bot died with 'file is not a database' and a traceback, naming no file."""
+    db_path = tmp_path / "bot.sqlite3"
+    db_path.write_bytes(b"this is not an SQLite database, just bytes " * 100)
+    env = bot_env("http://127.0.0.1:9", {"en": "http://127.0.0.1:9/rss"}, db_path,
+                  LOG_LEVEL="INFO")  # fmt: skip
+    bot = BotProcess(env, tmp_path / "bot.log")
+    bot.start()
+    try:
+        assert await bot.exit_code(timeout=30) == 1
+    finally:
+        bot.kill_if_running()
+    log = (tmp_path / "bot.log").read_text()
+    line = next(line for line in log.splitlines() if "CRITICAL" in line)
+    assert f"the store {db_path} cannot be used" in line and "restore a backup" in line
+    assert "Traceback" not in log
