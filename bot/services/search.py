@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -206,42 +205,3 @@ async def attach_index(store: Store, batch_size: int = 500) -> int:
     if done:
         log.info("search index: indexed %d stored piece(s)", done)
     return done
-
-
-class QueryMemory:
-    """Recent search queries by short key, so paging buttons need not carry the query text.
-
-    Bounded (the least recently used go first); keys are never reused within one run, so a
-    button of a forgotten query is recognised as stale, never mistaken for another query.
-    """
-
-    def __init__(self, capacity: int = 2000) -> None:
-        self.capacity = capacity
-        self._queries: OrderedDict[str, SearchQuery] = OrderedDict()
-        self._counter = 0
-
-    def remember(self, query: SearchQuery) -> str:
-        """Store `query` and return its key."""
-        self._counter += 1
-        key = _base36(self._counter)
-        self._queries[key] = query
-        while len(self._queries) > self.capacity:
-            self._queries.popitem(last=False)
-        return key
-
-    def recall(self, key: str) -> SearchQuery | None:
-        """Return the query stored under `key`, or None when it was forgotten."""
-        query = self._queries.get(key)
-        if query is not None:
-            self._queries.move_to_end(key)
-        return query
-
-
-def _base36(number: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = ""
-    while True:
-        number, rest = divmod(number, 36)
-        out = digits[rest] + out
-        if number == 0:
-            return out

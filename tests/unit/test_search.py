@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 
 from bot.services import search as search_service
 from bot.services.search import (
-    QueryMemory,
     attach_index,
     index_items,
     parse_query,
@@ -251,14 +250,6 @@ def test_any_text_gives_a_valid_fts5_query(text: str) -> None:
     if expression is not None:
         conn.execute("SELECT rowid FROM t WHERE t MATCH ?", (expression,)).fetchall()
     conn.close()
-
-
-def test_query_memory_is_bounded_and_never_reuses_keys() -> None:
-    memory = QueryMemory(capacity=2)
-    keys = [memory.remember(parse_query(f"q{n}")) for n in range(3)]
-    assert len(set(keys)) == 3
-    assert memory.recall(keys[0]) is None  # forgotten, not confused with another query
-    assert memory.recall(keys[2]) == parse_query("q2")
 
 
 # ---------------------------------------------------------------------- snippets
