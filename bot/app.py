@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -20,7 +20,7 @@ from telegram.request import HTTPXRequest
 
 import handlers
 from bot.backoff import backoff
-from bot.clock import Clock, SystemClock
+from bot.clock import Clock, SystemClock, unless_stopped
 from bot.config import ChannelTarget, Settings
 from bot.delivery.publisher import Publisher
 from bot.delivery.ratelimit import (
@@ -376,7 +376,7 @@ async def _reach_api(application: BotApplication, clock: Clock, stop: asyncio.Ev
     last_reason: str | None = None
     while not stop.is_set():
         try:
-            if not await _unless_stopped(application.initialize(), stop):
+            if not await unless_stopped(application.initialize(), stop):
                 return False
         except InvalidToken:
             raise
@@ -387,7 +387,7 @@ async def _reach_api(application: BotApplication, clock: Clock, stop: asyncio.Ev
             else:
                 log.debug("still cannot reach the Bot API; retrying in %.0f s", delay)
             last_reason = reason
-            if await _unless_stopped(clock.sleep(delay), stop):
+            if await unless_stopped(clock.sleep(delay), stop):
                 tries += 1
                 delay = backoff(tries, 1.0, START_RETRY_MAX)
         else:
@@ -395,23 +395,6 @@ async def _reach_api(application: BotApplication, clock: Clock, stop: asyncio.Ev
                 log.info("reached the Bot API")
             return True
     return False
-
-
-async def _unless_stopped(work: Awaitable[None], stop: asyncio.Event) -> bool:
-    """Await `work` unless `stop` is set first, which cancels it; True when `work` finished."""
-    task = asyncio.ensure_future(work)
-    stopped = asyncio.create_task(stop.wait())
-    try:
-        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopped.cancel()
-        if not task.done():
-            task.cancel()
-            await asyncio.wait({task})
-    if task.cancelled():
-        return False
-    task.result()  # raises what `work` raised
-    return True
 
 
 async def _drain_updates(application: BotApplication, clock: Clock, deadline: float) -> None:

@@ -26,12 +26,12 @@ import logging
 import math
 import random
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
 
 from bot.backoff import backoff
-from bot.clock import Clock
+from bot.clock import Clock, unless_stopped
 from bot.delivery.ratelimit import RateLimits
 from bot.delivery.sender import Outcome, Sender, SendResult
 from bot.text.render import Post, Renderer
@@ -259,7 +259,7 @@ class Publisher:
         while not self._stopping.is_set():
             if self._writer.down:
                 # The store refuses writes: start nothing new until it takes them again.
-                await _first(self._writer.up.wait(), self._stopping.wait())
+                await unless_stopped(self._writer.up.wait(), self._stopping)
                 continue
             try:
                 look_again = await self._pass()
@@ -595,16 +595,6 @@ class Publisher:
         if pending:
             log.warning("%d sends still in flight at shutdown stay pending", len(pending))
         return len(pending)
-
-
-async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
-    """Wait until the first of `waits` finishes; cancel the others."""
-    tasks = [asyncio.create_task(wait) for wait in waits]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
 
 
 def _row_id(due: Due) -> int:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import httpx
 
 from bot.backoff import backoff
-from bot.clock import Clock
+from bot.clock import Clock, unless_stopped
 from bot.pipeline.feeds import FeedError, FetchResult, ParsedFeed, fetch_feed, parse_feed
 from bot.workers import RunCpu
 from storage.models import (
@@ -118,7 +118,7 @@ class Poller:
         if feed.status is FeedStatus.ERROR and feed.last_error:
             self._last_error[feed.id] = feed.last_error
         while not stop.is_set():
-            if delay > 0 and await _sleep_or_stop(self.clock, delay, stop):
+            if delay > 0 and not await unless_stopped(self.clock.sleep(delay), stop):
                 return
             try:
                 report = await self.poll_once(feed)
@@ -292,15 +292,3 @@ class Poller:
 
     def _at(self, delay: float) -> float:
         return self.clock.now() + delay
-
-
-async def _sleep_or_stop(clock: Clock, seconds: float, stop: asyncio.Event) -> bool:
-    """Sleep on `clock`, returning early (True) when `stop` is set."""
-    sleeper = asyncio.create_task(clock.sleep(seconds))
-    stopper = asyncio.create_task(stop.wait())
-    try:
-        await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        sleeper.cancel()
-        stopper.cancel()
-    return stop.is_set()
