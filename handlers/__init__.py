@@ -17,7 +17,6 @@ from telegram.ext import (
     filters,
 )
 
-from bot.services import readers
 from handlers import channels, here, stats, why
 from handlers.context import BotApplication
 from handlers.errors import on_error
@@ -32,7 +31,7 @@ from handlers.start import start
 from handlers.subscription import settings, settings_button, subscribe, unsubscribe
 from handlers.unknown import unknown_button
 from handlers.updates import PerChatUpdateProcessor
-from handlers.views import channels as channel_views
+from handlers.views import callbacks
 
 # Update types the bot asks Telegram for (getUpdates allowed_updates).
 ALLOWED_UPDATES = ["message", "callback_query", "inline_query", "my_chat_member"]
@@ -49,7 +48,7 @@ def register(application: BotApplication) -> None:
             "cancel", channels.on_cancel, filters.ChatType.PRIVATE & channels.awaiting(application)
         ),
         CommandHandler("channels", channels.on_channels),
-        CallbackQueryHandler(channels.on_button, pattern=channel_views.CALLBACK_PATTERN),
+        CallbackQueryHandler(channels.on_button, pattern=callbacks.PANEL.route),
         CommandHandler("why", why.on_why),
         CommandHandler("stats", stats.on_stats),
         CommandHandler("here", here.on_here),
@@ -60,14 +59,14 @@ def register(application: BotApplication) -> None:
         # Readers: language, search, latest pieces, subscriptions, help, inline mode.
         CommandHandler("start", start),
         CommandHandler(["language", "lang"], language),
-        CallbackQueryHandler(choose_language, pattern=readers.LANGUAGE_PATTERN),
+        CallbackQueryHandler(choose_language, pattern=callbacks.LANGUAGE.route),
         CommandHandler("search", search),
-        CallbackQueryHandler(search_page, pattern=readers.SEARCH_PATTERN),
+        CallbackQueryHandler(search_page, pattern=callbacks.SEARCH_PAGE.route),
         CommandHandler("latest", latest),
         CommandHandler("subscribe", subscribe),
         CommandHandler("unsubscribe", unsubscribe),
         CommandHandler("settings", settings),
-        CallbackQueryHandler(settings_button, pattern=readers.SETTINGS_PATTERN),
+        CallbackQueryHandler(settings_button, pattern=callbacks.SUBSCRIPTION.route),
         CommandHandler("help", help_command),
         InlineQueryHandler(inline_query),
         # Last: any other button (old, forged, or a game) is still answered.

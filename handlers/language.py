@@ -28,7 +28,7 @@ async def language(update: Update, context: BotContext) -> None:
 
 async def choose_language(update: Update, context: BotContext) -> None:
     """Store the language pressed, answer, and redraw the message in it."""
-    press = await admin_press(update, context, readers.parse_language_data)
+    press = await admin_press(update, context, views.parse_language_data)
     if press is None:
         return
     svc, query, message, stored = context.services, press.query, press.message, press.chat

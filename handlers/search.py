@@ -48,7 +48,7 @@ async def search_page(update: Update, context: BotContext) -> None:
     lang = svc.translator.resolve(callback.from_user.language_code)
     if message is not None:
         lang = (await svc.readers.reader_chat(message.chat, callback.from_user)).lang
-    parsed = readers.parse_search_data(callback.data)
+    parsed = views.parse_search_data(callback.data)
     saved = None
     if parsed is not None and message is not None and message.is_accessible:
         saved = await svc.readers.recall_search(message.chat.id, parsed[2])

@@ -69,7 +69,7 @@ async def settings(update: Update, context: BotContext) -> None:
 
 async def settings_button(update: Update, context: BotContext) -> None:
     """Subscribe or unsubscribe from the settings message, then redraw it."""
-    press = await admin_press(update, context, readers.parse_settings_data)
+    press = await admin_press(update, context, views.parse_settings_data)
     if press is None:
         return
     svc, query, message, stored = context.services, press.query, press.message, press.chat

@@ -1,14 +1,9 @@
 """What readers do, as services for the thin handlers: know the chat and its language, change
-the language, subscribe, search, list the latest pieces; and the callback data of their buttons.
+the language, subscribe, search, list the latest pieces.
 
-Callback data (at most 64 bytes, validated on the way back in):
-- "lang:<code>[:<view>]": choose a language; <view> says which message to redraw
-  (none: the /language prompt, "start": the greeting, "set": the settings);
-- "s:<page>:<scope>:<key>": a page of search results; <scope> is "l" (the chat's language) or
-  "a" (all languages); <key> is a random, unguessable name of the query, stored with the chat
-  that searched (storage.search_keys): queries are not put in buttons (they can be long and
-  are private), and a key pressed in any other chat is answered as expired;
-- "set:sub:on" / "set:sub:off": subscribe or unsubscribe from the settings message.
+A search is remembered under a random, unguessable key stored with the chat that searched
+(storage.search_keys), so its page buttons carry the key, never the query (queries can be long
+and are private); a key pressed in any other chat is answered as expired.
 """
 
 from __future__ import annotations
@@ -41,19 +36,10 @@ SEARCH_KEY_MAX_AGE = 86400.0  # a search's buttons work for a day
 SEARCH_KEYS_PER_CHAT = 50  # and for the chat's 50 latest searches
 
 Scope = Literal["l", "a"]
-View = Literal["", "start", "set"]
 
-_LANG_DATA = re.compile(r"^lang:([a-z]{2,3})(?::(start|set))?$")
-_SEARCH_DATA = re.compile(r"^s:([1-9][0-9]{0,3}):([la]):([A-Za-z0-9_-]{12})$")
 # Control characters (tab and newline excepted) and lone surrogates: Telegram refuses a text
 # that holds them, so a reply echoing one would never arrive.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
-_SETTINGS_DATA = re.compile(r"^set:sub:(on|off)$")
-
-# The patterns the routing table sends to each callback handler; the handler then validates.
-LANGUAGE_PATTERN = r"^lang:"
-SEARCH_PATTERN = r"^s:"
-SETTINGS_PATTERN = r"^set:"
 
 
 # ---------------------------------------------------------------------- chats and languages
@@ -109,45 +95,6 @@ def latest_count(args: list[str]) -> int | None:
     if len(args) > 1 or not re.fullmatch(r"[0-9]+", args[0]):
         return None
     return min(max(int(args[0]), 1), LATEST_MAX)
-
-
-# ---------------------------------------------------------------------- callback data
-
-
-def language_data(lang: str, view: View = "") -> str:
-    return f"lang:{lang}:{view}" if view else f"lang:{lang}"
-
-
-def parse_language_data(data: str | None) -> tuple[str, View] | None:
-    """Return (language, view) from a language button, None when it is not a valid one."""
-    match = _LANG_DATA.match(data or "")
-    if match is None or match.group(1) not in LANGUAGES:
-        return None
-    view = match.group(2) or ""
-    return match.group(1), ("start" if view == "start" else "set" if view == "set" else "")
-
-
-def search_data(page: int, scope: Scope, key: str) -> str:
-    return f"s:{page}:{scope}:{key}"
-
-
-def parse_search_data(data: str | None) -> tuple[int, Scope, str] | None:
-    """Return (page, scope, query key) from a search button, None when it is not a valid one."""
-    match = _SEARCH_DATA.match(data or "")
-    if match is None:
-        return None
-    scope: Scope = "l" if match.group(2) == "l" else "a"
-    return int(match.group(1)), scope, match.group(3)
-
-
-def settings_data(subscribe: bool) -> str:
-    return "set:sub:on" if subscribe else "set:sub:off"
-
-
-def parse_settings_data(data: str | None) -> bool | None:
-    """Return True (subscribe) or False (unsubscribe), None when the data is not valid."""
-    match = _SETTINGS_DATA.match(data or "")
-    return None if match is None else match.group(1) == "on"
 
 
 class Readers:

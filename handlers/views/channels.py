@@ -1,7 +1,8 @@
 """The /channels panel's views: its texts and buttons, its callback data, and its screens.
 
-Callback data is "ch:list" or "ch:<chat_id>:<action>[:<arg>]" (at most 64 bytes, no secrets)
-and is parsed strictly here; handlers/channels.py re-authorises every press before acting.
+Button data is "ch:list" or "ch:<chat_id>:<action>[:<arg>]" (handlers.views.callbacks), each
+action with its own argument grammar checked here; handlers/channels.py re-authorises every press
+before acting.
 A screen is a message's HTML (made by the renderer) and its keyboard.
 """
 
@@ -26,10 +27,10 @@ from bot.services.channel_admin import (
 from bot.text.i18n import LANGUAGES, N_
 from bot.text.plain import truncate
 from bot.text.render import Markup, Renderer, bold
+from handlers.views.callbacks import PANEL, PANEL_LIST
 from storage.admin import SettingsChange, Topic
 from storage.models import Chat, ChatType, PostStyle
 
-CALLBACK_PATTERN = r"^ch:"
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 MAX_RULE_BUTTONS = 40  # Telegram allows 100 buttons per keyboard
 
@@ -175,7 +176,6 @@ BTN_CANCEL = N_("✖️ Cancel")
 # --- callback data ---------------------------------------------------------------------------
 # Telegram's ids have at most 52 significant bits.
 MAX_CHAT_ID = 2**52
-_CALLBACK = re.compile(r"^ch:(?:list|(-?\d{1,20}):([a-z]{2,8})(?::([a-z0-9.+-]{1,24}))?)$")
 _ARGS: dict[str, re.Pattern[str]] = {
     "open": re.compile(r"^$"),
     "pause": re.compile(r"^$"),
@@ -208,27 +208,29 @@ class Press:
 
 def parse_callback(data: str) -> Press | None:
     """Return the press `data` describes, or None when it is not one the panel makes."""
-    if len(data.encode()) > 64:
-        return None
-    match = _CALLBACK.match(data)
-    if match is None:
-        return None
-    if match.group(1) is None:
+    if PANEL_LIST.decode(data) is not None:
         return Press(None, "list", "")
-    action, arg = match.group(2), match.group(3) or ""
+    fields = PANEL.decode(data)
+    if fields is None:
+        return None
+    chat, action, arg = fields
     pattern = _ARGS.get(action)
     if pattern is None or not pattern.match(arg):
         return None
-    chat_id = int(match.group(1))
+    chat_id = int(chat)
     if not -MAX_CHAT_ID < chat_id < MAX_CHAT_ID:
         return None  # no Telegram chat has such an id (and SQLite could not even store it)
     return Press(chat_id, action, arg)
 
 
 def cb(chat_id: int, action: str, arg: str = "") -> str:
-    data = f"ch:{chat_id}:{action}" + (f":{arg}" if arg else "")
+    data = PANEL.encode(chat_id, action, arg)
     assert parse_callback(data) is not None, data
     return data
+
+
+def list_data() -> str:
+    return PANEL_LIST.encode("list")
 
 
 # --- screens ---------------------------------------------------------------------------------
@@ -294,7 +296,7 @@ async def main_screen(admin: ChannelAdmin, renderer: Renderer, lang: str, chat: 
     rows += [
         [button(BTN_PREVIEW, "prev"), button(BTN_TEST, "test")],
         [button(BTN_HISTORY, "hist"), button(BTN_DISCONNECT, "disc")],
-        [InlineKeyboardButton(tr(lang, BTN_ALL_CHATS), callback_data="ch:list")],
+        [InlineKeyboardButton(tr(lang, BTN_ALL_CHATS), callback_data=list_data())],
     ]
     return "\n".join(lines), InlineKeyboardMarkup(rows)
 
@@ -453,7 +455,7 @@ def disconnect_screen(renderer: Renderer, lang: str, chat: Chat) -> Screen:
 def disconnected_screen(renderer: Renderer, lang: str, chat: Chat) -> Screen:
     tr = renderer.translator.gettext
     text = renderer.message(lang, DISCONNECTED, chat=chat.display_name)
-    back = [[InlineKeyboardButton(tr(lang, BTN_ALL_CHATS), callback_data="ch:list")]]
+    back = [[InlineKeyboardButton(tr(lang, BTN_ALL_CHATS), callback_data=list_data())]]
     return text, InlineKeyboardMarkup(back)
 
 

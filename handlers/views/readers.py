@@ -8,6 +8,7 @@ reader sees is a msgid of the "readers" catalogs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from telegram import (
     CallbackQuery,
@@ -27,6 +28,7 @@ from bot.services.search import SearchQuery, snippet
 from bot.text.i18n import LANGUAGES, N_
 from bot.text.render import Markup, Renderer, bold, escape
 from handlers import reply as answers
+from handlers.views.callbacks import LANGUAGE, SEARCH_PAGE, SUBSCRIPTION
 from storage.models import Chat, Item
 
 # ---------------------------------------------------------------------- messages
@@ -133,17 +135,63 @@ def plain(renderer: Renderer, lang: str, msgid: str, /, **values: object) -> str
     return renderer.translator.gettext(lang, msgid, **values)
 
 
+# ---------------------------------------------------------------------- button data
+# Through handlers.views.callbacks:
+# - "lang:<code>[:<view>]": choose a language; <view> says which message to redraw
+#   (none: the /language prompt, "start": the greeting, "set": the settings);
+# - "s:<page>:<scope>:<key>": a page of search results; <scope> is "l" (the chat's language) or
+#   "a" (all languages); <key> names the stored query (bot.services.readers);
+# - "set:sub:on" / "set:sub:off": subscribe or unsubscribe from the settings message.
+
+View = Literal["", "start", "set"]
+
+
+def language_data(lang: str, view: View = "") -> str:
+    return LANGUAGE.encode(lang, view)
+
+
+def parse_language_data(data: str | None) -> tuple[str, View] | None:
+    """Return (language, view) from a language button, None when it is not a valid one."""
+    fields = LANGUAGE.decode(data)
+    if fields is None or fields[0] not in LANGUAGES:
+        return None
+    view = fields[1]
+    return fields[0], ("start" if view == "start" else "set" if view == "set" else "")
+
+
+def search_data(page: int, scope: readers.Scope, key: str) -> str:
+    return SEARCH_PAGE.encode(page, scope, key)
+
+
+def parse_search_data(data: str | None) -> tuple[int, readers.Scope, str] | None:
+    """Return (page, scope, query key) from a search button, None when it is not a valid one."""
+    fields = SEARCH_PAGE.decode(data)
+    if fields is None:
+        return None
+    return int(fields[0]), ("l" if fields[1] == "l" else "a"), fields[2]
+
+
+def settings_data(subscribe: bool) -> str:
+    return SUBSCRIPTION.encode("sub", "on" if subscribe else "off")
+
+
+def parse_settings_data(data: str | None) -> bool | None:
+    """Return True (subscribe) or False (unsubscribe), None when the data is not valid."""
+    fields = SUBSCRIPTION.decode(data)
+    return None if fields is None else fields[1] == "on"
+
+
 # ---------------------------------------------------------------------- language and start
 
 
-def language_keyboard(current: str, view: readers.View = "") -> InlineKeyboardMarkup:
+def language_keyboard(current: str, view: View = "") -> InlineKeyboardMarkup:
     """Return one row of language buttons, the current one ticked."""
     return InlineKeyboardMarkup(
         [
             [
                 InlineKeyboardButton(
                     (CHECKED if code == current else "") + name,
-                    callback_data=readers.language_data(code, view),
+                    callback_data=language_data(code, view),
                 )
                 for code, name in LANGUAGES.items()
             ]
@@ -185,13 +233,13 @@ def settings(renderer: Renderer, chat: Chat) -> Reply:
     )
     toggle = InlineKeyboardButton(
         plain(renderer, lang, UNSUBSCRIBE_BUTTON if chat.subscribed else SUBSCRIBE_BUTTON),
-        callback_data=readers.settings_data(not chat.subscribed),
+        callback_data=settings_data(not chat.subscribed),
     )
     keyboard = language_keyboard(lang, "set").inline_keyboard
     return Reply(html, InlineKeyboardMarkup([*keyboard, [toggle]]))
 
 
-def redraw(renderer: Renderer, chat: Chat, view: readers.View) -> Reply:
+def redraw(renderer: Renderer, chat: Chat, view: View) -> Reply:
     """Return the message a language button belongs to, drawn again in the chat's language."""
     if view == "start":
         return start(renderer, chat.lang)
@@ -270,14 +318,12 @@ def search_results(renderer: Renderer, found: Found, key: str) -> Reply:
     if found.page > 1:
         paging.append(
             InlineKeyboardButton(
-                PREVIOUS, callback_data=readers.search_data(found.page - 1, found.scope, key)
+                PREVIOUS, callback_data=search_data(found.page - 1, found.scope, key)
             )
         )
     if result.has_more:
         paging.append(
-            InlineKeyboardButton(
-                NEXT, callback_data=readers.search_data(found.page + 1, found.scope, key)
-            )
+            InlineKeyboardButton(NEXT, callback_data=search_data(found.page + 1, found.scope, key))
         )
     rows = [paging] if paging else []
     if found.scope == "l":
@@ -297,7 +343,7 @@ def _scope_button(
             renderer, found.lang, ONLY_LANGUAGE_BUTTON, language=readers.language_name(found.lang)
         )
     )
-    return InlineKeyboardButton(label, callback_data=readers.search_data(1, scope, key))
+    return InlineKeyboardButton(label, callback_data=search_data(1, scope, key))
 
 
 def _entry(renderer: Renderer, lang: str, number: int, item: Item, query: SearchQuery) -> str:
