@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 
 from storage.db import CHAT_COLUMNS, chat_from_row
-from storage.models import Chat, Item
+from storage.models import Chat, Item, PageContent
 from storage.store import Store
 
 # Every cached page keeps no more than this much text.
@@ -22,13 +22,7 @@ class Article:
     url: str
     status: str
     fetched_at: float
-    text: str = ""
-    title: str | None = None
-    description: str | None = None
-    image_url: str | None = None
-    author: str | None = None
-    published_at: float | None = None
-    categories: tuple[str, ...] = field(default=())
+    page: PageContent = field(default_factory=PageContent)
     error: str | None = None
 
 
@@ -56,13 +50,15 @@ async def get_article(store: Store, url: str) -> Article | None:
         url=row["url"],
         status=row["status"],
         fetched_at=row["fetched_at"],
-        text=row["text"],
-        title=row["title"],
-        description=row["description"],
-        image_url=row["image_url"],
-        author=row["author"],
-        published_at=row["published_at"],
-        categories=tuple(json.loads(row["categories"] or "[]")),
+        page=PageContent(
+            text=row["text"],
+            title=row["title"],
+            description=row["description"],
+            image_url=row["image_url"],
+            author=row["author"],
+            published_at=row["published_at"],
+            categories=tuple(json.loads(row["categories"] or "[]")),
+        ),
         error=row["error"],
     )
 
@@ -77,13 +73,13 @@ async def save_article(store: Store, article: Article) -> None:
                 article.url,
                 article.status,
                 article.fetched_at,
-                article.text[:_MAX_TEXT],
-                article.title,
-                article.description,
-                article.image_url,
-                article.author,
-                article.published_at,
-                json.dumps(list(article.categories), ensure_ascii=False),
+                article.page.text[:_MAX_TEXT],
+                article.page.title,
+                article.page.description,
+                article.page.image_url,
+                article.page.author,
+                article.page.published_at,
+                json.dumps(list(article.page.categories), ensure_ascii=False),
                 (article.error or "")[:500] or None,
             ),
         )

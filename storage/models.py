@@ -110,6 +110,19 @@ class NewItem:
 
 
 @dataclass(frozen=True, slots=True)
+class PageContent:
+    """What an article page says about itself; `text` is the body only, paragraphs one per line."""
+
+    text: str = ""
+    title: str | None = None
+    description: str | None = None
+    image_url: str | None = None
+    author: str | None = None
+    published_at: float | None = None
+    categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Item:
     id: int
     feed_id: int

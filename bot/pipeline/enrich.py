@@ -150,14 +150,15 @@ def apply_article(
     the longer of the feed's text and the page's description) and the page's image, author,
     categories, title and date where the feed had none. Identity and content hash stay."""
     text = item.summary
+    page = article.page if article is not None else None
     if article is not None and article.status == "ok":
         own = len(clean_text(item.summary, title=item.title, lang=lang))
-        for candidate in (article.text, article.description or ""):
+        for candidate in (article.page.text, article.page.description or ""):
             if len(clean_text(candidate, title=item.title, lang=lang)) > own:
                 text = candidate
                 break
-    title = item.title or (article.title if article else None) or ""
-    author = item.author or (article.author if article else None)
+    title = item.title or (page.title if page else None) or ""
+    author = item.author or (page.author if page else None)
     summary = summarise(text, length, mode=mode, title=title, author=author, lang=lang)
     if article is None or article.status != "ok":
         return replace(item, summary=summary)
@@ -166,9 +167,9 @@ def apply_article(
         title=title,
         summary=summary,
         author=author,
-        image_url=item.image_url or article.image_url,
-        categories=item.categories or article.categories,
-        published_at=item.published_at or article.published_at,
+        image_url=item.image_url or article.page.image_url,
+        categories=item.categories or article.page.categories,
+        published_at=item.published_at or article.page.published_at,
     )
 
 
@@ -289,20 +290,10 @@ class ArticleEnricher:
             log.info("article page %s failed: %s", url, page.error)
             article = Article(url=url, status="error", fetched_at=now, error=page.error)
         else:
-            extracted = await self.cpu(extract_article, _decoded(page), url)
-            useful = bool(extracted.text or extracted.description or extracted.image_url)
-            article = Article(
-                url=url,
-                status="ok" if useful else "empty",
-                fetched_at=now,
-                text=extracted.text,
-                title=extracted.title,
-                description=extracted.description,
-                image_url=extracted.image_url,
-                author=extracted.author,
-                published_at=extracted.published_at,
-                categories=extracted.categories,
-            )
+            content = await self.cpu(extract_article, _decoded(page), url)
+            useful = bool(content.text or content.description or content.image_url)
+            status = "ok" if useful else "empty"
+            article = Article(url=url, status=status, fetched_at=now, page=content)
         await save_article(self.store, article)
         return article
 

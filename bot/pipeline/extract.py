@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urljoin, urlsplit
 
 from bot.text.plain import normalise_whitespace, one_line
 from bot.text.summary import is_chrome, is_label
+from storage.models import PageContent
 
 log = logging.getLogger(__name__)
 
@@ -24,21 +24,8 @@ _MAX_TEXT = 50_000  # characters kept of a body; a summary never needs more
 _WORDS = re.compile(r"\w+")
 
 
-@dataclass(frozen=True, slots=True)
-class Extracted:
-    """What a page says about itself; `text` is the body only, paragraphs one per line."""
-
-    text: str = ""
-    title: str | None = None
-    description: str | None = None
-    image_url: str | None = None
-    author: str | None = None
-    published_at: float | None = None
-    categories: tuple[str, ...] = ()
-
-
-def extract_article(page: bytes | str, url: str) -> Extracted:
-    """Extract the body and metadata of an article page; an empty Extracted when it has none."""
+def extract_article(page: bytes | str, url: str) -> PageContent:
+    """Extract the body and metadata of an article page; an empty PageContent when it has none."""
     import trafilatura  # heavy: loaded on first use (see the module docstring)
 
     try:
@@ -55,9 +42,9 @@ def extract_article(page: bytes | str, url: str) -> Extracted:
     except Exception:
         # A parser crash on hostile markup is the page's fault: no text, no metadata.
         log.warning("extraction of %s failed", url, exc_info=True)
-        return Extracted()
+        return PageContent()
     if document is None:
-        return Extracted()
+        return PageContent()
     title = _plain(getattr(document, "title", None))
     text = _body(str(getattr(document, "text", None) or ""), title)
     description = _plain(getattr(document, "description", None))
@@ -67,7 +54,7 @@ def extract_article(page: bytes | str, url: str) -> Extracted:
         *(getattr(document, "categories", None) or []),
         *(getattr(document, "tags", None) or []),
     ]
-    return Extracted(
+    return PageContent(
         text=text,
         title=title,
         description=description,

@@ -447,8 +447,8 @@ async def test_each_page_is_fetched_once_and_identity_is_kept(
         assert first.image_url == "https://cdn.caliber.az/feed.jpg"  # the feed's image wins
         assert first.categories == ("Analytics",)
         cached = await get_article(store, url)
-        assert cached is not None and cached.status == "ok" and cached.text
-        assert cached.image_url == feed_server.url("/media/2025/07/drills.jpg")
+        assert cached is not None and cached.status == "ok" and cached.page.text
+        assert cached.page.image_url == feed_server.url("/media/2025/07/drills.jpg")
     finally:
         await store.close()
 

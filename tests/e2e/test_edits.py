@@ -22,7 +22,7 @@ from bot.pipeline.edits import Editor
 from bot.text.i18n import Translator
 from bot.text.render import Renderer
 from storage.articles import Article, get_article, save_article
-from storage.models import ChatSettings, ChatType, Item, NewItem, PostStyle
+from storage.models import ChatSettings, ChatType, Item, NewItem, PageContent, PostStyle
 from storage.store import Store
 from tests import factories
 from tests.data.pages import caliber_page, corpus_article
@@ -224,8 +224,8 @@ async def test_disabled_edits_still_keep_the_stored_summary_from_the_page(
     await save_article(
         world.store,
         Article(url=link, status="ok", fetched_at=world.clock.now(),
-                text="The page's first sentence is here. And a second one.",
-                image_url="https://caliber.az/og.jpg"),
+                page=PageContent(text="The page's first sentence is here. And a second one.",
+                                 image_url="https://caliber.az/og.jpg")),
     )  # fmt: skip
     # The site's edit empties the feed's text and drops its image: the page still has both.
     updated = await _site_edit(world, title="Drills, revised", summary="", image_url=None)
