@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from storage.migrations import MIGRATIONS
+from storage.migrations import HAS_HISTORY, HISTORY_VERSION, LEGACY_VERSION, MIGRATIONS
 
 log = logging.getLogger(__name__)
 
@@ -105,15 +105,20 @@ def prune_migration_backups(store: Path, keep: int) -> list[Path]:
 
 
 def schema_version(store: Path) -> int:
-    """Return the store's PRAGMA user_version (0 for a missing or empty file), read-only."""
+    """Return the store's schema version (0 for a missing or empty file), read-only."""
     if not store.is_file() or store.stat().st_size == 0:
         return 0
     conn = sqlite3.connect(readonly_uri(store), uri=True)
     try:
-        row = conn.execute("PRAGMA user_version").fetchone()
+        return _version(conn)
     finally:
         conn.close()
-    return int(row[0])
+
+
+def _version(conn: sqlite3.Connection) -> int:
+    has_history = conn.execute(HAS_HISTORY).fetchone() is not None
+    row = conn.execute(HISTORY_VERSION if has_history else LEGACY_VERSION).fetchone()
+    return int(row[0]) if row else 0
 
 
 def readonly_uri(store: Path) -> str:
@@ -141,12 +146,12 @@ def _copy(source: Path, target: Path) -> int:
             src.backup(dst)  # every page in one step: one read transaction, one moment
             # A single self-contained file: the bot switches it back to WAL when it opens it.
             dst.execute("PRAGMA journal_mode = DELETE")
-            row = dst.execute("PRAGMA user_version").fetchone()
+            version = _version(dst)
         finally:
             dst.close()
     finally:
         src.close()
-    return int(row[0])
+    return version
 
 
 def _verify(path: Path) -> None:

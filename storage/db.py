@@ -22,7 +22,7 @@ from typing import Any, Self
 import aiosqlite
 
 from storage.backup import backup_before_migration, readonly_uri
-from storage.migrations import MIGRATIONS, migrate
+from storage.migrations import MIGRATIONS, migrate, schema_version
 from storage.models import (
     Chat,
     ChatSettings,
@@ -122,9 +122,7 @@ class Database:
         conn.row_factory = sqlite3.Row
         try:
             await conn.execute("PRAGMA busy_timeout = 5000")
-            async with conn.execute("PRAGMA user_version") as cursor:
-                row = await cursor.fetchone()
-            found, expected = (int(row[0]) if row else 0), MIGRATIONS[-1].version
+            found, expected = await schema_version(conn), MIGRATIONS[-1].version
             if found != expected:
                 raise SchemaMismatchError(
                     f"the store {path} has schema version {found}; this code reads {expected}"

@@ -1,8 +1,15 @@
-"""The schema: ordered migrations tracked in PRAGMA user_version, each in one transaction."""
+"""The schema: ordered migrations, each in one transaction, recorded in a history table.
+
+The record of what ran is the table schema_migrations (version, name, applied_at), which every
+back end can keep. On SQLite, PRAGMA user_version follows it, so an older bot (which reads only
+user_version) still refuses a newer store. Migration 9 writes the history of the migrations
+before it: dated when they ran in the same start, undated when an older bot ran them.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import aiosqlite
@@ -283,23 +290,37 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX deliveries_created_at ON deliveries(created_at);
         """,
     ),
+    Migration(
+        9,
+        "migration history in a table, for every back end",
+        """
+        CREATE TABLE schema_migrations (
+            version    INTEGER PRIMARY KEY,
+            name       TEXT NOT NULL,
+            applied_at REAL  -- NULL: applied before this table existed
+        );
+        """,
+    ),
 )
 
 
-async def migrate(conn: aiosqlite.Connection) -> int:
-    """Apply every migration newer than the file's user_version; return the resulting version."""
-    async with conn.execute("PRAGMA user_version") as cursor:
-        row = await cursor.fetchone()
-    current = int(row[0]) if row else 0
+HISTORY_SINCE = 9  # the migration that creates schema_migrations
+
+
+async def migrate(conn: aiosqlite.Connection, now: float | None = None) -> int:
+    """Apply every migration newer than the store's; return the resulting version."""
+    current = await schema_version(conn)
     latest = MIGRATIONS[-1].version
     if current > latest:
         raise RuntimeError(
             f"database schema version {current} is newer than this bot knows ({latest}); "
             "refusing to run an older bot against it"
         )
+    applied_now: dict[int, float] = {}  # before the history table exists
     for migration in MIGRATIONS:
         if migration.version <= current:
             continue
+        at = time.time() if now is None else now
         log.info("applying migration %d: %s", migration.version, migration.name)
         # executescript would COMMIT on its own; run the statements inside one explicit
         # transaction so a failed migration leaves the file at the previous version.
@@ -307,6 +328,20 @@ async def migrate(conn: aiosqlite.Connection) -> int:
         try:
             for statement in _split_sql(migration.sql):
                 await conn.execute(statement)
+            history: list[tuple[int, str, float | None]] = [(migration.version, migration.name, at)]
+            if migration.version == HISTORY_SINCE:
+                history[:0] = [
+                    (m.version, m.name, applied_now.get(m.version))
+                    for m in MIGRATIONS
+                    if m.version < HISTORY_SINCE
+                ]
+            if migration.version >= HISTORY_SINCE:
+                await conn.executemany(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    history,
+                )
+            else:
+                applied_now[migration.version] = at
             await conn.execute(f"PRAGMA user_version = {migration.version:d}")
         except BaseException:
             await conn.rollback()
@@ -314,6 +349,22 @@ async def migrate(conn: aiosqlite.Connection) -> int:
         await conn.commit()
         current = migration.version
     return current
+
+
+# The newest migration a store has: its history's, else (stores older than the table)
+# user_version. Either query alone is valid SQL on any SQLite store.
+HAS_HISTORY = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+HISTORY_VERSION = "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"
+LEGACY_VERSION = "PRAGMA user_version"
+
+
+async def schema_version(conn: aiosqlite.Connection) -> int:
+    """The newest migration the store has (see HAS_HISTORY)."""
+    async with conn.execute(HAS_HISTORY) as cursor:
+        has_history = await cursor.fetchone() is not None
+    async with conn.execute(HISTORY_VERSION if has_history else LEGACY_VERSION) as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
 
 
 def _split_sql(script: str) -> list[str]:

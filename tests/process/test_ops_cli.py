@@ -115,15 +115,19 @@ async def test_check_offline_reports_the_schema_of_an_existing_store(db_path: Pa
 async def test_check_fails_on_a_store_newer_than_the_code(db_path: Path) -> None:
     store = await Store.open(db_path)
     await store.close()
-    with sqlite3.connect(db_path) as conn:
-        conn.execute(f"PRAGMA user_version = {LATEST + 1}")
+    with sqlite3.connect(db_path) as conn:  # as a newer bot leaves it
+        conn.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES (?, 'newer')", (LATEST + 1,)
+        )
     run = await cli("check", "--offline", env=offline_env(db_path))
     assert run.code == 1
     line = run.line("FAIL store")
     assert f"schema {LATEST + 1} (expected {LATEST})" in line
     assert "newer than this bot" in line
     with sqlite3.connect(db_path) as conn:  # the check changed nothing
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST + 1
+        assert conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] == (
+            LATEST + 1
+        )
 
 
 def _deny_writes(path: Path, deny: bool) -> None:
@@ -300,13 +304,15 @@ async def test_stats_refuses_a_missing_store_or_another_schema(db_path: Path) ->
 
     store = await Store.open(db_path)
     await store.close()
-    with sqlite3.connect(db_path) as conn:
-        conn.execute(f"PRAGMA user_version = {LATEST - 1}")
+    with sqlite3.connect(db_path) as conn:  # as if the last migration had not run
+        conn.execute("DELETE FROM schema_migrations WHERE version = ?", (LATEST,))
     older = await cli("stats", env=env)
     assert older.code == 1
     assert f"schema version {LATEST - 1}; this code reads {LATEST}" in older.err
     with sqlite3.connect(db_path) as conn:  # not migrated
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST - 1
+        assert conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] == (
+            LATEST - 1
+        )
 
 
 # ------------------------------------------------------------------------------- one instance

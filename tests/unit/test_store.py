@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from storage import outbox
-from storage.migrations import MIGRATIONS
+from storage.migrations import HISTORY_SINCE, MIGRATIONS
 from storage.models import (
     ChatSettings,
     ChatType,
@@ -69,11 +69,37 @@ async def test_schema_is_versioned_and_pragmas_set(db_path: Path) -> None:
 async def test_newer_schema_is_refused(db_path: Path) -> None:
     await (await Store.open(db_path)).close()  # create the file
     conn = sqlite3.connect(db_path)
-    conn.execute("PRAGMA user_version = 999")
+    conn.execute("INSERT INTO schema_migrations (version, name) VALUES (999, 'from the future')")
     conn.commit()
     conn.close()
     with pytest.raises(RuntimeError, match="newer"):
         await Store.open(db_path)
+
+
+async def test_the_migration_history_is_a_table(db_path: Path) -> None:
+    """Every migration has a row (the record PostgreSQL keeps too); user_version follows it."""
+    store = await Store.open(db_path)
+    await store.close()
+    with sqlite3.connect(db_path) as conn:
+        rows = conn.execute("SELECT version, name, applied_at FROM schema_migrations").fetchall()
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == MIGRATIONS[-1].version
+    assert [(v, n) for v, n, _ in rows] == [(m.version, m.name) for m in MIGRATIONS]
+    assert all(at is not None for _, _, at in rows)  # all ran now, so all are dated
+
+
+async def test_a_store_from_before_the_history_table_gets_its_history(db_path: Path) -> None:
+    with sqlite3.connect(db_path) as conn:
+        for migration in MIGRATIONS[: HISTORY_SINCE - 1]:
+            conn.executescript(migration.sql)
+        conn.execute(f"PRAGMA user_version = {HISTORY_SINCE - 1}")
+    store = await Store.open(db_path)
+    await store.close()
+    with sqlite3.connect(db_path) as conn:
+        rows = conn.execute(
+            "SELECT version, applied_at IS NOT NULL FROM schema_migrations ORDER BY version"
+        ).fetchall()
+    # The older bot's migrations are known but undated; the ones run now are dated.
+    assert rows == [(m.version, m.version >= HISTORY_SINCE) for m in MIGRATIONS]
 
 
 async def test_first_poll_is_backlog_then_new_items_queue_once(store: Store) -> None:
