@@ -1,6 +1,6 @@
 """/channels: the settings panel of a channel or group, run from a private chat with the bot.
 
-Its texts, buttons, callback data and screens are in bot/channel_views.py; here every press
+Its texts, buttons, callback data and screens are in handlers/views/channels.py; here every press
 is parsed strictly and re-authorised with a live getChatMember before anything happens, and
 every callback query is answered. Text the panel asks for (a signature, filter
 rules) arrives as the admin's next private message; /cancel drops the question.

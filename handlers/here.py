@@ -1,5 +1,8 @@
 """/here inside a forum topic: an admin sends the group's posts to that topic. Topics the bot
-sees being created or renamed are remembered, so the panel can offer them too."""
+sees being created or renamed are remembered, so the panel can offer them too.
+
+Texts: handlers.views.membership.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +10,12 @@ import logging
 
 from telegram import Message, Update
 
-from bot.services.permissions import RIGHTS_UNKNOWN, Access
-from bot.text.i18n import N_
+from bot.services.permissions import Access
 from handlers.context import BotContext
 from handlers.reply import reply
+from handlers.views import membership as views
 
 log = logging.getLogger(__name__)
-
-NOT_FORUM = N_("Send /here inside a topic of a forum group: my posts will then go to that topic.")
-UNKNOWN_CHAT = N_("I do not post in this group yet. Add me to it first.")
-NOT_ALLOWED = N_(
-    "Only the group's creator and administrators who may change its info can choose where my "
-    "posts go."
-)
-TOPIC_SET = N_("✅ From now on my posts in this group go to this topic.")
-MAIN_SET = N_("✅ From now on my posts in this group go to the main chat (General).")
 
 
 async def on_here(update: Update, context: BotContext) -> None:
@@ -32,23 +26,22 @@ async def on_here(update: Update, context: BotContext) -> None:
     admin, svc = context.services.channels, context.services
     lang = await admin.language_for(user.id, user.language_code)
     if not chat.is_forum:
-        await reply(message, svc.renderer.message(lang, NOT_FORUM))
+        await reply(message, svc.renderer.message(lang, views.NOT_FORUM))
         return
     known = await svc.store.get_chat(chat.id)
     if known is None or not known.active:
-        await reply(message, svc.renderer.message(lang, UNKNOWN_CHAT))
+        await reply(message, svc.renderer.message(lang, views.UNKNOWN_CHAT))
         return
     actor = admin.actor(user.id, user.full_name)
     sender_chat_id = message.sender_chat.id if message.sender_chat else None
     access = await admin.settings_access(actor, known, sender_chat_id)
     if access is not Access.ALLOWED:
         log.warning("/here refused for user %d in chat %d (%s)", user.id, chat.id, access)
-        refusal = RIGHTS_UNKNOWN if access is Access.UNKNOWN else NOT_ALLOWED
-        await reply(message, svc.renderer.message(lang, refusal))
+        await reply(message, views.here_refusal(svc.renderer, lang, access))
         return
     thread_id = message.message_thread_id if message.is_topic_message else None
     await admin.set_thread(known, actor, thread_id, _topic_name(message))
-    await reply(message, svc.renderer.message(lang, TOPIC_SET if thread_id else MAIN_SET))
+    await reply(message, views.here_done(svc.renderer, lang, thread_id))
 
 
 async def on_topic_seen(update: Update, context: BotContext) -> None:

@@ -1,5 +1,8 @@
 """my_chat_member updates: channels connect themselves when the bot is made an admin, and every
-chat stops receiving posts when the bot is removed, loses its rights, or is blocked."""
+chat stops receiving posts when the bot is removed, loses its rights, or is blocked.
+
+Notes to the admin who acted, and the stored reasons: handlers.views.membership.
+"""
 
 from __future__ import annotations
 
@@ -9,24 +12,11 @@ from telegram import ChatMember, ChatMemberAdministrator, ChatMemberRestricted, 
 from telegram.constants import ChatMemberStatus
 from telegram.constants import ChatType as TgChatType
 
-from bot.text.i18n import LANGUAGES, N_
 from handlers.context import BotContext
+from handlers.views import membership as views
 from storage.models import ChatType
 
 log = logging.getLogger(__name__)
-
-CONNECTED = N_(
-    "✅ {channel} is connected. It will receive every new piece from the {language} feed "
-    "as a summary with a link to the article. Use /channels to change its settings."
-)
-NEEDS_POST_RIGHT = N_(
-    "⚠️ I am an administrator of {channel} but cannot post there. "
-    "Please give me the “Post messages” right."
-)
-DISCONNECTED = N_("{channel} is disconnected: I will not post there any more.")
-# Stored as the chat's deactivation reason; /why shows it translated.
-REMOVED = N_("the bot was removed")
-NO_POST_RIGHT = N_("the bot lost the right to post")
 
 _GONE = (ChatMemberStatus.LEFT, ChatMemberStatus.BANNED)
 
@@ -52,10 +42,13 @@ async def on_my_chat_member(update: Update, context: BotContext) -> None:
     new, old = change.new_chat_member, change.old_chat_member
     now = svc.clock.now()
     chat_type = ChatType(chat.type)
-    name = chat.title or (f"@{chat.username}" if chat.username else str(chat.id))
+    name = views.chat_label(chat.title, chat.username, chat.id)
+    # Notes to the admin who acted are queued in their language and sent from the outbox; if
+    # they never started the bot, Telegram refuses the note and its row is recorded as failed.
+    lang = svc.translator.resolve(actor.language_code)
 
     if new.status in _GONE or (not chat_type.is_private and not _can_post(new, chat.type)):
-        reason = REMOVED if new.status in _GONE else NO_POST_RIGHT
+        reason = views.REMOVED if new.status in _GONE else views.NO_POST_RIGHT
         known = await svc.store.get_chat(chat.id)
         if known is not None and known.active:
             await svc.store.deactivate_chat(chat.id, reason, now)
@@ -66,9 +59,11 @@ async def on_my_chat_member(update: Update, context: BotContext) -> None:
             and new.status == ChatMemberStatus.ADMINISTRATOR
             and actor.id != context.bot.id
         ):
-            await _tell(context, actor.id, actor.language_code, NEEDS_POST_RIGHT, channel=name)
+            note = views.needs_post_right(svc.renderer, lang, name)
+            await svc.channels.notify(actor.id, lang, note)
         elif known is not None and known.active and chat_type is ChatType.CHANNEL:
-            await _tell(context, actor.id, actor.language_code, DISCONNECTED, channel=name)
+            note = views.disconnected(svc.renderer, lang, name)
+            await svc.channels.notify(actor.id, lang, note)
         return
 
     if chat_type is ChatType.CHANNEL:
@@ -87,10 +82,8 @@ async def on_my_chat_member(update: Update, context: BotContext) -> None:
         await svc.store.record_event("connected", f"by user {actor.id}", now, chat_id=chat.id)
         log.info("channel %d connected by user %d", chat.id, actor.id)
         if not was_posting:
-            language = ", ".join(LANGUAGES.get(code, code) for code in stored.languages)
-            await _tell(
-                context, actor.id, actor.language_code, CONNECTED, channel=name, language=language
-            )
+            note = views.connected(svc.renderer, lang, name, stored.languages)
+            await svc.channels.notify(actor.id, lang, note)
         return
 
     # Groups and private chats: the bot is present again; posts only after /subscribe.
@@ -104,13 +97,3 @@ async def on_my_chat_member(update: Update, context: BotContext) -> None:
         added_by=actor.id if not chat_type.is_private else None,
         active=True,
     )
-
-
-async def _tell(
-    context: BotContext, user_id: int, language_code: str | None, msgid: str, **values: object
-) -> None:
-    """Queue a private note to the admin who acted (sent from the outbox; if they never started
-    the bot, Telegram refuses it and the row is recorded as failed)."""
-    svc = context.services
-    lang = svc.translator.resolve(language_code)
-    await svc.channels.notify(user_id, lang, svc.renderer.message(lang, msgid, **values))
