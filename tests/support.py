@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import random
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -54,19 +55,48 @@ async def advance_until(
     *,
     within: float,
     step: float = 0.05,
+    pause: float = 0.002,
 ) -> float:
     """Move virtual time on in `step`s until `predicate()`; return the virtual seconds taken.
 
-    Between steps the loop gets a little real time for the HTTP round trips and store writes
+    Between steps the loop gets `pause` real seconds for the HTTP round trips and store writes
     that the step started (virtual time stands still meanwhile), so no test sleeps for timing.
+    `within` bounds the virtual seconds; what a test asserts about time, it asserts in these.
     """
     start = clock.monotonic()
     while not predicate():
         if clock.monotonic() - start > within:
             raise AssertionError(f"{what}: not within {within} virtual seconds")
         await clock.advance(step)
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(pause)
     return clock.monotonic() - start
+
+
+async def wait_for(
+    what: str,
+    predicate: Callable[[], bool | Awaitable[bool]],
+    *,
+    within: float = 10.0,
+    interval: float = 0.01,
+) -> None:
+    """Yield to the loop until `predicate()` (a bool, or an awaitable of one) holds; fail
+    naming `what` if it still does not after `within` real seconds.
+
+    For conditions that wait on real I/O, not on virtual time: HTTP round trips, the store's
+    thread, a lock held by another connection. `within` is a bound on a condition that should
+    hold long before it, so that a broken bot fails the test instead of hanging it; it is never
+    a timing assertion (say how long something took in virtual time, with advance_until).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        outcome = predicate()
+        held = await outcome if inspect.isawaitable(outcome) else outcome
+        if held:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"{what}: not within {within} s")
+        await asyncio.sleep(interval)
 
 
 @asynccontextmanager

@@ -9,20 +9,18 @@ import shutil
 import sqlite3
 import stat
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from storage.backup import KEEP_MIGRATION_BACKUPS
-from storage.migrations import MIGRATIONS
+from storage.migrations import HISTORY_SINCE, MIGRATIONS
 from storage.models import ChatType
 from storage.store import Store
 from tests.fakes.botapi import MESSAGE_METHODS, FakeBotApi
 from tests.fakes.feedserver import FeedServer, make_rss
 from tests.process.test_ops_cli import cli
-from tests.support import TOKEN, bot_env, running_bot
+from tests.support import TOKEN, bot_env, running_bot, wait_for
 
 LATEST = MIGRATIONS[-1].version
 NOW = 1_767_225_600.0
@@ -164,7 +162,7 @@ async def test_a_backup_taken_mid_fan_out_restores_without_repeating_a_recorded_
 
     async with running_bot(env):
         # The first poll marks the backlog; the second sees nothing new.
-        await until("two polls", lambda: len(feed_server.requests_to("/en/rss")) >= 2)
+        await wait_for("two polls", lambda: len(feed_server.requests_to("/en/rss")) >= 2, within=30)
         feed_server.set("/en/rss", make_rss([piece(2), piece(1)]))
         await api.wait_for(lambda a: sum(received(a).values()) >= 30, timeout=30)
         run = await cli("backup", str(backup), env=env)
@@ -185,20 +183,14 @@ async def test_a_backup_taken_mid_fan_out_restores_without_repeating_a_recorded_
         env2 = bot_env(api2.url, feeds, restored)
         async with running_bot(env2):
             await api2.wait_for(lambda a: set(received(a)) >= pending, timeout=60)
-            await until("all sent", lambda: set(deliveries_by_state(restored)) == {"sent"})
+            await wait_for(
+                "all sent", lambda: set(deliveries_by_state(restored)) == {"sent"}, within=30
+            )
         second_run = received(api2)
 
     assert not set(second_run) & sent_before, "a send recorded in the backup was repeated"
     assert second_run == Counter(dict.fromkeys(pending, 1))
     assert deliveries_by_state(restored) == {"sent": set(PRIVATE)}
-
-
-async def until(what: str, predicate: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        await asyncio.sleep(0.02)
 
 
 # ------------------------------------------------------------------------------- migrations
@@ -212,6 +204,11 @@ def build_old_store(path: Path, version: int, marker: str) -> None:
         for migration in MIGRATIONS[:version]:
             conn.executescript(migration.sql)
         conn.execute(f"PRAGMA user_version = {version}")
+        if version >= HISTORY_SINCE:  # as the older bot's migrate() recorded them
+            conn.executemany(
+                "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+                [(m.version, m.name) for m in MIGRATIONS[:version]],
+            )
         conn.execute("INSERT INTO feeds (url, lang) VALUES (?, 'en')", (marker,))
 
 

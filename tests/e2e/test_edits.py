@@ -26,12 +26,12 @@ from storage.models import ChatSettings, ChatType, Item, NewItem, PageContent, P
 from storage.store import Store
 from tests import factories
 from tests.data.pages import caliber_page, corpus_article
-from tests.e2e.test_article import OLD, PUBLISHED, summary_of, until
+from tests.e2e.test_article import OLD, PUBLISHED, summary_of
 from tests.factories import new_item
 from tests.fakes.botapi import FakeBotApi
 from tests.fakes.clock import ManualClock
 from tests.fakes.feedserver import FeedServer, make_rss
-from tests.support import TOKEN, advance_until, bot_env, running_bot
+from tests.support import TOKEN, advance_until, bot_env, running_bot, wait_for
 
 CHANNEL = -1001000000001
 PHOTO_GROUP = -1001000000002
@@ -104,9 +104,8 @@ async def world(api: FakeBotApi, db_path: Path) -> AsyncIterator[World]:
             yield World(store, bot, clock, feed.id, sent, publisher)
         finally:
             stopping = asyncio.create_task(publisher.stop(5.0))
-            while not stopping.done():
-                await clock.advance(0.1)
-                await asyncio.sleep(0)
+            # Virtual time goes on while the sends in flight finish (stop's bound is real).
+            await advance_until(clock, "the publisher stopped", stopping.done, within=600, step=0.1)
             await runner
     await store.close()
 
@@ -265,7 +264,7 @@ async def _post_and_edit(
             chats = [await store.get_chat(c) for c in (CHANNEL, second)]
             return bool(feeds and feeds[0].initialized and all(c and c.subscribed for c in chats))
 
-        await until(ready)
+        await wait_for("both channels connected and the backlog seen", ready)
         feed_server.set("/en/rss", make_rss([entry, OLD]))
         sent = await api.wait_sent(2, timeout=15)
         feed_server.set("/en/rss", make_rss([{**entry, "title": "New title"}, OLD]))
@@ -274,7 +273,7 @@ async def _post_and_edit(
             items = await store.find_items_by_link(url)
             return bool(items) and items[0].title == "New title"
 
-        await until(retitled)
+        await wait_for("the new title stored", retitled)
         if env.get("EDIT_ON_UPDATE") == "true":
             await api.wait_for(lambda a: len(a.calls_to("editMessageText")) >= 2, timeout=10)
         polls = len(feed_server.requests_to("/en/rss"))

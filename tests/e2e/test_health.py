@@ -8,7 +8,6 @@ readiness rules themselves (what counts as stuck) are also pinned on the virtual
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -26,7 +25,7 @@ from storage.store import OutboxDepth
 from tests.fakes.botapi import FakeBotApi
 from tests.fakes.clock import ManualClock
 from tests.fakes.feedserver import FeedServer, make_rss
-from tests.support import TOKEN, bot_env, running_bot
+from tests.support import TOKEN, bot_env, running_bot, wait_for
 
 CHANNEL = -1001000000001
 BASE = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
@@ -99,14 +98,18 @@ class Probe:
         self, condition: Callable[[int, dict[str, Any]], bool], timeout: float = 15.0
     ) -> dict[str, Any]:
         """Ask /readyz until `condition(status, body)` holds; fail after `timeout` s."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            status, body = await self.readyz()
-            if condition(status, body):
-                return body
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"/readyz still {status} {body} after {timeout} s")
-            await asyncio.sleep(0.05)
+        seen: tuple[int, dict[str, Any]] = (0, {})
+
+        async def holds() -> bool:
+            nonlocal seen
+            seen = await self.readyz()
+            return condition(*seen)
+
+        try:
+            await wait_for("/readyz", holds, within=timeout, interval=0.05)
+        except AssertionError as exc:
+            raise AssertionError(f"/readyz still {seen[0]} {seen[1]} after {timeout} s") from exc
+        return seen[1]
 
     async def red(self, check: str, timeout: float = 15.0) -> dict[str, Any]:
         return await self.until(lambda s, b: s == 503 and check in b["failing"], timeout)
@@ -145,14 +148,7 @@ def env_for(
 
 
 async def polled(server: FeedServer, times: int) -> None:
-    await wait(lambda: len(server.requests_to("/en/rss")) >= times)
-
-
-async def wait(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
+    await wait_for(f"{times} polls", lambda: len(server.requests_to("/en/rss")) >= times)
 
 
 async def test_healthy_bot_is_live_and_ready_and_its_metrics_count_a_delivery(
@@ -171,7 +167,7 @@ async def test_healthy_bot_is_live_and_ready_and_its_metrics_count_a_delivery(
 
         feed_server.set("/en/rss", feed(1, 2))
         await api.wait_sent(1, CHANNEL)
-        await wait(lambda: len(api.sent(CHANNEL)) == 1)
+        await wait_for("one post", lambda: len(api.sent(CHANNEL)) == 1)
         await polled(feed_server, len(feed_server.requests_to("/en/rss")) + 2)
         samples = await probe.metrics()
 
@@ -246,14 +242,21 @@ async def test_feeds_failing_for_three_intervals_turn_readiness_red_until_a_good
         feed_server.set("/en/rss", "upstream broke", status=500)
         body = await probe.red("feeds")
         assert f"{FEED_GRACE_INTERVALS} x POLL_INTERVAL" in body["checks"]["feeds"]["detail"]
-        samples = await probe.metrics()
         url = feed_server.url("/en/rss")
-        assert samples[("caliberbot_feed_error_streak", (("feed", url),))] >= 2
-        assert samples[("caliberbot_polls_total", (("feed", url), ("result", "error")))] >= 2
+        streak = ("caliberbot_feed_error_streak", (("feed", url),))
+        errors = ("caliberbot_polls_total", (("feed", url), ("result", "error")))
+
+        async def failures_counted() -> bool:
+            # Red comes with time since the last good poll, not with a number of failures:
+            # the second failure may still be on its way when the check turns.
+            samples = await probe.metrics()
+            return samples[streak] >= 2 and samples[errors] >= 2
+
+        await wait_for("two failed polls in the metrics", failures_counted, interval=0.05)
         feed_server.set("/en/rss", feed(1))
         await probe.green()
         samples = await probe.metrics()
-        assert samples[("caliberbot_feed_error_streak", (("feed", url),))] == 0
+        assert samples[streak] == 0
 
 
 async def test_deliveries_held_on_purpose_stay_green_but_unanswered_sends_turn_red(
@@ -269,11 +272,14 @@ async def test_deliveries_held_on_purpose_stay_green_but_unanswered_sends_turn_r
         # A 429 holds the piece for 3 s (longer than READY_MAX_LAG): held on purpose, not stuck.
         api.retry_after(CHANNEL, 3)
         feed_server.set("/en/rss", feed(1, 2))
-        await wait(lambda: len(api.calls_to("sendMessage")) == 1)
-        while not api.sent(CHANNEL):
+        await wait_for("the refused send", lambda: len(api.calls_to("sendMessage")) == 1)
+
+        async def sent_and_ready_meanwhile() -> bool:
             status, body = await probe.readyz()
             assert status == 200, body
-            await asyncio.sleep(0.1)
+            return bool(api.sent(CHANNEL))
+
+        await wait_for("the held piece sent", sent_and_ready_meanwhile, within=15, interval=0.1)
 
         # Telegram answers 500 to the next send: the row backs off (about 10 s) and waits.
         api.server_error("sendMessage", times=1)

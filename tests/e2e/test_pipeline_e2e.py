@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 from datetime import UTC, datetime, timedelta
@@ -16,7 +15,7 @@ from storage.store import Store
 from tests.fakes.botapi import FakeBotApi
 from tests.fakes.clock import ManualClock
 from tests.fakes.feedserver import FeedServer, make_rss
-from tests.support import TOKEN, advance_until, bot_env, running_bot
+from tests.support import TOKEN, advance_until, bot_env, running_bot, wait_for
 
 CHANNEL = -1001000000001
 BASE = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
@@ -310,11 +309,7 @@ async def test_group_that_restricts_the_bot_stops_receiving(
             chat = await runtime.services.store.get_chat(-1005)
             return chat is not None and not chat.active
 
-        for _ in range(250):  # a condition wait, bounded at 5 s
-            if await inactive():
-                break
-            await asyncio.sleep(0.02)
-        assert await inactive()
+        await wait_for("the group marked inactive", inactive)
         feed_server.set("/en/rss", feed(1, 2))
         count = len(feed_server.requests_to("/en/rss"))
         await polls(feed_server, "/en/rss", count + 3, api)

@@ -30,7 +30,7 @@ from storage.store import Store
 from tests.factories import new_item, sent
 from tests.fakes.botapi import MESSAGE_METHODS, ApiCall, FakeBotApi
 from tests.fakes.clock import ManualClock
-from tests.support import TOKEN, max_in_window
+from tests.support import TOKEN, advance_until, max_in_window
 
 WALL = 1_767_225_600.0
 CHANNELS = [-1_001_000_000_000 - i for i in range(1, 6)]
@@ -58,16 +58,13 @@ class Engine:
     async def until(
         self, what: str, predicate: Callable[[], bool], *, within: float, step: float = 0.01
     ) -> float:
-        """Advance virtual time until `predicate()`; return the virtual seconds it took."""
-        start = self.clock.monotonic()
-        while not predicate():
-            if self.clock.monotonic() - start > within:
-                raise AssertionError(f"{what}: not within {within} virtual seconds")
-            await self.clock.advance(step)
-            # Real time for the HTTP round trips and store writes started in this step, while
-            # virtual time stands still.
-            await asyncio.sleep(0.001)
-        return self.clock.monotonic() - start
+        """Advance virtual time until `predicate()`; return the virtual seconds it took.
+
+        Finer steps than the bot's tests take: sends here are paced in tens of milliseconds.
+        """
+        return await advance_until(
+            self.clock, what, predicate, within=within, step=step, pause=0.001
+        )
 
     async def settled(self) -> None:
         """Wait until every send has been answered and recorded."""
@@ -132,9 +129,8 @@ async def engine(
             yield Engine(publisher, limits, store, api, clock)
         finally:
             stopping = asyncio.create_task(publisher.stop(5.0))
-            while not stopping.done():
-                await clock.advance(0.1)
-                await asyncio.sleep(0)
+            # Virtual time goes on while the sends in flight finish (stop's bound is real).
+            await advance_until(clock, "the publisher stopped", stopping.done, within=600, step=0.1)
             await runner
             await bot.shutdown()
             await store.close()

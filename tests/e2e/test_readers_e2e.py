@@ -34,7 +34,7 @@ from storage.models import Chat
 from storage.store import Store
 from tests.fakes.botapi import ApiCall, FakeBotApi
 from tests.fakes.feedserver import FeedServer, make_rss
-from tests.support import bot_env, running_bot
+from tests.support import bot_env, running_bot, wait_for
 
 BASE = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 GROUP = -1001000000500
@@ -608,11 +608,11 @@ async def test_blocked_reader_is_deactivated_and_comes_back_with_start(
     bot.api.forbid(EN)
     await bot.publish("en", piece("en", 600, "While blocked", "…", 600))
     await bot.api.wait_for(lambda a: any(c.error_code == 403 for c in a.calls_to("sendMessage")))
-    for _ in range(50):
-        if not (await bot.chat(EN)).active:
-            break
-        await bot.polled("en", times=1)
-    assert not (await bot.chat(EN)).active
+
+    async def deactivated() -> bool:
+        return not (await bot.chat(EN)).active
+
+    await wait_for("the blocked reader deactivated", deactivated)
 
     bot.api.unforbid(EN)
     await bot.say(user, "/start")

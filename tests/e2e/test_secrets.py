@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from pathlib import Path
 from urllib.parse import quote
@@ -11,7 +10,7 @@ from storage.models import DeliveryState
 from tests.e2e.test_pipeline_e2e import feed
 from tests.fakes.botapi import FakeBotApi
 from tests.fakes.feedserver import FeedServer
-from tests.support import TOKEN, bot_env, running_bot
+from tests.support import TOKEN, bot_env, running_bot, wait_for
 
 SECRET_PART = TOKEN.split(":", 1)[1]
 
@@ -31,7 +30,7 @@ async def test_an_error_that_carries_the_token_is_scrubbed_before_it_is_stored(
     env = bot_env(api.url, {"en": feed_server.url("/en/rss")}, db_path, CHANNELS=f"en={channel}")
     async with running_bot(env):
         await api.wait_for(lambda a: len(a.calls_to("getUpdates")) >= 1, timeout=10)
-        await feed_server_polled(feed_server)
+        await wait_for("the first poll", lambda: bool(feed_server.requests_to("/en/rss")))
         # aiohttp gives up after ten requests of a redirect loop: exactly one send.
         api.redirect_loop("sendMessage", times=10)
         feed_server.set("/en/rss", feed(1, 2))
@@ -52,11 +51,3 @@ async def test_an_error_that_carries_the_token_is_scrubbed_before_it_is_stored(
         data = path.read_bytes()
         for secret in spellings():
             assert secret.encode() not in data, path
-
-
-async def feed_server_polled(server: FeedServer) -> None:
-    for _ in range(200):
-        if server.requests_to("/en/rss"):
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the feed was never polled")
