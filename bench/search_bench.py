@@ -1,20 +1,23 @@
 """Search latency over a generated store of 100,000 pieces in English, Russian and Azerbaijani.
 
-Builds a temporary SQLite file through the real store and indexer (store_poll, then index_items
-as the poller calls it), then runs a fixed set of queries and reports, per query, p50 and p95 of:
+Builds a temporary SQLite file (or fills a PostgreSQL database given with --url) through the
+real store and indexer (store_poll, then index_items as the poller calls it), then runs a fixed
+set of queries and reports, per query, p50 and p95 of:
 
 - "search": the storage-layer search the bot uses (bot.services.search query analysis +
   storage.search:
-  language filter, bm25 with recency, one page of items read back), and
-- "bare": a bare
+  language filter, relevance with recency, one page of items read back), and
+- "bare": the engine's bare ranked match (storage.search.bare_match), with the same terms:
   `SELECT rowid FROM search_fts WHERE search_fts MATCH ? ORDER BY bm25(search_fts) LIMIT 5`
-  on the same table and connection, with the same MATCH expression.
+  on SQLite, `SELECT id FROM search_docs WHERE doc @@ ? ORDER BY ts_rank(doc, ?) DESC LIMIT 5`
+  on PostgreSQL, on the same table and connection.
 
-Searches and bare MATCHes alternate, so both see the same machine; each run gives a ratio of
+Searches and bare matches alternate, so both see the same machine; each run gives a ratio of
 the two per query, and the table shows medians over the runs.
 
 Run: `python -m bench.search_bench` (add `--pieces 20000` for a quicker run, `--keep PATH` to
-keep the database). Not a test: it prints a markdown table.
+keep the SQLite database, `--url postgresql://…` to run on an empty or earlier-filled
+PostgreSQL database instead). Not a test: it prints a markdown table.
 """
 
 from __future__ import annotations
@@ -141,9 +144,9 @@ def make_pieces(count: int, seed: int = 7) -> dict[str, list[NewItem]]:
     return pieces
 
 
-async def build_store(path: Path, count: int) -> Store:
-    """Open the store at `path`, filled with `count` pieces unless it has them already."""
-    store = await Store.open(path)
+async def build_store(target: str | Path, count: int) -> Store:
+    """Open the store at `target`, filled with `count` pieces unless it has them already."""
+    store = await Store.open(target)
     await analysis.attach_index(store)
     if await store.count_items() < count:
         await fill(store, count)
@@ -212,21 +215,20 @@ async def measure(store: Store, repeats: int) -> list[Timing]:
     timings = []
     for label, text, lang in QUERIES:
         langs = list(FUNCTION_WORDS) if lang == "*" else [lang]
-        query = analysis.parse_query(text)
-        match = query.match(langs) or '""'
+        groups = analysis.parse_query(text).match(langs)
         search_ms: list[float] = []
         bare_ms: list[float] = []
         matches = 0
         for _ in range(repeats):
             start = time.perf_counter()
-            parsed = analysis.parse_query(text)
-            expression = parsed.match(langs)
-            if expression is not None:
-                page = await index_store.search(store, expression, now=NOW)
+            wanted = analysis.parse_query(text).match(langs)
+            if wanted is not None:
+                page = await index_store.search(store, wanted, now=NOW)
                 matches = page.total
             search_ms.append((time.perf_counter() - start) * 1000)
             start = time.perf_counter()
-            await index_store.bare_match(store, match, 5)
+            if groups is not None:
+                await index_store.bare_match(store, groups, 5)
             bare_ms.append((time.perf_counter() - start) * 1000)
         timings.append(
             Timing(
@@ -241,13 +243,15 @@ async def measure(store: Store, repeats: int) -> list[Timing]:
     return timings
 
 
-def table(runs: list[list[Timing]], pieces: int, build_seconds: float, repeats: int) -> str:
+def table(
+    runs: list[list[Timing]], pieces: int, build_seconds: float, repeats: int, backend: str
+) -> str:
     """The markdown table: per query, the median over runs of each figure and ratio."""
     lines = [
-        f"Search latency, {pieces:,} pieces (en/ru/az), 5 results per page, in ms "
+        f"Search latency ({backend}), {pieces:,} pieces (en/ru/az), 5 results per page, in ms "
         f"(medians of {len(runs)} runs of {repeats} searches per query):",
         "",
-        "| query | matches | search p50 | search p95 | bare MATCH p50 | bare MATCH p95 "
+        "| query | matches | search p50 | search p95 | bare match p50 | bare match p95 "
         "| p50 ratio | p95 ratio |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -274,19 +278,21 @@ async def main(argv: list[str]) -> int:
     parser.add_argument("--pieces", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=200, help="timed searches per query")
     parser.add_argument("--runs", type=int, default=3, help="runs; each figure is their median")
-    parser.add_argument("--keep", type=Path, help="database file to create or reuse")
+    parser.add_argument("--keep", type=Path, help="SQLite database file to create or reuse")
+    parser.add_argument("--url", help="a postgresql:// database to fill (or reuse) instead")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        path = args.keep or Path(tmp) / "bench.sqlite3"
+        target = args.url or args.keep or Path(tmp) / "bench.sqlite3"
         started = time.perf_counter()
-        store = await build_store(path, args.pieces)
+        store = await build_store(target, args.pieces)
         build_seconds = time.perf_counter() - started
+        backend = store.dialect
         try:
             await measure(store, 5)  # warm the page cache
             runs = [await measure(store, args.repeats) for _ in range(args.runs)]
         finally:
             await store.close()
-    print(table(runs, args.pieces, build_seconds, args.repeats))
+    print(table(runs, args.pieces, build_seconds, args.repeats, backend))
     return 0
 
 

@@ -31,6 +31,7 @@ from bot.delivery.ratelimit import (
     TelegramRateLimiter,
 )
 from bot.delivery.sender import Sender
+from bot.leadership import Deposed, Leadership, Role, rate_share
 from bot.logs import Redactor, redacted
 from bot.ops.health import Monitor, ObservedHTTPXRequest
 from bot.ops.metrics import package_version
@@ -49,7 +50,7 @@ from handlers.context import SERVICES_KEY, BotApplication, BotContext, HandlerSe
 from handlers.updates import PerChatUpdateProcessor, TolerantBot
 from storage import search as index_store
 from storage.instance_lock import acquire_instance_lock
-from storage.models import ChatType
+from storage.models import ChatType, Feed
 from storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,14 @@ LONG_POLL_TIMEOUT = 25  # seconds getUpdates waits on Telegram's side
 UPDATE_CONCURRENCY = 64  # updates handled at once (across chats)
 START_RETRY_MAX = 60.0  # longest wait between attempts to reach the Bot API at start
 MAINTENANCE_INTERVAL = 3600.0
+
+
+def long_poll_timeout(settings: Settings) -> int:
+    """getUpdates' wait: with several instances, short enough that a dead leader's last long
+    poll has ended before a standby can take the lease and ask (else Telegram answers 409)."""
+    if settings.database_url is None:
+        return LONG_POLL_TIMEOUT
+    return max(1, min(LONG_POLL_TIMEOUT, int(settings.leader_timeout / 2)))
 
 
 def make_http_client(settings: Settings) -> httpx.AsyncClient:
@@ -128,6 +137,7 @@ class Runtime:
     publisher: Publisher
     poller: Poller
     http: httpx.AsyncClient
+    leadership: Leadership | None = None  # PostgreSQL only: several instances, one leader
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -156,13 +166,25 @@ async def _run(
     rng: random.Random,
     on_started: Callable[[Runtime], None] | None,
 ) -> None:
-    # One bot per store (InstanceLocked if another holds it); the OS drops it if we die.
-    lock = acquire_instance_lock(settings.database_path, started_at=clock.now())
+    # SQLite: one bot per store (InstanceLocked if another holds it; the OS drops it if we
+    # die). PostgreSQL: several instances share the database and the leader lease decides.
+    lock = (
+        acquire_instance_lock(settings.database_path, started_at=clock.now())
+        if settings.database_path is not None
+        else None
+    )
     try:
-        store = await Store.open(settings.database_path)
+        store = await Store.open(settings.store_target)
     except BaseException:
-        lock.release()
+        if lock is not None:
+            lock.release()
         raise
+    leadership = (
+        Leadership(store, clock, timeout=settings.leader_timeout)
+        if settings.database_url is not None
+        else None
+    )
+    role: Role = "standby" if leadership is not None else "leader"
     http = make_http_client(settings)
     # Parsing, extraction and summaries: daemon threads nothing joins at exit (bot.workers).
     workers = CpuWorkers(threads=2)
@@ -180,6 +202,9 @@ async def _run(
                 ),
             ),
         )
+        limits.share(rate_share(role, settings.instances))
+        if leadership is not None:
+            leadership.on_elected = lambda _: limits.share(rate_share("leader", settings.instances))
         # Health endpoints and metrics (HEALTH_PORT); their own registry, not the global one.
         monitor = (
             Monitor.from_settings(settings, clock, CollectorRegistry(), package_version())
@@ -205,6 +230,7 @@ async def _run(
             concurrency=settings.send_slots,
             max_attempts=settings.max_send_attempts,
             rng=rng,
+            fence=leadership,
         )
         channel_admin = ChannelAdmin(
             store,
@@ -250,18 +276,24 @@ async def _run(
             index=lambda items: index_items(store, items, workers.run),
             cpu=workers.run,
         )
-        runtime = Runtime(settings, services, application, publisher, poller, http)
+        runtime = Runtime(settings, services, application, publisher, poller, http, leadership)
+        if leadership is not None:
+            # Only the leader may call getUpdates: a second caller gets 409 Conflict.
+            application.bot.may_poll = leadership.valid
         if monitor is None:
             await _serve(runtime, stop, on_started)
             return
         monitor.attach(store=store, poller=poller, publisher=publisher, limits=limits)
+        if leadership is not None:
+            monitor.health.role = lambda: leadership.role
         async with monitor.serving(store, application.bot, stop):
             await _serve(runtime, stop, on_started)
     finally:
         workers.shutdown()
         await http.aclose()
         await store.close()
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
 async def _serve(
@@ -269,6 +301,7 @@ async def _serve(
 ) -> None:
     settings, application, publisher = runtime.settings, runtime.application, runtime.publisher
     store, clock = runtime.services.store, runtime.services.clock
+    leadership = runtime.leadership
     feeds = [await store.ensure_feed(f.url, f.lang) for f in settings.feeds]
     if not await _initialize(application, clock, stop):
         return
@@ -276,49 +309,86 @@ async def _serve(
         log.info("bot @%s starting: %d feed(s)", application.bot.username, len(feeds))
         await application.start()
         assert application.updater is not None
+        spawn = runtime.tasks.append
+        # Every instance answers webhooks; with long polling only the leader asks.
         try:
-            await _start_updates(application, settings)
+            if leadership is None or settings.webhook_url is not None:
+                await _start_updates(application, settings)
         except BaseException:
             await application.stop()  # else shutdown() refuses and the sessions stay open
             raise
-        # Configured channels are registered before the first poll so that nothing new is
-        # missed; ones not reachable yet are retried in the background.
-        bot = application.bot
-        unresolved = [
-            t for t in settings.channels if not await _connect_env_channel(store, bot, clock, t)
-        ]
-        spawn = runtime.tasks.append
-        spawn(asyncio.create_task(publisher.run(), name="publisher"))
-        for feed in feeds:
-            spawn(asyncio.create_task(runtime.poller.run(feed, stop), name=f"poll-{feed.id}"))
-        if unresolved:
-            retry = _connect_env_channels(store, bot, clock, unresolved, stop)
-            spawn(asyncio.create_task(retry, name="channels"))
-        spawn(
-            asyncio.create_task(
-                _maintenance(store, clock, settings.delivery_retention, stop), name="maintenance"
-            )
-        )
-        menus = publish_menus(application.bot, runtime.services.translator)
-        spawn(asyncio.create_task(menus, name="menus"))
+        if leadership is None:
+            await _lead(runtime, feeds, stop)
+        else:
+            spawn(asyncio.create_task(leadership.run(stop), name="leadership"))
+            spawn(asyncio.create_task(_lead_when_elected(runtime, feeds, stop), name="elect"))
         if on_started is not None:
             on_started(runtime)
-        await stop.wait()
+        ended: list[asyncio.Task[bool]] = [asyncio.create_task(stop.wait())]
+        if leadership is not None:
+            ended.append(asyncio.create_task(leadership.deposed.wait()))
+        await asyncio.wait(ended, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in ended:
+            waiter.cancel()
+        deposed = leadership is not None and leadership.deposed.is_set()
 
         log.info("stopping: no new polls or updates; letting sends in flight finish")
         # The publisher stops dispatching at once, while the long poll is being wound down.
         # One deadline for the whole stop: sends in flight and updates fetched share it.
         deadline = clock.monotonic() + settings.shutdown_timeout
         publisher_stopped = asyncio.create_task(publisher.stop(settings.shutdown_timeout))
-        await application.updater.stop()
+        if application.updater.running:
+            await application.updater.stop()
         for task in runtime.tasks:
             if task.get_name() != "publisher":
                 task.cancel()
         unfinished = await publisher_stopped
         await asyncio.gather(*runtime.tasks, return_exceptions=True)
+        if leadership is not None:
+            await leadership.release()  # a standby takes over now, not at the lease's end
         await _drain_updates(application, clock, deadline)
         await application.stop()
         log.info("stopped (%d send(s) left pending for the next start)", unfinished)
+    if deposed:
+        raise Deposed("another instance holds the leader lease; restart to rejoin as standby")
+
+
+async def _lead_when_elected(runtime: Runtime, feeds: list[Feed], stop: asyncio.Event) -> None:
+    """A standby until the lease is ours; then poll, publish (and, polling, fetch updates)."""
+    leadership = runtime.leadership
+    assert leadership is not None
+    log.info("standby: answering readers; waiting for the leader lease")
+    if not await unless_stopped(leadership.elected.wait(), stop):
+        return
+    if runtime.settings.webhook_url is None:
+        await _start_updates(runtime.application, runtime.settings)
+    await _lead(runtime, feeds, stop)
+
+
+async def _lead(runtime: Runtime, feeds: list[Feed], stop: asyncio.Event) -> None:
+    """Start what only the leader does: publishing, polling, channels from CHANNELS, upkeep."""
+    settings, application, publisher = runtime.settings, runtime.application, runtime.publisher
+    store, clock = runtime.services.store, runtime.services.clock
+    bot = application.bot
+    # Configured channels are registered before the first poll so that nothing new is
+    # missed; ones not reachable yet are retried in the background.
+    unresolved = [
+        t for t in settings.channels if not await _connect_env_channel(store, bot, clock, t)
+    ]
+    spawn = runtime.tasks.append
+    spawn(asyncio.create_task(publisher.run(), name="publisher"))
+    for feed in feeds:
+        spawn(asyncio.create_task(runtime.poller.run(feed, stop), name=f"poll-{feed.id}"))
+    if unresolved:
+        retry = _connect_env_channels(store, bot, clock, unresolved, stop)
+        spawn(asyncio.create_task(retry, name="channels"))
+    spawn(
+        asyncio.create_task(
+            _maintenance(store, clock, settings.delivery_retention, stop), name="maintenance"
+        )
+    )
+    menus = publish_menus(application.bot, runtime.services.translator)
+    spawn(asyncio.create_task(menus, name="menus"))
 
 
 async def _start_updates(application: BotApplication, settings: Settings) -> None:
@@ -330,7 +400,7 @@ async def _start_updates(application: BotApplication, settings: Settings) -> Non
     assert application.updater is not None
     if settings.webhook_url is None:
         await application.updater.start_polling(
-            allowed_updates=handlers.ALLOWED_UPDATES, timeout=LONG_POLL_TIMEOUT
+            allowed_updates=handlers.ALLOWED_UPDATES, timeout=long_poll_timeout(settings)
         )
         return
     # PTB's server answers 403 to a request without the secret header or with a wrong one.

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.text.i18n import LANGUAGES
@@ -65,7 +65,8 @@ class Settings:
     feeds: tuple[FeedSource, ...]
     token: str | None
     api_url: str
-    database_path: Path
+    database_path: Path | None  # the SQLite file, None with PostgreSQL
+    database_url: str | None  # the postgresql:// URL (it may hold a password: never shown)
     poll_interval: float
     poll_jitter: float
     channels: tuple[ChannelTarget, ...]
@@ -90,6 +91,8 @@ class Settings:
     max_send_attempts: int
     delivery_retention: float
     shutdown_timeout: float
+    leader_timeout: float  # PostgreSQL: a leader silent this long is replaced
+    instances: int  # PostgreSQL: how many instances share the bot's rate budget
     # Article pages and summaries (issue 6).
     article_hosts: frozenset[str]
     allow_private_addresses: bool
@@ -114,7 +117,16 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Return the values no log line, stored row or message may ever show."""
-        return tuple(s for s in (self.token, self.webhook_secret) if s)
+        password = urlsplit(self.database_url).password if self.database_url else None
+        decoded = unquote(password) if password else None  # as the URL spells it, and as it is
+        return tuple(s for s in (self.token, self.webhook_secret, password, decoded) if s)
+
+    @property
+    def store_target(self) -> Path | str:
+        """Where the store is: the SQLite file, or the PostgreSQL URL."""
+        target = self.database_url or self.database_path
+        assert target is not None  # load_settings sets exactly one
+        return target
 
     @property
     def global_rate(self) -> int:
@@ -208,6 +220,7 @@ def load_settings(env: Mapping[str, str], *, require_token: bool = True) -> Sett
         )
     if webhook_url and webhook_secret is None:
         raise ConfigError("WEBHOOK_SECRET", None, "a secret (required with WEBHOOK_URL)")
+    database = _database(env)
     return Settings(
         token=token,
         api_url=_parse(
@@ -216,13 +229,8 @@ def load_settings(env: Mapping[str, str], *, require_token: bool = True) -> Sett
         feeds=_parse(
             env, "FEEDS", None, _feeds, "comma-separated lang=url, e.g. en=https://caliber.az/rss"
         ),
-        database_path=_parse(
-            env,
-            "DATABASE_URL",
-            "sqlite:///./data/bot.sqlite3",
-            _sqlite_path,
-            "sqlite:///relative/path.sqlite3 or sqlite:////absolute/path.sqlite3",
-        ),
+        database_path=database if isinstance(database, Path) else None,
+        database_url=database if isinstance(database, str) else None,
         poll_interval=_parse(
             env, "POLL_INTERVAL", "120", _float_range(0.05, 86400), "seconds, 0.05..86400"
         ),
@@ -277,6 +285,8 @@ def load_settings(env: Mapping[str, str], *, require_token: bool = True) -> Sett
         shutdown_timeout=_parse(
             env, "SHUTDOWN_TIMEOUT", "10", _float_range(0, 120), "seconds, 0..120"
         ),
+        leader_timeout=_parse(env, "LEADER_TIMEOUT", "15", _float_range(3, 120), "seconds, 3..120"),
+        instances=_parse(env, "INSTANCES", "1", _int_range(1, 32), "a whole number, 1..32"),
         article_hosts=_parse(
             env, "ARTICLE_HOSTS", "", _hosts, "comma-separated host names, like caliber.az"
         ),
@@ -413,6 +423,32 @@ def _user_ids(raw: str) -> frozenset[int]:
             raise ValueError(part)
         ids.add(int(part))
     return frozenset(ids)
+
+
+_DATABASE_FORMS = (
+    "sqlite:///relative/path.sqlite3, sqlite:////absolute/path.sqlite3 or "
+    "postgresql://user:password@host:port/database"
+)
+
+
+def _database(env: Mapping[str, str]) -> Path | str:
+    raw = _get(env, "DATABASE_URL") or "sqlite:///./data/bot.sqlite3"
+    try:
+        if raw.startswith(("postgresql://", "postgres://")):
+            return _postgresql_url(raw)
+        return _sqlite_path(raw)
+    except ValueError as exc:
+        # The URL may hold a password: name the variable and the form, never the value.
+        shown = "<hidden>" if "@" in raw else raw
+        raise ConfigError("DATABASE_URL", shown, _DATABASE_FORMS) from exc
+
+
+def _postgresql_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if not parts.hostname or not parts.path.strip("/") or "/" in parts.path.strip("/"):
+        raise ValueError("a host and a database name are required")
+    parts.port  # noqa: B018 - raises ValueError for a port that is no number
+    return raw
 
 
 def _sqlite_path(raw: str) -> Path:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
@@ -25,9 +26,16 @@ MAX_BACKLOG = 20  # updates of one chat waiting behind the one running; more are
 
 
 class TolerantBot(ExtBot[Any]):
-    """ExtBot whose getUpdates survives updates it cannot parse."""
+    """ExtBot whose getUpdates survives updates it cannot parse, and is asked only while
+    `may_poll()` allows (several instances: the leader alone may call it)."""
+
+    may_poll: Callable[[], bool] | None = None
 
     async def _post(self, endpoint: str, data: Any = None, **kwargs: Any) -> Any:
+        if endpoint == "getUpdates" and self.may_poll is not None and not self.may_poll():
+            # Not the leader (any more): no request, so Telegram never sees two pollers.
+            await asyncio.sleep(1.0)
+            return []
         result = await super()._post(endpoint, data, **kwargs)
         if endpoint == "getUpdates" and isinstance(result, list):
             return [self._parseable(raw) for raw in result]

@@ -7,8 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiosqlite
-
+from storage.backends import Conn
 from storage.db import CHAT_COLUMNS, chat_from_row
 from storage.models import Chat, ChatSettings
 from storage.store import Store
@@ -72,16 +71,13 @@ class Event:
     detail: str
 
 
-async def _read_chat(conn: aiosqlite.Connection, chat_id: int) -> Chat | None:
-    async with conn.execute(
-        f"SELECT {CHAT_COLUMNS} FROM chats c WHERE c.id = ?", (chat_id,)
-    ) as cursor:
-        row = await cursor.fetchone()
+async def _read_chat(conn: Conn, chat_id: int) -> Chat | None:
+    row = await conn.fetchone(f"SELECT {CHAT_COLUMNS} FROM chats c WHERE c.id = ?", (chat_id,))
     return chat_from_row(row) if row else None
 
 
 async def _audit(
-    conn: aiosqlite.Connection,
+    conn: Conn,
     chat_id: int,
     user_id: int | None,
     user_name: str | None,
@@ -95,7 +91,7 @@ async def _audit(
     )
 
 
-async def _hold_pending(conn: aiosqlite.Connection, chat_id: int) -> None:
+async def _hold_pending(conn: Conn, chat_id: int) -> None:
     # A paused chat gets nothing that was still queued; /why shows these as paused.
     await conn.execute(
         "UPDATE deliveries SET state = 'skipped', last_error = 'paused' "
@@ -161,12 +157,12 @@ async def disconnect_chat(
 ) -> bool:
     """Stop posting to a chat for good (until the bot is added again); False if unknown."""
     async with store.transaction() as conn:
-        cursor = await conn.execute(
+        changed = await conn.execute(
             "UPDATE chats SET active = 0, subscribed = 0, deactivated_reason = 'disconnected', "
             "updated_at = ? WHERE id = ?",
             (now, chat_id),
         )
-        if cursor.rowcount == 0:
+        if changed == 0:
             return False
         await conn.execute(
             "UPDATE deliveries SET state = 'cancelled', last_error = 'disconnected' "
@@ -191,12 +187,14 @@ async def pause_for_incident(
         chat = await _read_chat(conn, chat_id)
         if chat is None:
             return False
-        cursor = await conn.execute(
-            "INSERT OR IGNORE INTO chat_incidents (chat_id, reason, missing_right, at) "
-            "VALUES (?, ?, ?, ?)",
-            (chat_id, reason[:500], missing_right, now),
+        new = (
+            await conn.execute(
+                "INSERT INTO chat_incidents (chat_id, reason, missing_right, at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (chat_id) DO NOTHING",
+                (chat_id, reason[:500], missing_right, now),
+            )
+            == 1
         )
-        new = cursor.rowcount == 1
         await conn.execute(
             "UPDATE deliveries SET state = 'failed', attempts = attempts + 1, last_error = ?, "
             "sent_at = ? WHERE id = (SELECT id FROM deliveries WHERE chat_id = ? "

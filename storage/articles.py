@@ -35,10 +35,11 @@ class SentMessage:
     sent_at: float
 
 
-_ARTICLE_COLUMNS = (
-    "url, status, fetched_at, text, title, description, image_url, author, published_at, "
-    "categories, error"
-)
+_ARTICLE_COLUMNS_LIST = (
+    "url", "status", "fetched_at", "text", "title", "description", "image_url", "author",
+    "published_at", "categories", "error",
+)  # fmt: skip
+_ARTICLE_COLUMNS = ", ".join(_ARTICLE_COLUMNS_LIST)
 
 
 async def get_article(store: Store, url: str) -> Article | None:
@@ -67,8 +68,9 @@ async def save_article(store: Store, article: Article) -> None:
     """Cache `article` (replacing an earlier fetch of the same URL)."""
     async with store.transaction() as conn:
         await conn.execute(
-            f"INSERT OR REPLACE INTO articles ({_ARTICLE_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO articles ({_ARTICLE_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (url) DO UPDATE SET "
+            + ", ".join(f"{column} = excluded.{column}" for column in _ARTICLE_COLUMNS_LIST[1:]),
             (
                 article.url,
                 article.status,
@@ -88,8 +90,7 @@ async def save_article(store: Store, article: Article) -> None:
 async def prune_articles(store: Store, older_than: float) -> int:
     """Forget pages fetched before `older_than`; return how many."""
     async with store.transaction() as conn:
-        cursor = await conn.execute("DELETE FROM articles WHERE fetched_at < ?", (older_than,))
-        return cursor.rowcount
+        return await conn.execute("DELETE FROM articles WHERE fetched_at < ?", (older_than,))
 
 
 async def update_item_text(store: Store, item: Item) -> None:

@@ -1,9 +1,9 @@
 """The storage layer's public base: one connection, short transactions, reads, row mappers.
 
-Every storage module (store, admin, articles, search, search_keys) works through this API:
-`transaction()` for writes (BEGIN IMMEDIATE … COMMIT under the connection's lock),
-`fetchall`/`fetchone` for single reads, `reading()` for several reads in a row, and the
-mappers below to turn rows selected with the column lists into models. Nothing outside
+Every storage module (store, outbox, admin, articles, search, search_keys) works through this
+API: `transaction()` for writes, `fetchall`/`fetchone` for single reads, `reading()` for several
+reads in a row, the Conn they yield (storage.backends: SQLite or PostgreSQL behind one API), and
+the mappers below to turn rows selected with the column lists into models. Nothing outside
 storage/ runs SQL.
 """
 
@@ -14,13 +14,14 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
 import aiosqlite
 
+from storage.backends import Conn, Dialect, Params, PgConn, Row, SqliteConn, cannot_write
 from storage.backup import backup_before_migration, readonly_uri
 from storage.migrations import MIGRATIONS, migrate, schema_version
 from storage.models import (
@@ -64,30 +65,43 @@ class StoreUnusable(RuntimeError):
 
 
 class Database:
-    """One SQLite file: `await Store.open(path)` (Store is the subclass), then `close()`."""
+    """The store: `await Store.open(target)` (Store is the subclass), then `close()`.
+
+    `target` is a SQLite file's path, or a postgresql:// URL (storage.postgres). Either way the
+    storage modules see one API: `transaction()`, `reading()`, `fetchall`, `fetchone`, and the
+    Conn they yield (storage.backends).
+    """
 
     # Timing and outcome hooks (health and metrics); set by the composition root.
     on_write: WriteHook | None = None
     on_search: SearchHook | None = None
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: Conn) -> None:
         self._conn = conn
-        # aiosqlite runs one connection on one thread; the lock keeps each call's statements
-        # together so two coroutines never interleave inside one transaction.
+        # One connection per process: the lock keeps each call's statements together so two
+        # coroutines never interleave inside one transaction.
         self._lock = asyncio.Lock()
 
-    @classmethod
-    async def open(cls, path: str | Path) -> Self:
-        """Open (creating if needed) the SQLite file at `path` and bring its schema up to date.
+    @property
+    def dialect(self) -> Dialect:
+        return self._conn.dialect
 
-        A new file is created 0600 (its -wal and -shm files take its mode); an existing one
-        that needs a migration is first copied beside itself (storage.backup).
+    @classmethod
+    async def open(cls, target: str | Path) -> Self:
+        """Open (creating if needed) the store at `target` and bring its schema up to date.
+
+        A new SQLite file is created 0600 (its -wal and -shm files take its mode); an existing
+        one that needs a migration is first copied beside itself (storage.backup).
         """
+        if is_postgresql(target):
+            from storage.postgres import connect
+
+            return cls(await connect(str(target)))
         try:
-            return await cls._open(path)
+            return await cls._open(target)
         except (sqlite3.DatabaseError, OSError, RuntimeError) as exc:
             # One line that names the file: "file is not a database" alone says nothing of which.
-            raise StoreUnusable(f"the store {path} cannot be used: {exc}") from exc
+            raise StoreUnusable(f"the store {target} cannot be used: {exc}") from exc
 
     @classmethod
     async def _open(cls, path: str | Path) -> Self:
@@ -108,16 +122,20 @@ class Database:
         except BaseException:
             await conn.close()
             raise
-        return cls(conn)
+        return cls(SqliteConn(conn))
 
     @classmethod
-    async def open_readonly(cls, path: str | Path) -> Self:
+    async def open_readonly(cls, target: str | Path) -> Self:
         """Open an existing store for reading only: never created, never migrated.
 
         Raises FileNotFoundError for a missing file and SchemaMismatchError when its schema is
         not the one this code reads. Works while the bot is writing (WAL).
         """
-        uri = await asyncio.to_thread(readonly_uri, Path(path))
+        if is_postgresql(target):
+            from storage.postgres import connect
+
+            return cls(await connect(str(target), migrate=False))
+        uri = await asyncio.to_thread(readonly_uri, Path(target))
         conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
         conn.row_factory = sqlite3.Row
         try:
@@ -125,67 +143,61 @@ class Database:
             found, expected = await schema_version(conn), MIGRATIONS[-1].version
             if found != expected:
                 raise SchemaMismatchError(
-                    f"the store {path} has schema version {found}; this code reads {expected}"
+                    f"the store {target} has schema version {found}; this code reads {expected}"
                 )
         except BaseException:
             await conn.close()
             raise
-        return cls(conn)
+        return cls(SqliteConn(conn))
 
     async def close(self) -> None:
         async with self._lock:
             await self._conn.close()
 
     @asynccontextmanager
-    async def transaction(self, *, durable: bool = False) -> AsyncIterator[aiosqlite.Connection]:
-        """Run the block's statements in one write transaction (BEGIN IMMEDIATE … COMMIT).
+    async def transaction(self, *, durable: bool = False) -> AsyncIterator[Conn]:
+        """Run the block's statements in one write transaction.
 
-        `durable` commits with synchronous=FULL (a power loss cannot take it back). Keep the
-        block short and free of anything but SQL: no network call, no core callback.
+        `durable` commits so that a power loss cannot take it back (SQLite: synchronous=FULL;
+        PostgreSQL commits so anyway). Keep the block short and free of anything but SQL: no
+        network call, no core callback.
         """
         async with self._lock:
+            conn = await self._usable()
             started = time.perf_counter()  # the transaction's own time, not the lock's wait
             try:
-                if durable:
-                    await self._conn.execute("PRAGMA synchronous = FULL")
-                try:
-                    await self._conn.execute("BEGIN IMMEDIATE")
-                    try:
-                        yield self._conn
-                    except BaseException:
-                        await self._conn.rollback()
-                        raise
-                    await self._conn.commit()
-                finally:
-                    if durable:
-                        await self._conn.execute("PRAGMA synchronous = NORMAL")
-            except sqlite3.DatabaseError as exc:
-                if self.on_write is not None and _cannot_write(exc):
+                async with conn.transaction(durable=durable):
+                    yield conn
+            except Exception as exc:
+                if self.on_write is not None and cannot_write(exc):
                     self.on_write(time.perf_counter() - started, False)
                 raise
             if self.on_write is not None:
                 self.on_write(time.perf_counter() - started, True)
 
     @asynccontextmanager
-    async def reading(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def reading(self) -> AsyncIterator[Conn]:
         """Hold the connection for several reads in a row (no transaction is opened)."""
         async with self._lock:
-            yield self._conn
+            yield await self._usable()
 
-    async def fetchall(
-        self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
-    ) -> list[sqlite3.Row]:
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         """Run one query; return every row."""
-        async with self._lock, self._conn.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+        async with self._lock:
+            return await (await self._usable()).fetchall(sql, params)
 
-    async def fetchone(
-        self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
-    ) -> sqlite3.Row | None:
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
         """Run one query; return its first row, None when there is none."""
-        async with self._lock, self._conn.execute(sql, params) as cursor:
-            row: sqlite3.Row | None = await cursor.fetchone()
-            return row
+        async with self._lock:
+            return await (await self._usable()).fetchone(sql, params)
+
+    async def _usable(self) -> Conn:
+        """The connection, opened again first if the server dropped it (PostgreSQL restarts)."""
+        if self._conn.closed and isinstance(self._conn, PgConn):
+            from storage.postgres import reconnect
+
+            self._conn = await reconnect(self._conn)
+        return self._conn
 
     async def probe_write(self) -> None:
         """Commit a real (self-cancelling) write, so an idle bot notices a store it cannot write.
@@ -193,13 +205,17 @@ class Database:
         A no-op UPDATE would not do: SQLite skips writing a row overwritten by the same bytes.
         """
         async with self.transaction() as conn:
-            cursor = await conn.execute(
-                "INSERT INTO events (at, kind, detail) VALUES (0, 'write_probe', '')"
+            probe = await conn.fetchval(
+                "INSERT INTO events (at, kind, detail) VALUES (0, 'write_probe', '') RETURNING id"
             )
-            await conn.execute("DELETE FROM events WHERE id = ?", (cursor.lastrowid,))
+            await conn.execute("DELETE FROM events WHERE id = ?", (probe,))
 
 
-def item_from_row(row: sqlite3.Row, offset: int = 0) -> Item:
+def is_postgresql(target: str | Path) -> bool:
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+def item_from_row(row: Row, offset: int = 0) -> Item:
     """Return the Item in `row` (selected with ITEM_COLUMNS, starting at column `offset`)."""
     # Called for every row of a search page or a fan-out: unpacking and the origin lookup
     # table are about a third cheaper than indexing and calling the enum.
@@ -226,7 +242,7 @@ def item_from_row(row: sqlite3.Row, offset: int = 0) -> Item:
 _ORIGINS = {origin.value: origin for origin in ItemOrigin}
 
 
-def chat_from_row(row: sqlite3.Row, offset: int = 0) -> Chat:
+def chat_from_row(row: Row, offset: int = 0) -> Chat:
     """Return the Chat in `row` (selected with CHAT_COLUMNS, starting at column `offset`)."""
     r = list(row)[offset : offset + 14]
     return Chat(
@@ -247,7 +263,7 @@ def chat_from_row(row: sqlite3.Row, offset: int = 0) -> Chat:
     )
 
 
-def delivery_from_row(row: sqlite3.Row, offset: int = 0) -> Delivery:
+def delivery_from_row(row: Row, offset: int = 0) -> Delivery:
     """Return the Delivery in `row` (selected with DELIVERY_COLUMNS, from column `offset`)."""
     r = list(row)[offset : offset + 11]
     return Delivery(
@@ -262,11 +278,4 @@ def delivery_from_row(row: sqlite3.Row, offset: int = 0) -> Delivery:
         message_id=r[8],
         created_at=r[9],
         sent_at=r[10],
-    )
-
-
-def _cannot_write(exc: sqlite3.DatabaseError) -> bool:
-    """Whether a failed write means the store itself refuses writes (not a bad statement)."""
-    return not isinstance(
-        exc, sqlite3.IntegrityError | sqlite3.ProgrammingError | sqlite3.DataError
     )

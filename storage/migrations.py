@@ -19,9 +19,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Migration:
+    """One step of the schema: its SQLite text, and its PostgreSQL text from version 10 on
+    (storage.postgres creates a new database at version 9 in one step)."""
+
     version: int
     name: str
     sql: str
+    postgresql: str | None = None
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -298,6 +302,26 @@ MIGRATIONS: tuple[Migration, ...] = (
             version    INTEGER PRIMARY KEY,
             name       TEXT NOT NULL,
             applied_at REAL  -- NULL: applied before this table existed
+        );
+        """,
+    ),
+    Migration(
+        10,
+        "the leader lease: which instance polls and publishes, under which epoch",
+        """
+        CREATE TABLE leader_lease (
+            id         INTEGER PRIMARY KEY CHECK (id = 1),
+            holder     TEXT NOT NULL,
+            epoch      INTEGER NOT NULL,
+            expires_at REAL NOT NULL
+        );
+        """,
+        postgresql="""
+        CREATE TABLE leader_lease (
+            id         INTEGER PRIMARY KEY CHECK (id = 1),
+            holder     TEXT NOT NULL,
+            epoch      BIGINT NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL
         );
         """,
     ),

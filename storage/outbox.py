@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import enum
 import json
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from storage.backends import Row
 from storage.db import (
     CHAT_COLUMNS,
     DELIVERY_COLUMNS,
@@ -57,11 +57,26 @@ async def enqueue_edits(db: Database, item_id: int, since: float, now: float) ->
     active; return how many. A message whose edit is still pending gets no second one: the
     pending edit renders the piece as it is when it is sent."""
     async with db.transaction() as conn:
-        cursor = await conn.execute(
-            """
+        return await conn.execute(
+            _ENQUEUE_EDITS.format(**_EDIT_JSON[conn.dialect]), (now, now, item_id, since)
+        )
+
+
+# An edit's payload names the message it re-renders: {"message_id": n}.
+_EDIT_JSON = {
+    "sqlite": {
+        "payload": "json_object('message_id', d.message_id)",
+        "message_id": "json_extract(e.payload, '$.message_id')",
+    },
+    "postgresql": {
+        "payload": "json_build_object('message_id', d.message_id)::text",
+        "message_id": "(e.payload::jsonb ->> 'message_id')::bigint",
+    },
+}
+_ENQUEUE_EDITS = """
             INSERT INTO deliveries (item_id, chat_id, kind, payload, state, priority,
                                     next_attempt_at, created_at)
-            SELECT d.item_id, d.chat_id, 'edit', json_object('message_id', d.message_id),
+            SELECT d.item_id, d.chat_id, 'edit', {payload},
                    'pending', d.priority, ?, ?
             FROM deliveries d JOIN chats c ON c.id = d.chat_id
             WHERE d.item_id = ? AND d.kind = 'post' AND d.state = 'sent'
@@ -70,13 +85,10 @@ async def enqueue_edits(db: Database, item_id: int, since: float, now: float) ->
                   SELECT 1 FROM deliveries e
                   WHERE e.item_id = d.item_id AND e.chat_id = d.chat_id AND e.kind = 'edit'
                     AND e.state = 'pending'
-                    AND json_extract(e.payload, '$.message_id') = d.message_id
+                    AND {message_id} = d.message_id
               )
             ORDER BY d.priority, d.id
-            """,
-            (now, now, item_id, since),
-        )
-        return cursor.rowcount
+"""
 
 
 async def enqueue_notice(db: Database, user_id: int, lang: str, text: str, now: float) -> int:
@@ -87,17 +99,18 @@ async def enqueue_notice(db: Database, user_id: int, lang: str, text: str, now: 
     """
     async with db.transaction() as conn:
         await conn.execute(
-            "INSERT OR IGNORE INTO chats (id, type, lang, languages, active, subscribed, "
-            "created_at, updated_at) VALUES (?, ?, ?, ?, 1, 0, ?, ?)",
+            "INSERT INTO chats (id, type, lang, languages, active, subscribed, "
+            "created_at, updated_at) VALUES (?, ?, ?, ?, 1, 0, ?, ?) ON CONFLICT (id) DO NOTHING",
             (user_id, ChatType.PRIVATE.value, lang, json.dumps([lang]), now, now),
         )
-        cursor = await conn.execute(
+        notice_id = await conn.fetchval(
             "INSERT INTO deliveries (item_id, chat_id, kind, payload, state, priority, "
-            "next_attempt_at, created_at) VALUES (NULL, ?, 'notice', ?, 'pending', ?, ?, ?)",
+            "next_attempt_at, created_at) VALUES (NULL, ?, 'notice', ?, 'pending', ?, ?, ?) "
+            "RETURNING id",
             (user_id, json.dumps({"text": text}, ensure_ascii=False),
              _NOTICE_PRIORITY, now, now),
         )  # fmt: skip
-        return int(cursor.lastrowid or 0)
+        return int(notice_id)
 
 
 async def pending_heads(db: Database) -> list[QueueHead]:
@@ -105,8 +118,13 @@ async def pending_heads(db: Database) -> list[QueueHead]:
 
     Within a chat, notices come first, then rows in the order of their pieces.
     """
-    rows = await db.fetchall(
-        """
+    rows = await db.fetchall(_PENDING_HEADS[db.dialect])
+    return [QueueHead(*row) for row in rows]
+
+
+_PENDING_HEADS = {
+    # SQLite: the row of MIN(d.id) lends the group its other columns (its "bare columns").
+    "sqlite": """
         WITH heads AS (
             SELECT chat_id, MIN(IFNULL(item_id, 0)) AS item_key, COUNT(*) AS pending
             FROM deliveries WHERE state = 'pending' GROUP BY chat_id
@@ -117,9 +135,19 @@ async def pending_heads(db: Database) -> list[QueueHead]:
              AND IFNULL(d.item_id, 0) = h.item_key
         GROUP BY d.chat_id
         ORDER BY d.priority, h.item_key, MIN(d.id)
-        """
-    )
-    return [QueueHead(*row) for row in rows]
+        """,
+    # PostgreSQL has no bare columns: DISTINCT ON picks each chat's first row instead.
+    "postgresql": """
+        SELECT id, chat_id, priority, item_key, next_attempt_at, pending FROM (
+            SELECT DISTINCT ON (chat_id) id, chat_id, priority,
+                   COALESCE(item_id, 0) AS item_key, next_attempt_at,
+                   COUNT(*) OVER (PARTITION BY chat_id) AS pending
+            FROM deliveries WHERE state = 'pending'
+            ORDER BY chat_id, COALESCE(item_id, 0), id
+        ) heads
+        ORDER BY priority, item_key, id
+        """,
+}
 
 
 async def due_by_ids(db: Database, delivery_ids: Sequence[int], now: float) -> list[Due]:
@@ -141,7 +169,7 @@ async def due_by_ids(db: Database, delivery_ids: Sequence[int], now: float) -> l
     return [found[i] for i in delivery_ids if i in found]
 
 
-def _due(row: sqlite3.Row) -> Due:
+def _due(row: Row) -> Due:
     kind = Kind(row[0])
     payload = json.loads(row[1]) if row[1] else {}
     chat = chat_from_row(row, 2 + 11 + 14)

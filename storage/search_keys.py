@@ -42,7 +42,8 @@ async def save(
         )
         await conn.execute(
             "DELETE FROM search_keys WHERE chat_id = ? AND key NOT IN (SELECT key FROM "
-            "search_keys WHERE chat_id = ? ORDER BY created_at DESC, rowid DESC LIMIT ?)",
+            f"search_keys WHERE chat_id = ? ORDER BY created_at DESC, {_ORDER[conn.dialect]} DESC "
+            "LIMIT ?)",
             (chat_id, chat_id, per_chat),
         )
 
@@ -59,3 +60,7 @@ async def load(
     if row is None:
         return None
     return SavedSearch(row[0], tuple(row[1].split()), row[2], row[3])
+
+
+# Keys saved in the same instant: the later one is kept (SQLite's rowid, PostgreSQL's seq).
+_ORDER = {"sqlite": "rowid", "postgresql": "seq"}

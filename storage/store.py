@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiosqlite
-
+from storage import lease
+from storage.backends import Conn, Row
 from storage.db import (
     CHAT_COLUMNS,
     DELIVERY_COLUMNS,
@@ -123,11 +122,8 @@ class Store(Database):
                 "INSERT INTO events (at, kind, feed_id, detail) VALUES (?, 'feed_error', ?, ?)",
                 (now, feed_id, error[:500]),
             )
-            async with conn.execute(
-                "SELECT error_streak FROM feeds WHERE id = ?", (feed_id,)
-            ) as cursor:
-                row = await cursor.fetchone()
-        return int(row[0]) if row else 0
+            streak = await conn.fetchval("SELECT error_streak FROM feeds WHERE id = ?", (feed_id,))
+        return int(streak or 0)
 
     async def store_poll(
         self,
@@ -154,10 +150,9 @@ class Store(Database):
         """
         fan_out = fan_out or FanOut()
         async with self.transaction() as conn:
-            async with conn.execute(
+            feed_row = await conn.fetchone(
                 "SELECT lang, initialized FROM feeds WHERE id = ?", (feed_id,)
-            ) as cursor:
-                feed_row = await cursor.fetchone()
+            )
             if feed_row is None:
                 raise LookupError(f"feed {feed_id} does not exist")
             lang = str(feed_row["lang"])
@@ -190,10 +185,10 @@ class Store(Database):
                     origin = ItemOrigin.TOO_OLD
                 else:
                     origin = ItemOrigin.NEW
-                cursor = await conn.execute(
+                item_id = await conn.fetchval(
                     "INSERT INTO items (feed_id, lang, identity, link, title, summary, author, "
                     "image_url, categories, published_at, first_seen_at, origin, content_hash) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                     (
                         feed_id,
                         lang,
@@ -210,7 +205,6 @@ class Store(Database):
                         entry.content_hash,
                     ),
                 )
-                item_id = int(cursor.lastrowid or 0)
                 new_items.append(entry.stored(item_id, feed_id, lang, now, origin))
                 if origin is ItemOrigin.NEW:
                     queued_ids.append(item_id)
@@ -232,10 +226,14 @@ class Store(Database):
         Active, subscribed, not paused, taking `lang`, with at least one include or exclude
         rule: the few chats whose verdicts core computes before a poll is stored.
         """
+        if self.dialect == "postgresql":
+            has_rule = "jsonb_array_length(COALESCE(c.settings::jsonb -> '{rule}', '[]'))"
+        else:
+            has_rule = "json_array_length(c.settings, '$.{rule}')"
         rows = await self.fetchall(
             f"SELECT {CHAT_COLUMNS} FROM chats c WHERE {_TAKES_LANG} AND c.paused = 0 "
             "AND c.settings != '{}' AND ("
-            + " OR ".join(f"json_array_length(c.settings, '$.{rule}') > 0" for rule in _RULES)
+            + " OR ".join(has_rule.format(rule=rule) + " > 0" for rule in _RULES)
             + ") ORDER BY c.id",
             {"lang": lang},
         )
@@ -311,10 +309,11 @@ class Store(Database):
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(id) DO UPDATE SET type = excluded.type, title = excluded.title, "
                 "username = excluded.username, active = excluded.active, "
-                "deactivated_reason = CASE WHEN excluded.active THEN NULL "
-                "ELSE deactivated_reason END, "
-                "added_by = COALESCE(excluded.added_by, added_by), "
-                "subscribed = CASE WHEN ? IS NULL THEN subscribed ELSE excluded.subscribed END, "
+                "deactivated_reason = CASE WHEN excluded.active = 1 THEN NULL "
+                "ELSE chats.deactivated_reason END, "
+                "added_by = COALESCE(excluded.added_by, chats.added_by), "
+                "subscribed = CASE WHEN CAST(? AS INTEGER) IS NULL THEN chats.subscribed "
+                "ELSE excluded.subscribed END, "
                 "updated_at = excluded.updated_at",
                 (
                     chat_id,
@@ -387,27 +386,28 @@ class Store(Database):
                 "UPDATE chats SET active = 0, deactivated_reason = ?, updated_at = ? WHERE id = ?",
                 (reason[:300], now, chat_id),
             )
-            cursor = await conn.execute(
+            return await conn.execute(
                 "UPDATE deliveries SET state = 'cancelled', last_error = ? "
                 "WHERE chat_id = ? AND state = 'pending'",
                 (reason[:300], chat_id),
             )
-            return cursor.rowcount
 
     async def migrate_chat(self, old_id: int, new_id: int, now: float) -> Chat | None:
         """Move a chat to the id Telegram gave it when a group became a supergroup."""
         async with self.transaction() as conn:
-            async with conn.execute("SELECT 1 FROM chats WHERE id = ?", (new_id,)) as cursor:
-                exists = await cursor.fetchone() is not None
+            exists = await conn.fetchone("SELECT 1 FROM chats WHERE id = ?", (new_id,))
             if exists:
-                # The new chat is already known: move what is still pending to it, drop the old.
+                # The new chat is already known: move its deliveries to it (a post it already
+                # has stays the new chat's), then drop the old.
                 await conn.execute(
-                    "UPDATE OR IGNORE deliveries SET chat_id = ? WHERE chat_id = ?",
-                    (new_id, old_id),
+                    "UPDATE deliveries SET chat_id = ? WHERE chat_id = ? AND NOT (kind = 'post' "
+                    "AND item_id IN (SELECT item_id FROM deliveries "
+                    "WHERE chat_id = ? AND kind = 'post'))",
+                    (new_id, old_id, new_id),
                 )
                 await conn.execute(
-                    "UPDATE chats SET subscribed = MAX(subscribed, "
-                    "(SELECT subscribed FROM chats WHERE id = ?)), updated_at = ? WHERE id = ?",
+                    "UPDATE chats SET subscribed = CASE WHEN (SELECT subscribed FROM chats "
+                    "WHERE id = ?) = 1 THEN 1 ELSE subscribed END, updated_at = ? WHERE id = ?",
                     (old_id, now, new_id),
                 )
                 await conn.execute("DELETE FROM chats WHERE id = ?", (old_id,))
@@ -422,8 +422,12 @@ class Store(Database):
     # ------------------------------------------------------------------ deliveries
 
     async def record_outcomes(
-        self, records: Sequence[OutcomeRecord], *, durable: bool = True
-    ) -> None:
+        self,
+        records: Sequence[OutcomeRecord],
+        *,
+        durable: bool = True,
+        leader: tuple[str, int] | None = None,
+    ) -> bool:
         """Write the outcomes of several sends in one transaction.
 
         A batch that records a send is committed with synchronous=FULL: once this returns,
@@ -431,9 +435,18 @@ class Store(Database):
         commits run with NORMAL, which in WAL mode may lose the last ones on a power loss
         but never corrupts the file: a lost retry or poll is simply done again.)
         `durable=False` exists only to measure what FULL costs (bench/durability_bench.py).
+
+        `leader` (holder, epoch) fences the write: when the lease has moved on, only the sends
+        are recorded (they did reach Telegram: recording them keeps the new leader from
+        sending them again) and False is returned, telling the caller it was deposed.
         """
         sent = [r for r in records if r.state is DeliveryState.SENT]
         async with self.transaction(durable=durable and bool(sent)) as conn:
+            if leader is not None and not await lease.holds(conn, *leader):
+                records = sent
+                held = False
+            else:
+                held = True
             if sent:
                 await conn.executemany(
                     "UPDATE deliveries SET state = 'sent', message_id = ?, sent_at = ?, "
@@ -465,6 +478,7 @@ class Store(Database):
                     "INSERT INTO events (at, kind, chat_id, detail) VALUES (?, ?, ?, ?)",
                     [(r.at, r.event, r.chat_id, (r.error or "")[:500]) for r in events],
                 )
+        return held
 
     async def get_delivery(self, item_id: int, chat_id: int) -> Delivery | None:
         row = await self.fetchone(
@@ -490,7 +504,7 @@ class Store(Database):
     async def outbox_depth(self, now: float) -> OutboxDepth:
         """Count pending deliveries and those due at `now` (pending rows only, by their index)."""
         row = await self.fetchone(
-            "SELECT COUNT(*), TOTAL(next_attempt_at <= ?), "
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN next_attempt_at <= ? THEN 1 ELSE 0 END), 0), "
             "MIN(CASE WHEN next_attempt_at <= ? THEN next_attempt_at END) "
             "FROM deliveries WHERE state = 'pending'",
             (now, now),
@@ -506,12 +520,11 @@ class Store(Database):
         while True:
             # A chunk per transaction: the publisher's writes never wait for a long delete.
             async with self.transaction() as conn:
-                cursor = await conn.execute(
+                deleted = await conn.execute(
                     "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries "
                     "WHERE created_at < ? AND state != 'pending' LIMIT ?)",
                     (older_than, chunk),
                 )
-                deleted = cursor.rowcount
             total += deleted
             if deleted < chunk:
                 break
@@ -553,20 +566,18 @@ _FEED_SELECT = (
 )
 
 
-async def _known_identities(
-    conn: aiosqlite.Connection, feed_id: int, identities: Sequence[str]
-) -> dict[str, str]:
+async def _known_identities(conn: Conn, feed_id: int, identities: Sequence[str]) -> dict[str, str]:
     known: dict[str, str] = {}
     # SQLite caps bound parameters; 500 at a time stays far below any build's limit.
     for start in range(0, len(identities), 500):
         chunk = identities[start : start + 500]
-        async with conn.execute(
+        rows = await conn.fetchall(
             f"SELECT identity, content_hash FROM items WHERE feed_id = ? "
             f"AND identity IN ({','.join('?' * len(chunk))})",
             [feed_id, *chunk],
-        ) as cursor:
-            for row in await cursor.fetchall():
-                known[str(row[0])] = str(row[1])
+        )
+        for row in rows:
+            known[str(row[0])] = str(row[1])
     return known
 
 
@@ -581,9 +592,7 @@ def _stored_identity(entry: NewItem, known: Mapping[str, str]) -> str | None:
     return next((alias for alias in entry.aliases if alias in known), None)
 
 
-async def _update_item_content(
-    conn: aiosqlite.Connection, feed_id: int, identity: str, entry: NewItem
-) -> None:
+async def _update_item_content(conn: Conn, feed_id: int, identity: str, entry: NewItem) -> None:
     """Keep the stored text current when the site edits a piece (it is not posted again)."""
     await conn.execute(
         "UPDATE items SET title = ?, summary = ?, author = ?, image_url = ?, categories = ?, "
@@ -603,7 +612,7 @@ async def _update_item_content(
 
 # The chat takes posts in :lang (its languages are a comma-separated list) and is reachable.
 _TAKES_LANG = (
-    "c.active = 1 AND c.subscribed = 1 AND instr(',' || c.languages || ',', ',' || :lang || ',')"
+    "c.active = 1 AND c.subscribed = 1 AND ',' || c.languages || ',' LIKE '%,' || :lang || ',%'"
 )
 # The include/exclude lists of ChatSettings (a chat with none of them is never filtered).
 _RULES = ("include_categories", "exclude_categories", "include_keywords", "exclude_keywords")
@@ -616,17 +625,14 @@ _RULES = ("include_categories", "exclude_categories", "include_keywords", "exclu
 #   new item of this poll has that link (its rows are inserted by this same statement);
 # - priority by chat type, from the policy's table ({cases}).
 _FAN_OUT = """
-WITH skip(identity, chat_id, reason) AS MATERIALIZED (
-    SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
-    FROM json_each(:skips)
-)
-INSERT OR IGNORE INTO deliveries (item_id, chat_id, state, priority, next_attempt_at,
-                                  last_error, created_at)
+WITH skip(identity, chat_id, reason) AS MATERIALIZED ({skips})
+INSERT INTO deliveries (item_id, chat_id, state, priority, next_attempt_at,
+                        last_error, created_at)
 SELECT i.id, c.id,
-       CASE WHEN c.paused OR s.reason IS NOT NULL THEN 'skipped' ELSE 'pending' END,
+       CASE WHEN c.paused = 1 OR s.reason IS NOT NULL THEN 'skipped' ELSE 'pending' END,
        CASE c.type {cases} END,
        :now,
-       CASE WHEN c.paused THEN 'paused' ELSE s.reason END,
+       CASE WHEN c.paused = 1 THEN 'paused' ELSE s.reason END,
        :now
 FROM items i
 JOIN chats c ON {takes_lang}
@@ -637,12 +643,18 @@ WHERE i.id BETWEEN :first AND :last AND i.origin = 'new'
   AND NOT EXISTS (SELECT 1 FROM items o
                   WHERE o.link = i.link AND o.id >= :first AND o.id < i.id AND o.origin = 'new')
 ORDER BY i.id, c.id
+ON CONFLICT (item_id, chat_id) WHERE kind = 'post' DO NOTHING
 """
+# The skip triples, from one JSON array parameter.
+_SKIPS = {
+    "sqlite": "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+    "json_extract(value, '$[2]') FROM json_each(:skips)",
+    "postgresql": "SELECT value ->> 0, (value ->> 1)::bigint, value ->> 2 "
+    "FROM jsonb_array_elements(CAST(:skips AS jsonb))",
+}
 
 
-async def _fan_out(
-    conn: aiosqlite.Connection, item_ids: Sequence[int], fan_out: FanOut, now: float
-) -> int:
+async def _fan_out(conn: Conn, item_ids: Sequence[int], fan_out: FanOut, now: float) -> int:
     """Queue the poll's new items (ids `item_ids`, ascending) by `fan_out`; return how many
     rows are pending."""
     cases = " ".join(f"WHEN '{t.value}' THEN {int(p):d}" for t, p in fan_out.priorities.items())
@@ -653,7 +665,11 @@ async def _fan_out(
         for chat_id, reason in verdicts.items()
     ]
     await conn.execute(
-        _FAN_OUT.format(cases=cases, takes_lang=_TAKES_LANG.replace(":lang", "i.lang")),
+        _FAN_OUT.format(
+            skips=_SKIPS[conn.dialect],
+            cases=cases,
+            takes_lang=_TAKES_LANG.replace(":lang", "i.lang"),
+        ),
         {
             "skips": json.dumps(skips, ensure_ascii=False),
             "now": now,
@@ -661,30 +677,28 @@ async def _fan_out(
             "last": item_ids[-1],
         },
     )
-    async with conn.execute(
+    pending = await conn.fetchval(
         "SELECT COUNT(*) FROM deliveries WHERE item_id BETWEEN ? AND ? AND state = 'pending'",
         (item_ids[0], item_ids[-1]),
-    ) as cursor:
-        row = await cursor.fetchone()
-    return int(row[0]) if row else 0
+    )
+    return int(pending or 0)
 
 
 async def _items_by_identity(
-    conn: aiosqlite.Connection, feed_id: int, identities: Sequence[str]
+    conn: Conn, feed_id: int, identities: Sequence[str]
 ) -> tuple[Item, ...]:
     items: list[Item] = []
     for identity in identities:
-        async with conn.execute(
+        row = await conn.fetchone(
             f"SELECT {ITEM_COLUMNS} FROM items i WHERE i.feed_id = ? AND i.identity = ?",
             (feed_id, identity),
-        ) as cursor:
-            row = await cursor.fetchone()
+        )
         if row is not None:
             items.append(item_from_row(row))
     return tuple(items)
 
 
-def _feed(row: sqlite3.Row) -> Feed:
+def _feed(row: Row) -> Feed:
     return Feed(
         id=row["id"],
         url=row["url"],
@@ -702,7 +716,7 @@ def _feed(row: sqlite3.Row) -> Feed:
     )
 
 
-def _due(row: sqlite3.Row) -> DueDelivery:
+def _due(row: Row) -> DueDelivery:
     return DueDelivery(
         delivery=delivery_from_row(row, 0), item=item_from_row(row, 11), chat=chat_from_row(row, 25)
     )

@@ -103,3 +103,12 @@ import uuid  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 
 from tests.pg import PgCluster  # noqa: E402
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a store opens, once per back end: an SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "bot.sqlite3")
+    url: str = request.getfixturevalue("pg_url")
+    return url

@@ -34,6 +34,7 @@ from bot.backoff import backoff
 from bot.clock import Clock, unless_stopped
 from bot.delivery.ratelimit import RateLimits
 from bot.delivery.sender import Outcome, Sender, SendResult
+from bot.leadership import Deposed, Leadership
 from bot.text.render import Post, Renderer
 from storage import outbox
 from storage.models import (
@@ -97,10 +98,19 @@ class _OutcomeWriter:
     during an outage can lose what was still held, and then only those sends can repeat.
     """
 
-    def __init__(self, store: Store, clock: Clock, on_down: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        on_down: Callable[[], None],
+        fence: Leadership | None = None,
+        on_deposed: Callable[[], None] | None = None,
+    ) -> None:
         self.store = store
         self.clock = clock
         self.on_down = on_down
+        self.fence = fence
+        self.on_deposed = on_deposed
         self.down = False
         self.up = asyncio.Event()
         self.up.set()
@@ -129,7 +139,16 @@ class _OutcomeWriter:
             while self._queue:
                 batch, self._queue = self._queue, []
                 try:
-                    await self.store.record_outcomes([record for record, _ in batch])
+                    leader = (
+                        (self.fence.holder, self.fence.epoch)
+                        if self.fence is not None and self.fence.epoch is not None
+                        else None
+                    )
+                    held = await self.store.record_outcomes(
+                        [record for record, _ in batch], leader=leader
+                    )
+                    if held is False and self.on_deposed is not None:
+                        self.on_deposed()
                 except Exception as exc:
                     self._queue[:0] = batch  # kept, in order, ahead of anything newer
                     self._went_down(exc)
@@ -203,8 +222,11 @@ class Publisher:
         lookahead: int | None = None,
         rng: random.Random | None = None,
         on_chat_problem: ChatProblemHook | None = None,
+        fence: Leadership | None = None,
     ) -> None:
         self.store = store
+        # Several instances: only the lease holder sends, and checks it still is (bot.leadership).
+        self.fence = fence
         self.sender = sender
         self.renderer = renderer
         self.limits = limits
@@ -224,7 +246,9 @@ class Publisher:
         # attempt is reported as FAILED. Set by the composition root.
         self.on_outcome: Callable[[Chat, Outcome], None] | None = None
         self.stats = dict.fromkeys(Outcome, 0)
-        self._writer = _OutcomeWriter(store, clock, on_down=self._hold_back)
+        self._writer = _OutcomeWriter(
+            store, clock, on_down=self._hold_back, fence=fence, on_deposed=self.halt
+        )
         self._sends: dict[int, _Send] = {}  # by chat id: one send per chat at a time
         self._unstamped = 0
         self._new_work = asyncio.Event()
@@ -271,6 +295,11 @@ class Publisher:
 
     async def _pass(self) -> float | None:
         """Dispatch every head that can go now; return when to look again (None: at once)."""
+        if self.fence is not None and not await self.fence.confirm():
+            if self.fence.deposed.is_set():
+                self.halt()
+                return None
+            return self.clock.monotonic() + 1.0  # the lease is not trusted now: claim nothing
         self._new_work.clear()
         self._freed_ready_at = math.inf
         heads = await outbox.pending_heads(self.store)
@@ -355,6 +384,10 @@ class Publisher:
                 send.task.cancel()
 
     def _stamped(self, send: _Send) -> None:
+        # The last moment before the request leaves: a leader whose lease it no longer
+        # trusts (it was frozen, or could not renew) sends nothing.
+        if self.fence is not None and not self.fence.valid():
+            raise Deposed("the leader lease is no longer held")
         if not send.stamped:
             send.stamped = True
             self._unstamped -= 1
@@ -371,6 +404,8 @@ class Publisher:
                 send.more = True  # the row waits for a retry, or the chat's queue changed
         except asyncio.CancelledError:
             raise
+        except Deposed:
+            self.halt()  # not sent: the row stays pending for the new leader
         except Exception as exc:
             # A bug, not an expected failure: the row waits and the try counts as an attempt,
             # so a send that always crashes ends as failed after MAX_SEND_ATTEMPTS.
@@ -562,6 +597,17 @@ class Publisher:
         return post
 
     # ------------------------------------------------------------------ shutdown
+
+    def halt(self) -> None:
+        """Stop dispatching at once (deposed): sends not yet stamped are cancelled and stay
+        pending; ones already on their way finish and are recorded."""
+        if not self._stopping.is_set():
+            log.warning("publisher halted: this instance is not the leader")
+        self._stopping.set()
+        self._capacity.set()
+        for send in list(self._sends.values()):
+            if not send.stamped and send.task is not None:
+                send.task.cancel()
 
     async def stop(self, timeout: float) -> int:
         """Stop dispatching, let in-flight sends finish for up to `timeout` s; return unfinished.

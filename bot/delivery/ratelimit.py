@@ -175,18 +175,16 @@ class RateLimits:
     def __init__(self, clock: Clock, limits: Limits = Limits()) -> None:
         self.clock = clock
         self.limits = limits
-        everyone = _BotWide(limits.global_per_second, limits.margin)
-        self._paid_rates: tuple[_BotWide, ...] = (everyone,)
-        self._unpaid_rates: tuple[_BotWide, ...] = self._paid_rates
-        if limits.unpaid_per_second is not None:
-            self._unpaid_rates += (_BotWide(limits.unpaid_per_second, limits.margin),)
+        self.margin = limits.margin  # widened for a while after bot-wide 429s
+        self.fraction = 1.0
+        self._paid_rates: tuple[_BotWide, ...] = ()
+        self._unpaid_rates: tuple[_BotWide, ...] = ()
+        self.share(1.0)
         self._chats: dict[str, tuple[SlidingWindow, ...]] = {}
         self._blocked_until: dict[str, float] = {}
         self._all_blocked_until = 0.0
         self._records_since_sweep = 0
         self._recent_429: deque[tuple[float, str]] = deque(maxlen=64)
-        # The bot-wide windows' margin: RATE_MARGIN, widened for a while after bot-wide 429s.
-        self.margin = limits.margin
         self._widened_at = -math.inf
         # One waiter at a time watches the global window; the rest queue here in FIFO order.
         self._turn = asyncio.Lock()
@@ -195,6 +193,17 @@ class RateLimits:
         self.longest_write_delay = 0.0
         # Told how long each acquired send waited for the windows (metrics).
         self.on_wait: Callable[[float], None] | None = None
+
+    def share(self, fraction: float) -> None:
+        """Take `fraction` of the bot-wide rates (several instances share one bot's budget:
+        bot.leadership, README "Several instances"). Per-chat windows are the chat's own."""
+        lim = self.limits
+        self.fraction = fraction
+        everyone = _BotWide(_part(lim.global_per_second, fraction), self.margin)
+        self._paid_rates = (everyone,)
+        self._unpaid_rates = self._paid_rates
+        if lim.unpaid_per_second is not None:
+            self._unpaid_rates += (_BotWide(_part(lim.unpaid_per_second, fraction), self.margin),)
 
     def _windows(self, chat: int | str) -> tuple[SlidingWindow, ...]:
         key = str(chat)
@@ -365,6 +374,11 @@ class _BotWide:
 
     def available_at(self, now: float) -> float:
         return max(self.window.available_at(now), self.pacer.available_at(now))
+
+
+def _part(per_second: int, fraction: float) -> int:
+    # Rounded down: the parts of several instances never add up to more than the whole.
+    return max(1, math.floor(per_second * fraction))
 
 
 def _rate_to_window(per_second: float) -> tuple[int, float]:

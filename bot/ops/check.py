@@ -24,6 +24,7 @@ from bot.config import ConfigError, FeedSource, Settings, load_settings
 from bot.pipeline.feeds import FeedError, fetch_feed, parse_feed
 from storage.backup import schema_version
 from storage.migrations import MIGRATIONS
+from storage.postgres import probe, redacted
 
 MIN_FREE_BYTES = 100 * 1024 * 1024  # below this the data directory check fails
 MIB = 1024 * 1024
@@ -42,7 +43,8 @@ def check_config(env: Mapping[str, str]) -> tuple[Settings | None, Check]:
         settings = load_settings(env)
     except ConfigError as exc:
         return None, Check("config", ok=False, detail=str(exc))
-    detail = f"{len(settings.feeds)} feed(s), store {settings.database_path}"
+    store = settings.database_path or redacted(settings.database_url or "")
+    detail = f"{len(settings.feeds)} feed(s), store {store}"
     return settings, Check("config", ok=True, detail=detail)
 
 
@@ -150,9 +152,28 @@ async def run_checks(
         checks.append(await check_bot_api(settings, api))
     if feeds is not None:
         checks += await asyncio.gather(*(check_feed(f, settings, feeds) for f in settings.feeds))
-    checks.append(await asyncio.to_thread(check_store, settings.database_path))
-    checks.append(await asyncio.to_thread(check_data_dir, settings.database_path, min_free))
+    if settings.database_path is not None:
+        checks.append(await asyncio.to_thread(check_store, settings.database_path))
+        checks.append(await asyncio.to_thread(check_data_dir, settings.database_path, min_free))
+    elif settings.database_url is not None:
+        checks.append(await check_postgresql(settings.database_url))
     return checks
+
+
+async def check_postgresql(url: str) -> Check:
+    """Reach the PostgreSQL database and report its schema version against the code's."""
+
+    expected = MIGRATIONS[-1].version
+    try:
+        where, found = await probe(url)
+    except Exception as exc:
+        return Check("store", ok=False, detail=str(exc))
+    versions = f"{where}: schema {found} (expected {expected})"
+    if found > expected:
+        return Check("store", ok=False, detail=f"{versions}: newer than this bot")
+    if found < expected:
+        return Check("store", ok=True, detail=f"{versions}: migrated at start")
+    return Check("store", ok=True, detail=versions)
 
 
 def format_checks(checks: Sequence[Check], secrets: Sequence[str] = ()) -> str:

@@ -75,6 +75,8 @@ class Health:
         self._outbox_age = 0.0  # the oldest due row's age when the outbox was read...
         self._outbox_read_at = start  # ...and when that was
         self.loop_lag = 0.0
+        # "leader" (polls and publishes) or "standby"; one instance alone is always the leader.
+        self.role: Callable[[], str] = lambda: "leader"
 
     def note_api_answer(self) -> None:
         """The Bot API answered a request (any status below 500)."""
@@ -120,6 +122,11 @@ class Health:
     def checks(self) -> dict[str, Check]:
         """Judge every readiness check now."""
         now = self.clock.monotonic()
+        if self.role() == "standby":
+            # A standby neither polls nor publishes: it is ready when it can answer readers.
+            idle = Check(True, "standby: the leader polls and publishes")
+            return {"store": self._store(now), "bot_api": self._bot_api(now),
+                    "feeds": idle, "delivery": idle}  # fmt: skip
         return {
             "store": self._store(now),
             "bot_api": self._bot_api(now),
@@ -309,6 +316,7 @@ class Monitor:
         checks = self._judge()
         body = {
             "ready": all(c.ok for c in checks.values()),
+            "role": self.health.role(),
             "checks": {name: {"ok": c.ok, "detail": c.detail} for name, c in checks.items()},
             "failing": [name for name, c in checks.items() if not c.ok],
         }
@@ -328,6 +336,7 @@ class Monitor:
     def _judge(self) -> dict[str, Check]:
         """Judge readiness; keep the gauges in step and log each check that changes."""
         checks = self.health.checks()
+        self.metrics.role(self.health.role())
         self.metrics.readiness({name: c.ok for name, c in checks.items()})
         for name, check in checks.items():
             was = self._reported.get(name, True)

@@ -53,6 +53,9 @@ class Metrics:
         self.build_info = gauge("build_info", "Always 1; the bot's version.", ("version", "python"))
         self.ready = gauge("ready", "1 when /readyz is green, else 0.")
         self.ready_check = gauge("ready_check", "1 when the readiness check passes.", ("check",))
+        self.instance_role = gauge(
+            "instance_role", "1 for this instance's role: leader (publishes) or standby.", ("role",)
+        )
         self.loop_lag = gauge(
             "event_loop_lag_seconds", "How late the event loop last ran a timer (seconds)."
         )
@@ -148,6 +151,10 @@ class Metrics:
         self.outbox_pending.set(pending)
         self.outbox_due.set(due)
         self.outbox_oldest_due_age.set(oldest_due_age)
+
+    def role(self, role: str) -> None:
+        for name in ("leader", "standby"):
+            self.instance_role.labels(name).set(int(name == role))
 
     def readiness(self, checks: Mapping[str, bool]) -> None:
         for name, ok in checks.items():

@@ -173,11 +173,11 @@ class Readers:
         now = self.clock.now()
 
         async def run(langs: list[str]) -> index_store.SearchPage:
-            expression = query.match(langs)
-            if expression is None:
+            wanted = query.match(langs)
+            if wanted is None:
                 return index_store.SearchPage(hits=(), has_more=False, offset=0, total=0)
             return await index_store.search(
-                self.store, expression, now=now, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE
+                self.store, wanted, now=now, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE
             )
 
         result = await run([lang] if scope == "l" else list(LANGUAGES))
@@ -203,11 +203,11 @@ class Readers:
         now = self.clock.now()
         for current in (scope, "a") if scope == "l" and start == 0 else (scope,):
             langs = [lang] if current == "l" else list(LANGUAGES)
-            expression = query.match(langs)
-            if expression is None:
+            wanted = query.match(langs)
+            if wanted is None:
                 return [], ""
             page = await index_store.search(
-                self.store, expression, now=now, offset=start, limit=INLINE_PAGE_SIZE
+                self.store, wanted, now=now, offset=start, limit=INLINE_PAGE_SIZE
             )
             if page.hits or current == "a":
                 items = [hit.item for hit in page.hits]

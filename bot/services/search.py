@@ -1,13 +1,14 @@
-"""Search: safe FTS5 queries, highlighting, and keeping the index in step with the items.
+"""Search: safe queries, highlighting, and keeping the index in step with the items.
 
 Index time and query time go through the same analysis (bot.text.analysis: folding and the
 stemmer of the piece's language), so a word folds to the same term on both sides.
 
-User text never reaches FTS5 MATCH as it is: a query is cut into words of letters and digits
+User text never reaches the index as it is: a query is cut into words of letters and digits
 (the same split as FTS5's unicode61 tokenizer), each word is folded, stemmed and tagged with
-the language it is looked for in (see tagged()), and every resulting term is put in double
-quotes. Operators, quotes, `*`, `^`, parentheses and SQL are therefore only separators or plain
-words.
+the language it is looked for in (see tagged()), and the query handed to storage.search is
+only those terms, grouped (SearchQuery.match). Storage checks every term is letters and digits
+and renders the groups for its back end itself (FTS5 MATCH, PostgreSQL tsquery). Operators,
+quotes, `*`, `^`, parentheses and SQL are therefore only separators or plain words.
 
 Items are indexed after the transaction that stored them has committed (index_items, called by
 the poller); the start-up catch-up (attach_index) indexes whatever a crash left out.
@@ -25,7 +26,7 @@ from bot.text.analysis import WORD, term, terms, words
 from bot.workers import RunCpu
 from storage import search as index_store
 from storage.models import Item
-from storage.search import SearchDoc
+from storage.search import SearchDoc, TermGroups
 from storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -74,19 +75,18 @@ class SearchQuery:
     def empty(self) -> bool:
         return not self.words
 
-    def match(self, langs: Iterable[str]) -> str | None:
-        """Return the FTS5 MATCH expression: every word must occur, in any of `langs`.
+    def match(self, langs: Iterable[str]) -> TermGroups | None:
+        """Return what to look for: every word must occur, in any of `langs`.
 
-        Each word becomes its quoted, tagged term in each language, OR-ed together; the words
-        are AND-ed. None when there is nothing to look for.
+        One group per word, holding its tagged term in each language (storage.search renders
+        the groups for its back end: any term of a group, every group). Words that give the
+        same terms are looked for once. None when there is nothing to look for.
         """
         langs = tuple(dict.fromkeys(langs))
-        groups = []
-        for word in self.words:
-            forms = [_quote(tagged(term(word, lang), lang)) for lang in langs]
-            if forms:
-                groups.append(forms[0] if len(forms) == 1 else "(" + " OR ".join(forms) + ")")
-        return " AND ".join(groups) or None
+        if not langs:
+            return None
+        groups = (tuple(tagged(term(word, lang), lang) for lang in langs) for word in self.words)
+        return tuple(dict.fromkeys(groups)) or None
 
     def terms_for(self, lang: str) -> frozenset[str]:
         """Return the terms a piece in `lang` must contain to match (used for highlighting)."""
@@ -101,11 +101,6 @@ def parse_query(text: str) -> SearchQuery:
     # Words are taken from the whole text, not the cut one, so a long query still finds its words.
     distinct = list(dict.fromkeys(words(text)))[:MAX_QUERY_WORDS]
     return SearchQuery(text=shown, words=tuple(distinct))
-
-
-def _quote(term_text: str) -> str:
-    # Terms hold only letters and digits; doubling quotes keeps this safe even if that changes.
-    return '"' + term_text.replace('"', '""') + '"'
 
 
 @dataclass(frozen=True, slots=True)

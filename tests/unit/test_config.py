@@ -219,3 +219,44 @@ def test_bad_webhook_and_log_settings_name_the_variable(env: dict[str, str], nam
     assert caught.value.name == name
     if name == "WEBHOOK_SECRET" and "WEBHOOK_SECRET" in env:
         assert env["WEBHOOK_SECRET"] not in str(caught.value)  # a secret is never echoed
+
+
+def test_a_postgresql_url_selects_postgresql_and_its_password_is_a_secret() -> None:
+    settings = load_settings(
+        {
+            "TELEGRAM_BOT_TOKEN": TOKEN,
+            "FEEDS": "en=https://caliber.az/en/rss",
+            "DATABASE_URL": "postgresql://bot:p%40ss-w0rd@db.internal:5432/caliber",
+        }
+    )
+    assert settings.database_path is None
+    assert settings.store_target == "postgresql://bot:p%40ss-w0rd@db.internal:5432/caliber"
+    # Both spellings of the password: as the URL writes it and as it is.
+    assert {"p%40ss-w0rd", "p@ss-w0rd"} <= set(settings.secrets)
+    assert settings.leader_timeout == 15 and settings.instances == 1
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://bot:hunter2-secret@db.internal:5432/",  # no database
+        "postgresql://bot:hunter2-secret@/caliber",  # no host
+        "postgresql://bot:hunter2-secret@db.internal:port/caliber",  # no port number
+        "mysql://bot:hunter2-secret@db.internal/caliber",
+    ],
+)
+def test_a_bad_database_url_is_named_but_its_password_never_shown(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(
+            {"TELEGRAM_BOT_TOKEN": TOKEN, "FEEDS": "en=https://x.az/rss", "DATABASE_URL": url}
+        )
+    message = str(caught.value)
+    assert message.startswith("DATABASE_URL: ")
+    assert "postgresql://user:password@host:port/database" in message
+    assert "hunter2" not in message
+
+
+@pytest.mark.parametrize(("name", "value"), [("LEADER_TIMEOUT", "2"), ("INSTANCES", "0")])
+def test_several_instances_settings_are_checked(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_settings({"TELEGRAM_BOT_TOKEN": TOKEN, "FEEDS": "en=https://x.az/rss", name: value})

@@ -137,3 +137,34 @@ def test_dockerfile_passes_hadolint() -> None:
         [hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_postgresql_compose_runs_two_replicas_on_one_database_behind_the_webhook() -> None:
+    spec: dict[str, Any] = yaml.safe_load(
+        (ROOT / "deploy" / "compose.postgres.yaml").read_text(encoding="utf-8")
+    )
+    bot, postgres = spec["services"]["bot"], spec["services"]["postgres"]
+    env = bot["environment"]
+    assert set(env) - settings_the_bot_reads() == set()
+    # The URL carries the password: only ever from a secret file.
+    assert "DATABASE_URL" not in env and env["DATABASE_URL_FILE"] == "/run/secrets/database_url"
+    for name, value in env.items():
+        if name.endswith("_FILE"):
+            assert value.removeprefix("/run/secrets/") in bot["secrets"]
+    assert bot["deploy"]["replicas"] == int(env["INSTANCES"]) == 2
+    assert postgres["image"].startswith("postgres:15")
+    assert bot["depends_on"]["postgres"]["condition"] == "service_healthy"
+    settings = load_settings(
+        {
+            "TELEGRAM_BOT_TOKEN": TOKEN,
+            "FEEDS": "en=https://caliber.az/en/rss",
+            "DATABASE_URL": "postgresql://bot:pw@postgres:5432/bot",
+            **{k: v for k, v in env.items() if not k.endswith("_FILE")},
+            "WEBHOOK_SECRET": "s" * 32,
+        }
+    )
+    assert settings.database_url is not None and settings.instances == 2
+    # The proxy sends Telegram's calls for the webhook's path to the replicas' webhook port.
+    proxy = (ROOT / "deploy" / "nginx-webhook.conf").read_text(encoding="utf-8")
+    path = env["WEBHOOK_URL"].split("/", 3)[3]
+    assert f"location /{path}" in proxy and f"http://bot:{env['WEBHOOK_PORT']}" in proxy

@@ -1,13 +1,15 @@
-"""Search: text folding and word forms, safe queries, snippets, and ranking on a real SQLite file.
+"""Search: text folding and word forms, safe queries, snippets, and ranking on both back ends.
 
 The fixture set holds pieces in English, Russian and Azerbaijani stored through the real store
 (store_poll, then indexing as the poller does), so what is tested is what /search and inline mode
-run.
+run. The relevance tests run once on an SQLite file and once on a fresh PostgreSQL database
+(`store_target`); the parity tests open both side by side and compare their answers.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import random
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -28,6 +30,7 @@ from bot.text import analysis
 from bot.text.analysis import term, words
 from storage import search as index_store
 from storage.models import NewItem
+from storage.search import TermGroups
 from storage.store import Store
 from tests.factories import new_item
 
@@ -120,20 +123,43 @@ async def store_pieces(
         await poll(store, feed.id, entries(lang, items), index=index)
 
 
+async def open_store(target: str | Path) -> Store:
+    """A store with an index, as the bot opens it (attach_index at start)."""
+    store = await Store.open(target)
+    await attach_index(store)
+    return store
+
+
 @pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(db_path)
-    await attach_index(s)
+async def store(store_target: str) -> AsyncIterator[Store]:
+    """The fixture set on one back end (the test runs once per back end)."""
+    s = await open_store(store_target)
     await store_pieces(s, PIECES)
     yield s
     await s.close()
 
 
+@pytest.fixture
+async def both(db_path: Path, pg_url: str) -> AsyncIterator[tuple[Store, Store]]:
+    """An SQLite store and a PostgreSQL one, both empty but for their index, side by side."""
+    stores = (await open_store(db_path), await open_store(pg_url))
+    assert [s.dialect for s in stores] == ["sqlite", "postgresql"]
+    yield stores
+    for s in stores:
+        await s.close()
+
+
+def wanted(text: str, langs: Sequence[str]) -> TermGroups:
+    groups = parse_query(text).match(langs)
+    assert groups is not None, text
+    return groups
+
+
 async def titles(store: Store, text: str, langs: Sequence[str], **kwargs: int) -> list[str]:
-    expression = parse_query(text).match(langs)
-    if expression is None:
+    groups = parse_query(text).match(langs)
+    if groups is None:
         return []
-    page = await index_store.search(store, expression, now=NOW, **kwargs)
+    page = await index_store.search(store, groups, now=NOW, **kwargs)
     return [hit.item.title for hit in page.hits]
 
 
@@ -212,11 +238,26 @@ HOSTILE = [
     "+oil -gas",
 ]
 
-# A MATCH expression built from a query: quoted terms joined by AND/OR, in parentheses.
-_SAFE_EXPRESSION = re.compile(
-    r'^(?:"[0-9a-z]+0[^\W_]+"|\("[0-9a-z]+0[^\W_]+"(?: OR "[0-9a-z]+0[^\W_]+")+\))'
-    r'(?: AND (?:"[0-9a-z]+0[^\W_]+"|\("[0-9a-z]+0[^\W_]+"(?: OR "[0-9a-z]+0[^\W_]+")+\)))*$'
-)
+# What a query may become: groups of tagged terms (a language code, 0, letters and digits).
+_TAGGED = re.compile(r"[a-z]+0[^\W_]+")
+# Its FTS5 MATCH expression: quoted terms joined by AND/OR, in parentheses.
+_FTS5_TERM = r'"[a-z]+0[^\W_]+"'
+_FTS5_GROUP = rf"(?:{_FTS5_TERM}|\({_FTS5_TERM}(?: OR {_FTS5_TERM})+\))"
+_SAFE_EXPRESSION = re.compile(rf"^{_FTS5_GROUP}(?: AND {_FTS5_GROUP})*$")
+# Its tsquery: quoted lexemes joined by & and | (one group: its lexemes OR-ed, unbracketed).
+_TS_TERM = r"'[a-z]+0[^\W_]+'"
+_TS_GROUP = rf"(?:{_TS_TERM}|\( {_TS_TERM}(?: \| {_TS_TERM})+ \))"
+_SAFE_TSQUERY = re.compile(rf"^(?:{_TS_TERM}(?: \| {_TS_TERM})*|{_TS_GROUP}(?: & {_TS_GROUP})+)$")
+_SAFE_RANK_TSQUERY = re.compile(rf"^{_TS_TERM}(?: \| {_TS_TERM})*$")
+
+
+def assert_safe(groups: TermGroups) -> None:
+    """Every rendering of `groups` is quoted tagged terms and the renderer's own operators."""
+    assert groups and all(groups)
+    assert all(_TAGGED.fullmatch(t) for group in groups for t in group), groups
+    assert _SAFE_EXPRESSION.match(index_store.fts5_expression(groups)), groups
+    assert _SAFE_TSQUERY.match(index_store.tsquery(groups)), groups
+    assert _SAFE_RANK_TSQUERY.match(index_store.rank_tsquery(groups)), groups
 
 
 @pytest.mark.parametrize("text", HOSTILE)
@@ -225,10 +266,43 @@ def test_user_text_never_reaches_match_raw(text: str) -> None:
     assert len(query.text) <= search_service.MAX_QUERY_CHARS
     assert len(query.words) <= search_service.MAX_QUERY_WORDS
     for langs in (["en"], ["en", "ru", "az"]):
-        expression = query.match(langs)
-        assert (expression is None) == query.empty
-        if expression is not None:
-            assert _SAFE_EXPRESSION.match(expression), expression
+        groups = query.match(langs)
+        assert (groups is None) == query.empty
+        if groups is not None:
+            assert len(groups) <= len(query.words)
+            assert all(len(group) == len(langs) for group in groups)
+            assert_safe(groups)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        '"',
+        'en0oil" OR "en0gas',
+        "en0oil OR en0gas",
+        "en0oil'",
+        "en0oil' | 'en0gas",
+        "en0oil:*",
+        "en0oil & !en0gas",
+        "en0oil\\",
+        "en0oil)",
+        "en0_oil",
+        "",
+        " ",
+    ],
+)
+def test_storage_refuses_anything_but_terms(bad: str) -> None:
+    """The renderers check every term themselves: a term that is not letters and digits is
+    refused, never quoted into a query (whatever a future caller passes)."""
+    for groups in (((bad,),), (("en0oil",), ("en0gas", bad))):
+        for render in (index_store.fts5_expression, index_store.tsquery, index_store.rank_tsquery):
+            with pytest.raises(ValueError):
+                render(groups)
+    for empty in ((), ((),), (("en0oil",), ())):
+        with pytest.raises(ValueError):
+            index_store.tsquery(empty)
+        with pytest.raises(ValueError):
+            index_store.fts5_expression(empty)
 
 
 def test_queries_keep_words_only() -> None:
@@ -236,6 +310,23 @@ def test_queries_keep_words_only() -> None:
     assert parse_query("🛢️🔥").empty
     assert parse_query("NEAR(oil*, ^gas)").words == ("near", "oil", "gas")
     assert parse_query("x" * 5000).text.endswith("…")
+
+
+def test_query_groups() -> None:
+    """One group per word, its term in each language; words with the same terms once."""
+    assert parse_query("Sanctions on Iran").match(["en", "ru"]) == (
+        ("en0sanction", "ru0sanctions"),
+        ("en0on", "ru0on"),
+        ("en0iran", "ru0iran"),
+    )
+    assert parse_query("sanctions sanction").match(["en"]) == (("en0sanction",),)
+    assert parse_query("oil").match([]) is None
+    assert index_store.fts5_expression((("en0a",), ("en0b", "ru0b"))) == (
+        '"en0a" AND ("en0b" OR "ru0b")'
+    )
+    assert index_store.tsquery((("en0a",), ("en0b", "ru0b"))) == "'en0a' & ( 'en0b' | 'ru0b' )"
+    assert index_store.tsquery((("en0a", "ru0a"),)) == "'en0a' | 'ru0a'"
+    assert index_store.rank_tsquery((("en0a",), ("en0b", "en0a"))) == "'en0a' | 'en0b'"
 
 
 @settings(max_examples=300, deadline=None)
@@ -246,10 +337,73 @@ def test_any_text_gives_a_valid_fts5_query(text: str) -> None:
         "CREATE VIRTUAL TABLE t USING fts5(title, body, tokenize = 'unicode61 remove_diacritics 2')"
     )
     conn.execute("INSERT INTO t VALUES ('en0oil', 'en0gas')")
-    expression = parse_query(text).match(["en", "ru", "az"])
-    if expression is not None:
+    groups = parse_query(text).match(["en", "ru", "az"])
+    if groups is not None:
+        expression = index_store.fts5_expression(groups)
         conn.execute("SELECT rowid FROM t WHERE t MATCH ?", (expression,)).fetchall()
     conn.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80))
+def test_any_text_gives_a_safe_query(text: str) -> None:
+    groups = parse_query(text).match(["en", "ru", "az"])
+    if groups is not None:
+        assert_safe(groups)
+
+
+def _random_texts(count: int) -> list[str]:
+    """Texts full of what a query language might obey: quotes, operators, escapes, letters."""
+    rng = random.Random(13)
+    alphabet = [*"'\\\"&|!<->():*^{}[];, -_\t\n\x00AaZzİıƏəĞğЁёЖж0189é", "\u0307", "🛢️"]
+    return ["".join(rng.choices(alphabet, k=rng.randint(1, 40))) for _ in range(count)]
+
+
+async def test_postgresql_reads_the_tsquery_as_written(pg_url: str) -> None:
+    """PostgreSQL parses every rendered tsquery back to the same text: the same lexemes and
+    only the operators the renderer put there, whatever the reader typed."""
+    store = await Store.open(pg_url)
+    checked = 0
+    for text in [*HOSTILE, *_random_texts(400), "x" * 3000 + " oil"]:
+        for langs in (["en"], ["en", "ru", "az"]):
+            groups = parse_query(text).match(langs)
+            if groups is None:
+                continue
+            for rendered in (index_store.tsquery(groups), index_store.rank_tsquery(groups)):
+                row = await store.fetchone("SELECT CAST(? AS tsquery)::text", (rendered,))
+                assert row is not None and row[0] == rendered, text
+                checked += 1
+    assert checked > 500
+    await store.close()
+
+
+async def test_postgresql_reads_the_tsvector_as_built(pg_url: str) -> None:
+    """The tsvector built from the analysed terms is what PostgreSQL stores: the same lexemes
+    (no word split at a non-ASCII letter), title words weight A at their positions, text words
+    weight D after them; a word too long for a lexeme is stored as its digest form."""
+    store = await Store.open(pg_url)
+    long_word = "ə" * 1500  # 3,000 bytes: above PostgreSQL's 2,046 per lexeme
+    doc = index_store.SearchDoc(
+        item_id=1,
+        ts=NOW,
+        title="az0igdir az0kemer az0igdir",
+        body=f"ru0елк en0café az0igdir az0{long_word}",
+    )
+    rows = await store.fetchall(
+        "SELECT lexeme, positions, weights FROM unnest(CAST(? AS tsvector))",
+        (index_store.tsvector(doc),),
+    )
+    got = {r[0]: (list(r[1]), list(r[2])) for r in rows}
+    digest = index_store.rank_tsquery(((f"az0{long_word}",),)).strip("'")
+    assert len(digest.encode()) <= 2046 and digest.startswith("az0əəə")
+    assert got == {
+        "az0igdir": ([1, 3, 6], ["A", "A", "D"]),
+        "az0kemer": ([2], ["A"]),
+        "ru0елк": ([4], ["D"]),
+        "en0café": ([5], ["D"]),
+        digest: ([7], ["D"]),
+    }
+    await store.close()
 
 
 # ---------------------------------------------------------------------- snippets
@@ -273,7 +427,7 @@ def test_snippet_is_a_window_around_the_first_match() -> None:
     assert [f.text for f in fragments if f.matched] == ["sanctions"]
 
 
-# ---------------------------------------------------------------------- relevance on SQLite
+# ---------------------------------------------------------------------- relevance, on each back end
 
 
 async def test_russian_word_forms(store: Store) -> None:
@@ -336,9 +490,8 @@ async def test_an_operator_is_not_obeyed(store: Store) -> None:
     assert await titles(store, "caspian", ["en"]) != []
 
 
-async def test_title_matches_rank_above_text_matches(db_path: Path) -> None:
-    store = await Store.open(db_path)
-    await attach_index(store)
+async def test_title_matches_rank_above_text_matches(store_target: str) -> None:
+    store = await open_store(store_target)
     await store_pieces(
         store,
         {
@@ -352,30 +505,25 @@ async def test_title_matches_rank_above_text_matches(db_path: Path) -> None:
     await store.close()
 
 
-async def test_recent_pieces_rank_higher_at_equal_relevance(db_path: Path) -> None:
-    store = await Store.open(db_path)
-    await attach_index(store)
+async def test_recent_pieces_rank_higher_at_equal_relevance(store_target: str) -> None:
+    store = await open_store(store_target)
     same = "Gas pipeline talks resume"
     await store_pieces(store, {"en": ((same, "Old news.", 400), (same, "New news.", 1))})
-    expression = parse_query("pipeline").match(["en"])
-    assert expression is not None
-    page = await index_store.search(store, expression, now=NOW)
+    page = await index_store.search(store, wanted("pipeline", ["en"]), now=NOW)
     assert [hit.item.summary for hit in page.hits] == ["New news.", "Old news."]
-    assert page.hits[0].score < page.hits[1].score  # lower is better, as bm25
+    assert page.hits[0].score < page.hits[1].score  # lower is better, on both back ends
     await store.close()
 
 
-async def test_paging_covers_every_match_once(db_path: Path) -> None:
-    store = await Store.open(db_path)
-    await attach_index(store)
+async def test_paging_covers_every_match_once(store_target: str) -> None:
+    store = await open_store(store_target)
     many = tuple((f"Oil report {n}", f"Oil and gas, part {n}.", n) for n in range(12))
     await store_pieces(store, {"en": many})
-    expression = parse_query("oil").match(["en"])
-    assert expression is not None
+    groups = wanted("oil", ["en"])
     seen: list[int] = []
     offset = 0
     while True:
-        page = await index_store.search(store, expression, now=NOW, offset=offset, limit=5)
+        page = await index_store.search(store, groups, now=NOW, offset=offset, limit=5)
         assert page.total == 12
         seen += [hit.item.id for hit in page.hits]
         if not page.has_more:
@@ -386,58 +534,85 @@ async def test_paging_covers_every_match_once(db_path: Path) -> None:
     await store.close()
 
 
-@pytest.mark.parametrize("refreshed", [False, True], ids=["no floor", "recency floor"])
-async def test_ranking_matches_scoring_every_match(db_path: Path, refreshed: bool) -> None:
-    """Same order as boosting every match by its date and sorting, with the recency floor
-    skipping old pieces' dates or without it."""
-    store = await Store.open(db_path)
-    await attach_index(store)
-    vocabulary = ["oil", "gas", "pipeline", "sanctions", "iran", "baku", "caspian", "energy"]
+VOCABULARY = ["oil", "gas", "pipeline", "sanctions", "iran", "baku", "caspian", "energy"]
+
+
+def vocabulary_pieces(count: int = 300) -> tuple[tuple[str, str, float], ...]:
+    """Pieces made of a few words in many mixes, dated over 900 days (ids rise with dates)."""
     pieces = []
-    for n in range(300):
-        title = " ".join(vocabulary[(n * k) % len(vocabulary)] for k in (1, 3, 7))
-        text = " ".join(vocabulary[(n + k * k) % len(vocabulary)] for k in range(n % 9 + 1))
+    for n in range(count):
+        title = " ".join(VOCABULARY[(n * k) % len(VOCABULARY)] for k in (1, 3, 7))
+        text = " ".join(VOCABULARY[(n + k * k) % len(VOCABULARY)] for k in range(n % 9 + 1))
         pieces.append((title, text, (n * 37) % 900))
-    await store_pieces(store, {"en": tuple(pieces)})
+    return tuple(pieces)
+
+
+async def score_every_match(store: Store, groups: TermGroups, limit: int) -> list[int]:
+    """The best `limit` matches by the documented formula, every match scored with its date."""
+    if store.dialect == "postgresql":
+        sql = f"""
+            SELECT d.id FROM search_docs d WHERE d.doc @@ CAST(:q AS tsquery)
+            ORDER BY -ts_rank(CAST(:weights AS real[]), d.doc, CAST(:rq AS tsquery), 1)
+                * {index_store.PG_BOOST_SQL}, d.id DESC
+            LIMIT :limit
+        """
+        params: dict[str, object] = {
+            "q": index_store.tsquery(groups),
+            "rq": index_store.rank_tsquery(groups),
+            "weights": index_store.pg_weights(),
+        }
+    else:
+        sql = f"""
+            WITH c AS MATERIALIZED (
+                SELECT rowid AS id, bm25(search_fts, :title_weight, :body_weight) AS b
+                FROM search_fts WHERE search_fts MATCH :q)
+            SELECT c.id FROM c JOIN search_dates d ON d.id = c.id
+            ORDER BY c.b * {index_store.BOOST_SQL}, c.id DESC LIMIT :limit
+        """
+        params = {
+            "q": index_store.fts5_expression(groups),
+            "title_weight": index_store.TITLE_WEIGHT,
+            "body_weight": index_store.BODY_WEIGHT,
+        }
+    params |= {
+        "boost": index_store.RECENCY_BOOST,
+        "now": NOW,
+        "recency": index_store.RECENCY_WINDOW,
+        "limit": limit,
+    }
+    return [int(r[0]) for r in await store.fetchall(sql, params)]
+
+
+@pytest.mark.parametrize("refreshed", [False, True], ids=["no floor", "recency floor"])
+async def test_ranking_matches_scoring_every_match(store_target: str, refreshed: bool) -> None:
+    """Same order as boosting every match by its date and sorting, with the recency floor
+    skipping old pieces' dates or without it (and, on PostgreSQL, with only the newest matches'
+    tsvectors read)."""
+    store = await open_store(store_target)
+    await store_pieces(store, {"en": vocabulary_pieces()})
     if refreshed:
         floor = await index_store.refresh_recency(store, NOW)
         assert 200 < floor < 300  # ids rise with dates here: about a tenth are recent
     for text in ("oil", "gas pipeline", "caspian", "trade corridor energy"):
-        expression = parse_query(text).match(["en"])
-        assert expression is not None
-        rows = await store.fetchall(
-            f"""
-            WITH c AS MATERIALIZED (
-                SELECT rowid AS id, bm25(search_fts, ?, ?) AS b FROM search_fts
-                WHERE search_fts MATCH ?)
-            SELECT c.id FROM c JOIN search_dates d ON d.id = c.id
-            ORDER BY c.b * {index_store.BOOST_SQL}, c.id DESC LIMIT 30
-            """.replace(":boost", "?").replace(":now", "?").replace(":recency", "?"),
-            (
-                index_store.TITLE_WEIGHT, index_store.BODY_WEIGHT, expression,
-                index_store.RECENCY_BOOST, NOW, index_store.RECENCY_WINDOW,
-            ),
-        )  # fmt: skip
-        expected = [int(r[0]) for r in rows]
+        groups = wanted(text, ["en"])
+        expected = await score_every_match(store, groups, 30)
         got: list[int] = []
         for offset in range(0, 30, 5):
-            page = await index_store.search(store, expression, now=NOW, offset=offset)
+            page = await index_store.search(store, groups, now=NOW, offset=offset)
             got += [hit.item.id for hit in page.hits]
         assert got == expected[: len(got)] and len(got) == min(30, len(expected)), text
     await store.close()
 
 
-async def test_recency_floor_follows_new_and_redated_pieces(db_path: Path) -> None:
-    store = await Store.open(db_path)
-    await attach_index(store)
+async def test_recency_floor_follows_new_and_redated_pieces(store_target: str) -> None:
+    store = await open_store(store_target)
     same = "Gas pipeline talks resume"
     await store_pieces(store, {"en": tuple((same, f"Old{n}.", 400 + n) for n in range(5))})
     assert await index_store.refresh_recency(store, NOW) == 6  # none recent: above every id
-    expression = parse_query("pipeline").match(["en"])
-    assert expression is not None
+    groups = wanted("pipeline", ["en"])
 
     async def first() -> str:
-        page = await index_store.search(store, expression, now=NOW)
+        page = await index_store.search(store, groups, now=NOW)
         return page.hits[0].item.summary
 
     # A new piece (id 6) is boosted, though the floor was computed before it existed.
@@ -452,21 +627,18 @@ async def test_recency_floor_follows_new_and_redated_pieces(db_path: Path) -> No
     assert await first() == oldest.summary == "Old4."  # stored first: the oldest
     # A search made with an earlier clock than the floor's does not trust it.
     assert await index_store.refresh_recency(store, NOW + 200 * DAY) == 7
-    page = await index_store.search(store, expression, now=NOW)
+    page = await index_store.search(store, groups, now=NOW)
     assert page.hits[0].item.summary == "Old4."
     await store.close()
 
 
 async def test_broad_queries_rank_the_newest_window(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch
+    store_target: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(index_store, "CANDIDATE_WINDOW", 4)
-    store = await Store.open(db_path)
-    await attach_index(store)
+    store = await open_store(store_target)
     await store_pieces(store, {"en": tuple((f"Oil {n}", "Oil.", 10 - n) for n in range(10))})
-    expression = parse_query("oil").match(["en"])
-    assert expression is not None
-    page = await index_store.search(store, expression, now=NOW, limit=10)
+    page = await index_store.search(store, wanted("oil", ["en"]), now=NOW, limit=10)
     assert page.total == 10  # every match is counted
     assert sorted(hit.item.title for hit in page.hits) == ["Oil 6", "Oil 7", "Oil 8", "Oil 9"]
     await store.close()
@@ -475,8 +647,8 @@ async def test_broad_queries_rank_the_newest_window(
 # ---------------------------------------------------------------------- keeping the index
 
 
-async def test_index_follows_edits_and_backfills(db_path: Path) -> None:
-    store = await Store.open(db_path)
+async def test_index_follows_edits_and_backfills(store_target: str) -> None:
+    store = await Store.open(store_target)
     await store_pieces(store, {"en": (("Pipeline politics", "Gas.", 1),)}, index=False)
     assert await index_store.analyzer_version(store) == 0
     assert await titles(store, "pipelines", ["en"]) == []  # stored, never indexed
@@ -503,10 +675,9 @@ async def test_index_follows_edits_and_backfills(db_path: Path) -> None:
 
 
 async def test_new_analysis_rebuilds_the_index(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch
+    store_target: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = await Store.open(db_path)
-    await attach_index(store)
+    store = await open_store(store_target)
     await store_pieces(store, PIECES)
     monkeypatch.setattr(analysis, "ANALYZER_VERSION", analysis.ANALYZER_VERSION + 1)
     assert await attach_index(store) == sum(len(p) for p in PIECES.values())
@@ -518,5 +689,167 @@ async def test_deleted_items_leave_the_index(store: Store) -> None:
     async with store.transaction() as conn:
         await conn.execute("DELETE FROM feeds WHERE lang = 'az'")
     assert await titles(store, "neft", ["az"]) == []
-    row = await store.fetchone("SELECT COUNT(*) FROM search_dates")
+    dates = "search_docs" if store.dialect == "postgresql" else "search_dates"
+    row = await store.fetchone(f"SELECT COUNT(*) FROM {dates}")
     assert row is not None and row[0] == len(PIECES["en"]) + len(PIECES["ru"])
+
+
+# ---------------------------------------------------------------------- the two back ends agree
+
+
+# Pieces whose winners are clear for any ranking that weighs title words above text words,
+# counts occurrences, favours short pieces and recent ones: every piece has the same length
+# (TITLE_WORDS + TEXT_WORDS words, padded with numbers), and each of a query's five winners has
+# at least as many occurrences of every query word, in the title and in the text, as the next
+# one, and is newer. Below them come weaker matches (fewer title words, and old). bm25 and
+# ts_rank differ in how they weigh these (bm25 has IDF and saturates differently; ts_rank
+# counts a word's later occurrences less), so no winner here depends on those details: each
+# step down the five is a gap of 4-23% in the score on both back ends.
+TITLE_WORDS = 6
+TEXT_WORDS = 14
+
+
+def clear_piece(
+    label: str, title: Mapping[str, int], text: Mapping[str, int], age: float
+) -> tuple[str, str, float]:
+    """A piece holding each word of `title` and `text` that many times; `label` ends its title."""
+    head = [word for word, n in title.items() for _ in range(n)]
+    body = [word for word, n in text.items() for _ in range(n)]
+    head += [str(100 + k) for k in range(TITLE_WORDS - 1 - len(head))] + [label]
+    body += [str(200 + k) for k in range(TEXT_WORDS - len(body))]
+    return " ".join(head), " ".join(body) + ".", age
+
+
+def _single(
+    word: str, label: str, chain: Sequence[tuple[int, int, float]]
+) -> list[tuple[str, str, float]]:
+    return [
+        clear_piece(f"{label}{n}", {word: t}, {word: b}, age)
+        for n, (t, b, age) in enumerate(chain, 1)
+    ]
+
+
+CLEAR_PIECES: Mapping[str, Sequence[tuple[str, str, float]]] = {
+    "en": (
+        # "pipeline": winners p1…p5, then text-only matches p6…p8.
+        *_single("pipeline", "p", [(2, 3, 1), (2, 2, 20), (1, 2, 40), (1, 1, 60), (1, 0, 80)]),
+        clear_piece("p6", {}, {"pipeline": 1}, 200),
+        clear_piece("p7", {}, {"pipeline": 2}, 300),
+        clear_piece("p8", {}, {"pipeline": 1}, 400),
+        # "tariff corridor": both words in every match; one word alone does not match.
+        clear_piece("t1", {"tariff": 1, "corridor": 1}, {"tariff": 2, "corridor": 2}, 1),
+        clear_piece("t2", {"tariff": 1, "corridor": 1}, {"tariff": 1, "corridor": 2}, 20),
+        clear_piece("t3", {"tariff": 1, "corridor": 1}, {"tariff": 1, "corridor": 1}, 40),
+        clear_piece("t4", {"tariff": 1, "corridor": 1}, {"corridor": 1}, 60),
+        clear_piece("t5", {"tariff": 1, "corridor": 1}, {}, 80),
+        clear_piece("t6", {}, {"tariff": 1, "corridor": 1}, 200),
+        clear_piece("t7", {"tariff": 1}, {"tariff": 1, "corridor": 1}, 250),
+        clear_piece("t8", {}, {"tariff": 2, "corridor": 1}, 300),
+        clear_piece("t9", {"tariff": 1}, {"tariff": 1}, 1),
+        clear_piece("t10", {"corridor": 2}, {"corridor": 2}, 1),
+        # "Baku" in every language: as many matches in each (bm25's IDF is per term).
+        clear_piece("b1", {"Baku": 2}, {"Baku": 2}, 1),
+        clear_piece("b4", {"Baku": 1}, {"Baku": 1}, 40),
+        clear_piece("b6", {}, {"Baku": 1}, 300),
+    ),
+    "az": (
+        clear_piece("b2", {"Baku": 2}, {"Baku": 1}, 20),
+        clear_piece("b5", {"Baku": 1}, {}, 80),
+        clear_piece("b7", {}, {"Baku": 1}, 250),
+    ),
+    "ru": (
+        clear_piece("b3", {"Baku": 1}, {"Baku": 1}, 30),
+        clear_piece("b8", {}, {"Baku": 1}, 350),
+        clear_piece("b9", {}, {"Baku": 2}, 400),
+        # "нефть": winners n1…n5, then n6, n7.
+        *_single("нефть", "n", [(2, 2, 1), (2, 1, 20), (1, 1, 40), (1, 0, 50), (1, 0, 80)]),
+        clear_piece("n6", {}, {"нефть": 3}, 100),
+        clear_piece("n7", {}, {"нефть": 1}, 300),
+    ),
+}
+
+# (query, languages, the five winners in order)
+CLEAR_WINNERS = [
+    ("pipeline", ["en"], ["p1", "p2", "p3", "p4", "p5"]),
+    ("pipelines", ["en", "ru", "az"], ["p1", "p2", "p3", "p4", "p5"]),
+    ("tariff corridor", ["en"], ["t1", "t2", "t3", "t4", "t5"]),
+    ("Baku", ["en", "ru", "az"], ["b1", "b2", "b3", "b4", "b5"]),
+    ("нефти", ["ru"], ["n1", "n2", "n3", "n4", "n5"]),
+]
+
+
+@pytest.fixture
+async def clear_stores(both: tuple[Store, Store]) -> tuple[Store, Store]:
+    for store in both:
+        await store_pieces(store, CLEAR_PIECES)
+    return both
+
+
+@pytest.mark.parametrize(("text", "langs", "winners"), CLEAR_WINNERS)
+async def test_clear_winners_are_the_same_on_both(
+    clear_stores: tuple[Store, Store], text: str, langs: list[str], winners: list[str]
+) -> None:
+    for store in clear_stores:
+        page = await index_store.search(store, wanted(text, langs), now=NOW, limit=5)
+        assert [hit.item.title.split()[-1] for hit in page.hits] == winners, store.dialect
+        assert page.has_more  # weaker matches follow
+
+
+# The parity set: the fixture set and many mixes of a few English words.
+PARITY_PIECES: Mapping[str, Sequence[tuple[str, str, float]]] = {
+    **PIECES,
+    "en": (*PIECES["en"], *vocabulary_pieces(60)),
+}
+
+
+def parity_queries() -> list[tuple[str, tuple[str, ...]]]:
+    """Every word of the parity set, alone and with the next word of its piece, in the piece's
+    language and in all; the hostile queries; and words found nowhere."""
+    everything = ("en", "ru", "az")
+    queries: list[tuple[str, tuple[str, ...]]] = []
+    for lang, pieces in PARITY_PIECES.items():
+        for title, text, _ in pieces:
+            found = words(f"{title} {text}")
+            for n, word in enumerate(found):
+                queries += [(word, (lang,)), (word, everything)]
+                if n + 1 < len(found):
+                    queries.append((f"{word} {found[n + 1]}", (lang,)))
+    queries += [(text, langs) for text in HOSTILE for langs in (("en",), everything)]
+    queries += [("zzqx", everything), ("caspian OR sanctions", ("en",)), ("ёлка", ("az",))]
+    return list(dict.fromkeys(queries))
+
+
+async def every_page(store: Store, groups: TermGroups, limit: int) -> tuple[list[int], list[int]]:
+    """Every hit of every page in order, and each page's total."""
+    ids: list[int] = []
+    totals: list[int] = []
+    while True:
+        page = await index_store.search(store, groups, now=NOW, offset=len(ids), limit=limit)
+        ids += [hit.item.id for hit in page.hits]
+        totals.append(page.total)
+        if not page.has_more:
+            return ids, totals
+
+
+@pytest.mark.parametrize("window", [None, 6], ids=["every match ranked", "window of 6"])
+async def test_both_back_ends_find_the_same(
+    both: tuple[Store, Store], window: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """For every query: the same matches, the same counts, the same pages (sizes, has_more),
+    and with a narrow candidate window the same newest matches ranked."""
+    if window is not None:
+        monkeypatch.setattr(index_store, "CANDIDATE_WINDOW", window)
+    for store in both:
+        await store_pieces(store, PARITY_PIECES)
+    compared = matched = 0
+    for text, langs in parity_queries():
+        groups = parse_query(text).match(langs)
+        if groups is None:
+            continue
+        (lite, lite_totals), (pg, pg_totals) = [await every_page(s, groups, 7) for s in both]
+        assert len(lite) == len(set(lite)), text
+        assert sorted(lite) == sorted(pg), (text, langs)
+        assert lite_totals == pg_totals, (text, langs)
+        compared += 1
+        matched += bool(lite)
+    assert compared > 450 and matched > 400, (compared, matched)

@@ -26,8 +26,9 @@ DAY = 86400.0
 
 
 @pytest.fixture
-async def store(db_path: Path):  # type: ignore[no-untyped-def]
-    s = await Store.open(db_path)
+async def store(store_target: str):  # type: ignore[no-untyped-def]
+    """A store on each back end: every test that takes it runs on SQLite and on PostgreSQL."""
+    s = await Store.open(store_target)
     yield s
     await s.close()
 
