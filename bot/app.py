@@ -279,7 +279,8 @@ async def _run(
         runtime = Runtime(settings, services, application, publisher, poller, http, leadership)
         if leadership is not None:
             # Only the leader may call getUpdates: a second caller gets 409 Conflict.
-            application.bot.may_poll = leadership.valid
+            assert isinstance(application.bot, TolerantBot)
+            application.bot.gate_polling(leadership.valid)
         if monitor is None:
             await _serve(runtime, stop, on_started)
             return

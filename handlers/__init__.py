@@ -41,12 +41,7 @@ def register(application: BotApplication) -> None:
     """Install every handler, in routing order."""
     table: list[BaseHandler] = [  # type: ignore[type-arg]
         ChatMemberHandler(on_my_chat_member, ChatMemberHandler.MY_CHAT_MEMBER),
-        # Channel admins. The panel's text input goes first: it matches only private text from
-        # someone the panel has just asked a question, so it never swallows other messages.
-        MessageHandler(channels.input_filter(application), channels.on_input),
-        CommandHandler(
-            "cancel", channels.on_cancel, filters.ChatType.PRIVATE & channels.awaiting(application)
-        ),
+        # Channel admins (the panel's text input runs before this table: see below).
         CommandHandler("channels", channels.on_channels),
         CallbackQueryHandler(channels.on_button, pattern=callbacks.PANEL.route),
         CommandHandler("why", why.on_why),
@@ -72,6 +67,12 @@ def register(application: BotApplication) -> None:
         # Last: any other button (old, forged, or a game) is still answered.
         CallbackQueryHandler(unknown_button),
     ]
+    # First, in a group of its own: private text while the panel waits for this user's answer
+    # (a signature, filter rules) is that answer, or /cancel; it then stops there. The open
+    # question is in the store, so whichever instance gets the message takes it.
+    application.add_handler(
+        MessageHandler(filters.ChatType.PRIVATE & filters.TEXT, channels.before_others), group=-1
+    )
     for handler in table:
         application.add_handler(handler)
     application.add_error_handler(on_error)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from telegram import (
     CallbackQuery,
@@ -18,7 +17,7 @@ from telegram import (
     Update,
 )
 from telegram.error import BadRequest
-from telegram.ext import filters
+from telegram.ext import ApplicationHandlerStop
 
 from bot.delivery.publisher import Outcome
 from bot.services.channel_admin import (
@@ -32,7 +31,7 @@ from bot.services.channel_admin import (
 )
 from bot.services.permissions import RIGHTS_UNKNOWN, Access
 from bot.text.plain import truncate
-from handlers.context import SERVICES_KEY, BotApplication, BotContext, HandlerServices, services_of
+from handlers.context import BotContext, HandlerServices
 from handlers.reply import answer, edit, reply, send
 from handlers.views.channels import (
     CANCELLED,
@@ -70,30 +69,23 @@ from storage.models import Chat, ChatType, PostStyle
 log = logging.getLogger(__name__)
 
 
-def input_filter(application: BotApplication) -> filters.BaseFilter:
-    """Private text (not a command) from a user the panel asked to type something."""
-    return filters.ChatType.PRIVATE & filters.TEXT & ~filters.COMMAND & awaiting(application)
-
-
-def awaiting(application: BotApplication) -> filters.BaseFilter:
-    """Messages from a user the panel has asked a question (see InputStates)."""
-    return AwaitingInput(application.bot_data)
-
-
-class AwaitingInput(filters.MessageFilter):
-    """True while the sender has a question from the panel open (see InputStates)."""
-
-    __slots__ = ("_bot_data",)
-
-    def __init__(self, bot_data: dict[Any, Any]) -> None:
-        super().__init__(name="AwaitingInput")
-        self._bot_data = bot_data
-
-    def filter(self, message: Message) -> bool:
-        user = message.from_user
-        if user is None or SERVICES_KEY not in self._bot_data:
-            return False
-        return services_of(self._bot_data).channels.inputs.peek(user.id) is not None
+async def before_others(update: Update, context: BotContext) -> None:
+    """Runs first for private text: while the panel waits for this user's answer (kept in the
+    store, so any instance takes it), the text is that answer and /cancel drops the question;
+    nothing else sees the message. Otherwise the message goes on to the routing table."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None or message.text is None:
+        return
+    if await context.services.channels.inputs.peek(user.id) is None:
+        return
+    command = message.text.split(maxsplit=1)[0].split("@", 1)[0] if message.text else ""
+    if command == "/cancel":
+        await on_cancel(update, context)
+    elif not message.text.startswith("/"):
+        await on_input(update, context)
+    else:
+        return  # another command: its own handler runs (and /channels drops the question)
+    raise ApplicationHandlerStop
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +110,7 @@ async def on_channels(update: Update, context: BotContext) -> None:
     if message.chat.type != ChatType.PRIVATE:
         await reply(message, svc.renderer.message(lang, ONLY_PRIVATE))
         return
-    admin.inputs.pop(user.id)
+    await admin.inputs.pop(user.id)
     actor = admin.actor(user.id, user.full_name)
     chats = await admin.manageable_chats(actor)
     text, markup = chat_list_screen(svc.renderer, lang, actor, chats)
@@ -150,7 +142,7 @@ async def _press(query: CallbackQuery, context: BotContext) -> PressResult:
     if press is None:
         log.warning("invalid panel callback from user %d refused", user.id)
         return PressResult(None, tr(lang, INVALID_BUTTON), alert=True)
-    admin.inputs.pop(user.id)  # any press abandons a pending question
+    await admin.inputs.pop(user.id)  # any press abandons a pending question
     actor = admin.actor(user.id, user.full_name)
     if press.chat_id is None:
         chats = await admin.manageable_chats(actor)
@@ -176,7 +168,7 @@ async def on_input(update: Update, context: BotContext) -> None:
     if message is None or user is None or message.text is None:
         return
     admin, svc = context.services.channels, context.services
-    pending = admin.inputs.pop(user.id)
+    pending = await admin.inputs.pop(user.id)
     if pending is None:
         return
     lang = await admin.language_for(user.id, user.language_code)
@@ -184,7 +176,8 @@ async def on_input(update: Update, context: BotContext) -> None:
     access, chat = await admin.authorize(actor, pending.chat_id)
     if chat is None:
         if access is Access.UNKNOWN:
-            admin.inputs.expect(user.id, pending.chat_id, pending.kind)  # let them send it again
+            # Let them send it again.
+            await admin.inputs.expect(user.id, pending.chat_id, pending.kind)
             await reply(message, svc.renderer.message(lang, RIGHTS_UNKNOWN))
             return
         log.warning("panel input from user %d refused: may not run chat %d",
@@ -194,7 +187,7 @@ async def on_input(update: Update, context: BotContext) -> None:
     if pending.kind is InputKind.SIGNATURE:
         chat, result = await admin.set_signature(chat, actor, message.text)
         if result is not SignatureResult.SAVED:
-            admin.inputs.expect(user.id, chat.id, pending.kind)  # let them try again
+            await admin.inputs.expect(user.id, chat.id, pending.kind)  # let them try again
             msgid = SIGNATURE_EMPTY if result is SignatureResult.EMPTY else SIGNATURE_TOO_LONG
             await reply(message, svc.renderer.message(lang, msgid, limit=SIGNATURE_MAX))
             return
@@ -211,7 +204,7 @@ async def on_cancel(update: Update, context: BotContext) -> None:
     if message is None or user is None:
         return
     admin, svc = context.services.channels, context.services
-    pending = admin.inputs.pop(user.id)
+    pending = await admin.inputs.pop(user.id)
     lang = await admin.language_for(user.id, user.language_code)
     chat = None
     if pending is not None:
@@ -303,7 +296,7 @@ async def _signature_action(
 ) -> PressResult:
     tr = svc.translator.gettext
     if arg == "set":
-        admin.inputs.expect(actor.user_id, chat.id, InputKind.SIGNATURE)
+        await admin.inputs.expect(actor.user_id, chat.id, InputKind.SIGNATURE)
         return PressResult(signature_prompt_screen(svc.renderer, lang, chat))
     if arg == "link" and chat.username:
         chat, _ = await admin.set_signature(chat, actor, "@" + chat.username)
@@ -320,7 +313,7 @@ async def _filters_action(
     tr = svc.translator.gettext
     if arg.startswith("+"):
         kind = InputKind(arg[1:])
-        admin.inputs.expect(actor.user_id, chat.id, kind)
+        await admin.inputs.expect(actor.user_id, chat.id, kind)
         categories: list[str] = []
         if kind in (InputKind.INCLUDE_CATEGORY, InputKind.EXCLUDE_CATEGORY):
             categories = await admin.recent_categories(chat)

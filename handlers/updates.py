@@ -31,6 +31,11 @@ class TolerantBot(ExtBot[Any]):
 
     may_poll: Callable[[], bool] | None = None
 
+    def gate_polling(self, may_poll: Callable[[], bool]) -> None:
+        """Ask getUpdates only while `may_poll()` (PTB freezes its objects after __init__)."""
+        with self._unfrozen():
+            self.may_poll = may_poll
+
     async def _post(self, endpoint: str, data: Any = None, **kwargs: Any) -> Any:
         if endpoint == "getUpdates" and self.may_poll is not None and not self.may_poll():
             # Not the leader (any more): no request, so Telegram never sees two pollers.

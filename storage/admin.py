@@ -269,3 +269,49 @@ async def recent_events(store: Store, kinds: Sequence[str], limit: int = 5) -> l
         [*kinds, limit],
     )
     return [Event(*tuple(r)) for r in rows]
+
+
+# ---------------------------------------------------------------------- the panel's questions
+
+
+async def expect_input(
+    store: Store, user_id: int, chat_id: int, kind: str, expires_at: float, *, keep: int
+) -> None:
+    """Remember that `user_id` was asked to type `kind` for `chat_id` (replacing any earlier
+    question); forget expired questions, and the oldest beyond `keep`."""
+    async with store.transaction() as conn:
+        await conn.execute(
+            "INSERT INTO pending_inputs (user_id, chat_id, kind, expires_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (user_id) DO UPDATE SET chat_id = excluded.chat_id, "
+            "kind = excluded.kind, expires_at = excluded.expires_at",
+            (user_id, chat_id, kind, expires_at),
+        )
+        await conn.execute(
+            "DELETE FROM pending_inputs WHERE user_id IN (SELECT user_id FROM pending_inputs "
+            "ORDER BY expires_at DESC LIMIT -1 OFFSET ?)"
+            if conn.dialect == "sqlite"
+            else "DELETE FROM pending_inputs WHERE user_id IN (SELECT user_id FROM pending_inputs "
+            "ORDER BY expires_at DESC OFFSET ?)",
+            (keep,),
+        )
+
+
+async def peek_input(store: Store, user_id: int, now: float) -> tuple[int, str] | None:
+    """(chat id, kind) of the question `user_id` has open, None when none (or it expired)."""
+    row = await store.fetchone(
+        "SELECT chat_id, kind FROM pending_inputs WHERE user_id = ? AND expires_at > ?",
+        (user_id, now),
+    )
+    return None if row is None else (int(row[0]), str(row[1]))
+
+
+async def pop_input(store: Store, user_id: int, now: float) -> tuple[int, str] | None:
+    """Take the question `user_id` has open (it is closed now), None when none."""
+    async with store.transaction() as conn:
+        row = await conn.fetchone(
+            "DELETE FROM pending_inputs WHERE user_id = ? RETURNING chat_id, kind, expires_at",
+            (user_id,),
+        )
+    if row is None or float(row[2]) <= now:
+        return None
+    return int(row[0]), str(row[1])

@@ -325,6 +325,26 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        11,
+        "the panel's open questions in the store, so any instance takes the answer",
+        """
+        CREATE TABLE pending_inputs (
+            user_id    INTEGER PRIMARY KEY,
+            chat_id    INTEGER NOT NULL,
+            kind       TEXT NOT NULL,
+            expires_at REAL NOT NULL
+        );
+        """,
+        postgresql="""
+        CREATE TABLE pending_inputs (
+            user_id    BIGINT PRIMARY KEY,
+            chat_id    BIGINT NOT NULL,
+            kind       TEXT NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL
+        );
+        """,
+    ),
 )
 
 

@@ -15,7 +15,6 @@ import enum
 import logging
 import re
 import zlib
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -144,38 +143,31 @@ class Actor:
 class PendingInput:
     chat_id: int
     kind: InputKind
-    expires_at: float  # clock.monotonic()
 
 
 class InputStates:
-    """Which admin was asked to type what next: bounded in size, each entry expiring."""
+    """Which admin was asked to type what next. Kept in the store, so the answer is taken by
+    whichever instance receives it; each question expires after `ttl`, at most `capacity` open."""
 
-    def __init__(self, monotonic: Callable[[], float], ttl: float = 600.0, capacity: int = 1000):
-        self._monotonic = monotonic
+    def __init__(self, store: Store, clock: Clock, ttl: float = 600.0, capacity: int = 1000):
+        self.store = store
+        self.clock = clock
         self.ttl = ttl
         self.capacity = capacity
-        self._pending: OrderedDict[int, PendingInput] = OrderedDict()
 
-    def expect(self, user_id: int, chat_id: int, kind: InputKind) -> None:
-        self._pending.pop(user_id, None)
-        self._pending[user_id] = PendingInput(chat_id, kind, self._monotonic() + self.ttl)
-        while len(self._pending) > self.capacity:
-            self._pending.popitem(last=False)
+    async def expect(self, user_id: int, chat_id: int, kind: InputKind) -> None:
+        await admin_store.expect_input(
+            self.store, user_id, chat_id, kind.value, self.clock.now() + self.ttl,
+            keep=self.capacity,
+        )  # fmt: skip
 
-    def peek(self, user_id: int) -> PendingInput | None:
-        pending = self._pending.get(user_id)
-        if pending is not None and pending.expires_at <= self._monotonic():
-            del self._pending[user_id]
-            return None
-        return pending
+    async def peek(self, user_id: int) -> PendingInput | None:
+        found = await admin_store.peek_input(self.store, user_id, self.clock.now())
+        return None if found is None else PendingInput(found[0], InputKind(found[1]))
 
-    def pop(self, user_id: int) -> PendingInput | None:
-        pending = self.peek(user_id)
-        self._pending.pop(user_id, None)
-        return pending
-
-    def __len__(self) -> int:
-        return len(self._pending)
+    async def pop(self, user_id: int) -> PendingInput | None:
+        found = await admin_store.pop_input(self.store, user_id, self.clock.now())
+        return None if found is None else PendingInput(found[0], InputKind(found[1]))
 
 
 class Verdict(enum.StrEnum):
@@ -284,7 +276,7 @@ class ChannelAdmin:
         self.translator: Translator = renderer.translator
         self.clock = clock
         self.operators = operators
-        self.inputs = InputStates(clock.monotonic, ttl=input_ttl)
+        self.inputs = InputStates(store, clock, ttl=input_ttl)
         # Answers reused only to list and explain; every change asks Telegram again.
         self.members = MemberCache(clock.monotonic)
 

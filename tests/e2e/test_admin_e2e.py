@@ -18,7 +18,13 @@ import pytest
 
 from bot.app import Runtime
 from bot.config import ConfigError, load_settings
-from bot.services.channel_admin import InputKind, InputStates, link_variants, message_link
+from bot.services.channel_admin import (
+    InputKind,
+    InputStates,
+    PendingInput,
+    link_variants,
+    message_link,
+)
 from bot.services.permissions import LOOKUP_BUDGET
 from handlers.views.channels import cb, parse_callback
 from storage import admin as admin_store
@@ -27,6 +33,7 @@ from storage.models import Chat, ChatSettings, ChatType, DeliveryState, PostStyl
 from storage.store import Store
 from tests.factories import new_item
 from tests.fakes.botapi import ApiCall, FakeBotApi
+from tests.fakes.clock import ManualClock
 from tests.fakes.feedserver import FeedServer, make_rss
 from tests.support import TOKEN, bot_env, running_bot
 
@@ -416,7 +423,7 @@ async def test_signature_input_is_checked_and_cancel_drops_the_question(
     assert bot.last_text(ADMIN).startswith("Cancelled.")
     assert "⚙️ Settings of" in bot.last_text(ADMIN)
     inputs = _admin_service(bot).inputs
-    assert inputs.peek(ADMIN) is None and (await bot.chat()).settings.signature is None
+    assert await inputs.peek(ADMIN) is None and (await bot.chat()).settings.signature is None
 
 
 async def test_filters_skip_pieces_and_why_names_the_rule(
@@ -802,18 +809,25 @@ def test_callback_data_is_short_and_strictly_parsed() -> None:
     assert len(longest.encode()) <= 64
 
 
-def test_input_questions_expire_and_stay_bounded() -> None:
-    now = [0.0]
-    states = InputStates(lambda: now[0], ttl=60, capacity=3)
-    states.expect(1, CHANNEL, InputKind.SIGNATURE)
-    now[0] = 59
-    assert states.peek(1) is not None
-    now[0] = 60
-    assert states.peek(1) is None
-    for user in range(10):
-        states.expect(user, CHANNEL, InputKind.EXCLUDE_KEYWORD)
-    assert len(states) == 3 and states.peek(9) is not None and states.peek(0) is None
-    assert states.pop(9) is not None and states.pop(9) is None
+async def test_input_questions_expire_and_stay_bounded(store_target: str) -> None:
+    """The panel's open questions live in the store (any instance takes the answer), on both
+    back ends: each expires, and only the newest `capacity` stay open."""
+    store = await Store.open(store_target)
+    try:
+        clock = ManualClock()
+        states = InputStates(store, clock, ttl=60, capacity=3)
+        await states.expect(1, CHANNEL, InputKind.SIGNATURE)
+        await clock.advance(59)
+        assert await states.peek(1) == PendingInput(CHANNEL, InputKind.SIGNATURE)
+        await clock.advance(1)
+        assert await states.peek(1) is None
+        for user in range(10):
+            await states.expect(user, CHANNEL, InputKind.EXCLUDE_KEYWORD)
+            await clock.advance(1)
+        assert [await states.peek(u) is not None for u in range(10)] == [False] * 7 + [True] * 3
+        assert await states.pop(9) is not None and await states.pop(9) is None
+    finally:
+        await store.close()
 
 
 def test_links_are_matched_the_way_they_are_stored() -> None:
