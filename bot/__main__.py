@@ -1,5 +1,7 @@
 """Command line: `python -m bot [run]` runs the bot; `preview`, `check`, `backup` and `stats`
-are the operator's tools (they work while the bot runs and never take its instance lock).
+are the operator's tools (they work while the bot runs and never take its instance lock);
+`migrate-store --to postgresql://…` copies the SQLite store into PostgreSQL (it takes the
+instance lock: the bot must be stopped).
 
 The only module that touches argv, the environment, logging setup, signals and exit codes.
 """
@@ -55,6 +57,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     backup.add_argument("path", type=Path, help="the file to write (created 0600)")
     backup.add_argument("--force", action="store_true", help="replace PATH if it exists")
     sub.add_parser("stats", help="print feeds, chats, the outbox and the last day's deliveries")
+    migrate = sub.add_parser(
+        "migrate-store",
+        help="copy the SQLite store (DATABASE_URL) into PostgreSQL; the bot must be stopped",
+    )
+    target = migrate.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to", metavar="URL", help="postgresql://user:password@host:port/database")
+    # A URL on the command line shows its password to `ps`; a file (0600) does not.
+    target.add_argument("--to-file", metavar="PATH", type=Path, help="a file holding that URL")
     return parser.parse_args(argv)
 
 
@@ -66,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command == "preview":
             return _preview(args)
-        if command in ("backup", "stats"):
+        if command in ("backup", "stats", "migrate-store"):
             settings = load_settings(_feeds_optional(os.environ), require_token=False)
         else:
             settings = load_settings(os.environ)
@@ -79,6 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "stats":
         setup_logging("WARNING", settings.secrets)
         return asyncio.run(_stats(settings))
+    if command == "migrate-store":
+        to = args.to if args.to is not None else _read_secret_file(args.to_file)
+        if to is None:
+            return EXIT_CONFIG
+        return _migrate_store(settings, to)
     setup_logging(settings.log_level, settings.secrets, fmt=settings.log_format)
     return asyncio.run(_run(settings))
 
@@ -87,6 +102,7 @@ async def _run(settings: Settings) -> int:
     from telegram.error import InvalidToken
 
     from bot.app import run_bot
+    from bot.leadership import Deposed
     from storage.db import StoreUnusable
     from storage.instance_lock import InstanceLocked
 
@@ -104,6 +120,9 @@ async def _run(settings: Settings) -> int:
         return 1
     except InvalidToken:
         log.critical("Telegram rejected TELEGRAM_BOT_TOKEN (401); check the token")
+        return 1
+    except Deposed as exc:
+        log.error("%s", exc)  # exits 1: the orchestrator restarts it as a standby
         return 1
     except Exception:
         # Through the logger, whose handler redacts the token, never as a bare traceback.
@@ -143,6 +162,12 @@ async def _run_checks(settings: Settings, *, offline: bool, min_free: int) -> li
 def _backup(settings: Settings, target: Path, *, force: bool) -> int:
     from storage.backup import BackupError, backup_store
 
+    if settings.database_path is None:
+        print(
+            "backup copies an SQLite store; back PostgreSQL up with pg_dump (README: PostgreSQL)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     try:
         result = backup_store(settings.database_path, target, force=force)
     except BackupError as exc:
@@ -158,11 +183,12 @@ def _backup(settings: Settings, target: Path, *, force: bool) -> int:
 async def _stats(settings: Settings) -> int:
     from bot.clock import SystemClock
     from bot.ops.stats import format_stats, stats_report
+    from storage.db import StoreUnusable
     from storage.store import SchemaMismatchError, Store
 
     try:
-        store = await Store.open_readonly(settings.database_path)
-    except (FileNotFoundError, SchemaMismatchError, sqlite3.Error) as exc:
+        store = await Store.open_readonly(settings.store_target)
+    except (FileNotFoundError, SchemaMismatchError, StoreUnusable, sqlite3.Error) as exc:
         print(f"stats: {exc}", file=sys.stderr)
         return EXIT_FAILED
     try:
@@ -170,6 +196,95 @@ async def _stats(settings: Settings) -> int:
     finally:
         await store.close()
     print(format_stats(report))
+    return 0
+
+
+def _read_secret_file(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        reason = exc.strerror or exc
+        print(f"migrate-store: cannot read --to-file {path}: {reason}", file=sys.stderr)
+        return None
+
+
+def _migrate_store(settings: Settings, target: str) -> int:
+    """Copy the SQLite store into the PostgreSQL database `target` (storage.store_copy)."""
+    from urllib.parse import unquote, urlsplit
+
+    from storage.postgres import redacted
+
+    try:
+        parts = urlsplit(target)
+        parts.port  # noqa: B018 - raises ValueError for a port that is no number
+        valid = target.startswith(("postgresql://", "postgres://")) and bool(parts.hostname)
+    except ValueError:
+        valid = False
+    if not valid or not parts.path.strip("/"):
+        print(
+            "migrate-store: --to must be postgresql://user:password@host:port/database",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    if settings.database_path is None:
+        print(
+            "migrate-store copies the SQLite store DATABASE_URL names; it names PostgreSQL "
+            "(set DATABASE_URL=sqlite:///path/to/bot.sqlite3 for the copy)",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    password = parts.password
+    secrets = (*settings.secrets, *((password, unquote(password)) if password else ()))
+    setup_logging("WARNING", secrets)
+    print(f"migrate-store: copying {settings.database_path} into {redacted(target)}", flush=True)
+    return asyncio.run(_copy_store(settings.database_path, target))
+
+
+async def _copy_store(source: Path, target: str) -> int:
+    from storage.backends import store_errors
+    from storage.db import StoreUnusable
+    from storage.instance_lock import InstanceLocked
+    from storage.postgres import redacted
+    from storage.store_copy import CopyRefused, CountMismatch, copy_store
+
+    try:
+        report = await copy_store(source, target)
+    except InstanceLocked as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
+    except CountMismatch as exc:
+        for table in exc.report.tables:
+            mark = "" if table.source == table.target else f"  MISMATCH: {table.target} copied"
+            print(f"  {table.name}: {table.source}{mark}")
+        print(f"migrate-store: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except (CopyRefused, FileNotFoundError, StoreUnusable) as exc:
+        print(f"migrate-store: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except store_errors() as exc:
+        # asyncpg's and sqlite3's messages name tables and values, never the password.
+        print(
+            f"migrate-store: the copy failed, nothing was committed: {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    width = max(len(t.name) for t in report.tables) + 1
+    for table in report.tables:
+        print(f"  {table.name + ':':<{width}} {table.source}")
+    rate = report.rows / report.seconds if report.seconds > 0 else 0.0
+    print(
+        f"copied {report.rows} rows in {report.seconds:.1f} s ({rate:.0f} rows/s); "
+        "every count matches"
+    )
+    if report.rerun:
+        print(
+            f"a rerun onto this store's earlier copy: {report.deleted} row(s) the store no "
+            f"longer has deleted, {report.sent_kept} sent delivery(ies) kept as sent"
+        )
+    print(
+        "the bot builds the search index when it first starts on PostgreSQL; start it with "
+        f"DATABASE_URL={redacted(target)}"
+    )
     return 0
 
 
