@@ -1,7 +1,7 @@
 """What the delivery benchmarks share: a fake Telegram and a feed server on 127.0.0.1, a database
 seeded with subscribers, the real bot run as a subprocess (`python -m bot`), and figures.
 
-The fake Bot API (tests/fakes/botapi.py) runs in the benchmark's own process and enforces
+The fake Bot API (tests/fakes/botapi/) runs in the benchmark's own process and enforces
 Telegram's windows as the requests arrive; the bot runs in its own process, as in production.
 Nothing here talks to anything but 127.0.0.1, and every wait has a deadline.
 """
@@ -10,21 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import platform
+import sqlite3
 import statistics
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Literal, Self
 
+from storage.db import is_postgresql
 from storage.models import ChatType
 from storage.store import Store
 from tests.fakes.botapi import MESSAGE_METHODS, ApiCall, FakeBotApi
 from tests.fakes.feedserver import FeedServer, make_rss
+from tests.pg import PgCluster
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "123456:BENCH-TOKEN-0123456789abcdefghij"
@@ -97,7 +102,117 @@ def chat_ids(count: int, *, channels: int = 0, groups: int = 0) -> list[tuple[in
     return chats
 
 
-async def seed_chats(db_path: Path, chats: Iterable[tuple[int, ChatType]]) -> int:
+Backend = Literal["sqlite", "postgresql"]
+BACKENDS: tuple[Backend, ...] = ("sqlite", "postgresql")
+# Where a store lives: an SQLite file, or a postgresql:// URL (Store.open takes either).
+Target = Path | str
+
+
+def database_url(target: Target) -> str:
+    """DATABASE_URL for the bot process: sqlite:///<file>, or the PostgreSQL URL as it is."""
+    return target if is_postgresql(target) else f"sqlite:///{target}"  # type: ignore[return-value]
+
+
+class Databases:
+    """A new, empty database for each run, on the back end the benchmark was asked for.
+
+    sqlite: the file the caller names, as the benchmarks always did. postgresql: one throwaway
+    PostgreSQL 15 cluster for the whole benchmark invocation (tests/pg.py: initdb into a temp
+    dir, 127.0.0.1, a free port; fsync and synchronous_commit off, as for the tests), a fresh
+    database in it per run, its URL given where the file's path went; the cluster is stopped
+    and its directory deleted on exit.
+
+        with Databases(args.backend) as dbs:
+            with dbs.fresh(Path(tmp) / "bot.sqlite3") as target:  # a Path, or a URL
+                ...
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.cluster: PgCluster | None = None
+        self._serial = itertools.count(1)
+
+    def __enter__(self) -> Self:
+        if self.backend == "postgresql":
+            self.cluster = PgCluster()
+            self.cluster.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.cluster is not None:
+            self.cluster.stop()
+            self.cluster = None
+
+    def new(self, sqlite_path: Path, stem: str = "bench") -> Target:
+        """`sqlite_path` on SQLite; on PostgreSQL a new database (its URL), named uniquely."""
+        if self.cluster is None:
+            return sqlite_path
+        return self.cluster.create_database(f"{stem}_{next(self._serial)}")
+
+    def drop(self, target: Target) -> None:
+        """Drop a run's PostgreSQL database (so no autovacuum of it disturbs the next runs)."""
+        if self.cluster is not None and is_postgresql(target):
+            self.cluster.drop_database(str(target).rsplit("/", 1)[1])
+
+    @contextlib.contextmanager
+    def fresh(self, sqlite_path: Path, stem: str = "bench") -> Iterator[Target]:
+        target = self.new(sqlite_path, stem)
+        try:
+            yield target
+        finally:
+            self.drop(target)
+
+    def describe(self) -> str:
+        """One line saying which back end ran."""
+        if self.cluster is None:
+            return f"SQLite {sqlite3.sqlite_version} (in-process, WAL, synchronous=NORMAL)"
+        version = self.cluster.version().removeprefix("postgres (PostgreSQL) ")
+        return (
+            f"PostgreSQL {version} (server processes of its own, 127.0.0.1 over TCP; "
+            "fsync, synchronous_commit and full_page_writes off, as tests/pg.py sets them)"
+        )
+
+    @property
+    def label(self) -> str:
+        return "SQLite" if self.cluster is None else "PostgreSQL"
+
+    def server_cpu(self) -> float | None:
+        """CPU seconds the PostgreSQL server has used so far (None on SQLite): the postmaster and
+        its live children (backends, checkpointer, autovacuum, ...) from the scheduler's own
+        count, to the microsecond, plus the exited children the postmaster has reaped (its
+        cutime and cstime, in clock ticks). A backend that exits between two readings moves
+        from the first sum to the second, rounded to a tick: fine for benchmarks."""
+        if self.cluster is None:
+            return None
+        postmaster = int((self.cluster.data_dir / "postmaster.pid").read_text().split()[0])
+        tick = os.sysconf("SC_CLK_TCK")
+        seconds = 0.0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(stat.parent.name) != postmaster and int(fields[1]) != postmaster:
+                    continue
+                seconds += (int(fields[13]) + int(fields[14])) / tick  # reaped children
+                seconds += _run_time(stat.parent, (int(fields[11]) + int(fields[12])) / tick)
+        return seconds
+
+
+def _run_time(proc: Path, fallback: float) -> float:
+    """A process's CPU seconds from /proc/<pid>/sched (ms, to the ns); `fallback` (from
+    /proc/<pid>/stat, whole clock ticks: 10 ms each) if the kernel does not give it."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in (proc / "sched").read_text().splitlines():
+            if line.startswith("se.sum_exec_runtime"):
+                return float(line.split(":", 1)[1]) / 1000
+    return fallback
+
+
+async def seed_chats(db_path: Target, chats: Iterable[tuple[int, ChatType]]) -> int:
     """Subscribe `chats` to English posts through the store, as /start would."""
     store = await Store.open(db_path)
     try:
@@ -125,7 +240,7 @@ def register_chats(api: FakeBotApi, chats: Iterable[tuple[int, ChatType]]) -> No
 
 
 def bot_env(
-    api: FakeBotApi, feeds: FeedServer, db_path: Path, scale: Scale, **extra: str
+    api: FakeBotApi, feeds: FeedServer, db_path: Target, scale: Scale, **extra: str
 ) -> dict[str, str]:
     env = {
         key: value
@@ -138,7 +253,7 @@ def bot_env(
             "TELEGRAM_BOT_TOKEN": TOKEN,
             "TELEGRAM_API_URL": api.url,
             "FEEDS": f"en={feeds.url(FEED_PATH)}",
-            "DATABASE_URL": f"sqlite:///{db_path}",
+            "DATABASE_URL": database_url(db_path),
             "POLL_INTERVAL": "1",
             "POLL_JITTER": "0",
             "MAX_AGE": "3650d",

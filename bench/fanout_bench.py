@@ -14,9 +14,15 @@ second, 429 answers, the fan-out's wall time, and the bot's CPU seconds.
 (overall 30/s, 20/min per group, max_retries=5) sending the same post to the same chats with
 asyncio.gather, as a bot without an outbox engine would.
 
+`--backend postgresql` gives the bot a PostgreSQL database instead of an SQLite file: the
+benchmark starts one throwaway PostgreSQL 15 cluster (tests/pg.py), seeds a fresh database in
+it for each run, hands the bot its URL as DATABASE_URL, and stops the cluster at the end. The
+server's CPU over the fan-out is reported beside the bot's (its work is in other processes;
+on SQLite the database work is part of the bot's CPU).
+
 Run: `python -m bench.fanout_bench` (10,000 chats, limits x10, 5 runs); `--chats 600 --scale 1
 --runs 3` reproduces the 600-chat comparison at Telegram's real limits; add `--engine ptb`
-for PTB's limiter.
+for PTB's limiter, `--backend postgresql` for the bot on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -27,12 +33,15 @@ import gc
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import (
+    BACKENDS,
     FEED_PATH,
     TOKEN,
+    Databases,
     Scale,
     SendCounter,
     bot_env,
@@ -62,6 +71,7 @@ class Run:
     fanout_s: float
     wall_s: float
     cpu_s: float
+    server_cpu_s: float | None = None  # PostgreSQL's processes over the fan-out; None on SQLite
 
     @property
     def ratio(self) -> float:
@@ -76,7 +86,14 @@ def _cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def _figures(api: object, chats: int, limit: int, published_at: float, cpu: float) -> Run:
+def _figures(
+    api: object,
+    chats: int,
+    limit: int,
+    published_at: float,
+    cpu: float,
+    server_cpu: float | None = None,
+) -> Run:
     sends = sorted(c.at for c in successful_sends(api))  # type: ignore[arg-type]
     fanout = sends[-1] - sends[0] if len(sends) > 1 else 0.0
     rate = (len(sends) - 1) / fanout if fanout > 0 else 0.0
@@ -90,12 +107,46 @@ def _figures(api: object, chats: int, limit: int, published_at: float, cpu: floa
         fanout_s=fanout,
         wall_s=sends[-1] - published_at,
         cpu_s=cpu,
+        server_cpu_s=server_cpu,
     )
 
 
-async def run_engine(chats: int, scale: Scale, workdir: Path, extra_env: dict[str, str]) -> Run:
+class BotExited(RuntimeError):
+    """The bot's process ended while the benchmark waited for it."""
+
+
+def _while_running(bot: BotProcess, predicate: Callable[[], bool]) -> Callable[[], bool]:
+    """`predicate`, but raising BotExited as soon as the bot's process has ended: a bot that
+    fails at start-up is reported at once, not after the wait's whole deadline."""
+
+    def check() -> bool:
+        if bot.proc is not None and bot.proc.poll() is not None:
+            raise BotExited(f"the bot exited with {bot.proc.returncode}")
+        return predicate()
+
+    return check
+
+
+async def run_engine(
+    chats: int,
+    scale: Scale,
+    workdir: Path,
+    extra_env: dict[str, str],
+    databases: Databases,
+) -> Run:
     """One fan-out by the bot's own engine."""
-    db_path = workdir / "bot.sqlite3"
+    with databases.fresh(workdir / "bot.sqlite3", "fanout") as db_path:
+        return await _run_engine(chats, scale, workdir, extra_env, databases, db_path)
+
+
+async def _run_engine(
+    chats: int,
+    scale: Scale,
+    workdir: Path,
+    extra_env: dict[str, str],
+    databases: Databases,
+    db_path: Path | str,
+) -> Run:
     targets = chat_ids(chats, channels=min(20, chats // 50), groups=min(200, chats // 10))
     await seed_chats(db_path, targets)
     async with servers(scale) as (api, feeds):
@@ -105,8 +156,10 @@ async def run_engine(chats: int, scale: Scale, workdir: Path, extra_env: dict[st
         bot.start()
         try:
             # The first poll marks the backlog as seen; the second one finds nothing new.
-            await wait_until(lambda: len(feeds.requests_to(FEED_PATH)) >= 2, 60, "first polls")
+            polled = _while_running(bot, lambda: len(feeds.requests_to(FEED_PATH)) >= 2)
+            await wait_until(polled, 60, "first polls")
             cpu_before = _cpu_seconds(bot.pid)
+            server_before = databases.server_cpu()
             # A collection pass over the fake's 10,000 recorded calls would stall it and bunch
             # its arrival stamps; Telegram's servers have no such pauses (see the docstring).
             gc.collect()
@@ -115,9 +168,11 @@ async def run_engine(chats: int, scale: Scale, workdir: Path, extra_env: dict[st
             published_at = time.monotonic()
             budget = 60 + 3 * chats / scale.global_per_second
             sent = SendCounter(api)
-            await wait_until(lambda: sent() >= chats, budget, "fan-out", interval=0.2)
+            done = _while_running(bot, lambda: sent() >= chats)
+            await wait_until(done, budget, "fan-out", interval=0.2)
             cpu = _cpu_seconds(bot.pid) - cpu_before
-        except TimeoutError:
+            server_after = databases.server_cpu()
+        except (TimeoutError, BotExited):
             print(bot.log_tail(), file=sys.stderr)
             raise
         finally:
@@ -126,7 +181,10 @@ async def run_engine(chats: int, scale: Scale, workdir: Path, extra_env: dict[st
         if code != 0:
             print(bot.log_tail(), file=sys.stderr)
             raise RuntimeError(f"the bot exited with {code}")
-        return _figures(api, chats, scale.global_per_second, published_at, cpu)
+        server_cpu = None
+        if server_before is not None and server_after is not None:
+            server_cpu = server_after - server_before
+        return _figures(api, chats, scale.global_per_second, published_at, cpu, server_cpu)
 
 
 async def run_ptb(chats: int, scale: Scale) -> Run:
@@ -189,30 +247,48 @@ async def main(argv: list[str]) -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--engine", choices=("bot", "ptb"), default="bot")
     parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="sqlite",
+        help="the bot's database: an SQLite file (default) or a fresh database in a throwaway "
+        "PostgreSQL 15 cluster the benchmark starts",
+    )
+    parser.add_argument(
         "--env", action="append", default=[], help="extra bot setting NAME=VALUE (repeatable)"
     )
     args = parser.parse_args(argv)
+    if args.engine == "ptb" and args.backend != "sqlite":
+        parser.error("--backend is the bot engine's database; --engine ptb uses none")
     scale = Scale(args.scale)
     extra = dict(item.split("=", 1) for item in args.env)
     runs: list[Run] = []
-    for index in range(args.runs):
-        with tempfile.TemporaryDirectory(prefix="fanout-bench-") as tmp:
-            if args.engine == "ptb":
-                run = await run_ptb(args.chats, scale)
-            else:
-                run = await run_engine(args.chats, scale, Path(tmp), extra)
-        runs.append(run)
-        print(
-            f"run {index + 1}: {run.sent} sent, {run.rate:.1f}/s = {run.ratio:.3f} of "
-            f"{run.limit}/s, peak {run.peak_1s} in 1 s, {run.refused} x 429, fan-out "
-            f"{run.fanout_s:.1f} s, wall {run.wall_s:.1f} s, bot CPU {run.cpu_s:.1f} s",
-            flush=True,
-        )
+    with Databases(args.backend) as databases:
+        for index in range(args.runs):
+            with tempfile.TemporaryDirectory(prefix="fanout-bench-") as tmp:
+                if args.engine == "ptb":
+                    run = await run_ptb(args.chats, scale)
+                else:
+                    run = await run_engine(args.chats, scale, Path(tmp), extra, databases)
+            runs.append(run)
+            server = ""
+            if run.server_cpu_s is not None:
+                server = f", {databases.label} server CPU {run.server_cpu_s:.1f} s"
+            print(
+                f"run {index + 1}: {run.sent} sent, {run.rate:.1f}/s = {run.ratio:.3f} of "
+                f"{run.limit}/s, peak {run.peak_1s} in 1 s, {run.refused} x 429, fan-out "
+                f"{run.fanout_s:.1f} s, wall {run.wall_s:.1f} s, bot CPU {run.cpu_s:.1f} s"
+                f"{server}",
+                flush=True,
+            )
+        backend = databases.describe() if args.engine == "bot" else "none (PTB sends only)"
+        label = databases.label
     print()
     print(f"Machine: {machine()}")
+    print(f"Back end: {backend}")
     print()
     header = [
         "engine",
+        "back end",
         "chats",
         "limit/s",
         "sends/s",
@@ -222,9 +298,12 @@ async def main(argv: list[str]) -> int:
         "fan-out s",
         "wall s",
         "bot CPU s",
+        "db server CPU s",
     ]
+    server_cpu = [r.server_cpu_s for r in runs if r.server_cpu_s is not None]
     row = [
         "bot outbox engine" if args.engine == "bot" else "PTB AIORateLimiter",
+        label if args.engine == "bot" else "-",
         f"{args.chats:,}",
         scale.global_per_second,
         f"{median([r.rate for r in runs]):.1f}",
@@ -234,6 +313,8 @@ async def main(argv: list[str]) -> int:
         f"{median([r.fanout_s for r in runs]):.1f}",
         f"{median([r.wall_s for r in runs]):.1f}",
         f"{median([r.cpu_s for r in runs]):.1f}" if args.engine == "bot" else "-",
+        # On SQLite the database work is inside the bot's CPU: there is no server.
+        f"{median(server_cpu):.1f}" if server_cpu else "-",
     ]
     print(f"Median of {len(runs)} run(s):")
     print(markdown_table(header, [row]))
