@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from bot.app import Runtime, run_bot
@@ -206,3 +207,33 @@ def max_in_window(times: Sequence[float], period: float) -> int:
             start += 1
         best = max(best, end - start + 1)
     return best
+
+
+# ---------------------------------------------------------------------- operator commands
+
+
+@dataclass(frozen=True)
+class CliRun:
+    """A finished `python -m bot …`: its exit status and what it printed."""
+
+    code: int
+    out: str
+    err: str
+
+
+def cli_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """A clean environment: nothing of the test runner's TELEGRAM_* or FEEDS leaks in."""
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    return env | {"PYTHONPATH": str(ROOT)} | dict(extra)
+
+
+async def run_cli(*args: str, env: Mapping[str, str], timeout: float = 60) -> CliRun:
+    """Run `python -m bot ARGS` to completion (the event loop keeps serving the fakes)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", *args, cwd=ROOT, env=cli_env(env),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return CliRun(proc.returncode, out.decode(), err.decode())

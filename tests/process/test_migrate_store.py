@@ -6,12 +6,10 @@ onto the store's own copy changes nothing that was sent."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
 import sqlite3
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -30,7 +28,7 @@ from storage.store_copy import TABLES, copy_store
 from tests.factories import new_item, sent
 from tests.fakes.botapi import FakeBotApi
 from tests.fakes.feedserver import FeedServer, make_rss
-from tests.support import BotProcess, bot_env, running_bot, wait_for
+from tests.support import BotProcess, CliRun, bot_env, cli_env, run_cli, running_bot, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = time.time()
@@ -39,11 +37,7 @@ COPIED = [table.name for table in TABLES]
 
 
 @dataclass(frozen=True)
-class Run:
-    code: int
-    out: str
-    err: str
-
+class Run(CliRun):
     @property
     def counts(self) -> dict[str, int]:
         """The report's `  table: count` lines."""
@@ -55,22 +49,9 @@ class Run:
         return found
 
 
-def cli_env(extra: Mapping[str, str]) -> dict[str, str]:
-    """A clean environment: nothing of the test runner's TELEGRAM_* or FEEDS leaks in."""
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
-    return env | {"PYTHONPATH": str(ROOT)} | dict(extra)
-
-
 async def cli(*args: str, env: Mapping[str, str], timeout: float = 120) -> Run:
-    """Run `python -m bot ARGS` to completion (the event loop keeps serving the fakes)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", *args, cwd=ROOT, env=cli_env(env),
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    assert proc.returncode is not None
-    return Run(proc.returncode, out.decode(), err.decode())
+    run = await run_cli(*args, env=env, timeout=timeout)
+    return Run(run.code, run.out, run.err)
 
 
 async def migrate(db_path: Path, url: str) -> Run:

@@ -12,7 +12,6 @@ import socket
 import sqlite3
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from storage.store import Store
 from tests.factories import new_item, sent
 from tests.fakes.botapi import FakeBotApi
 from tests.fakes.feedserver import FeedServer, make_rss
-from tests.support import TOKEN, BotProcess, bot_env
+from tests.support import TOKEN, BotProcess, CliRun, bot_env, cli_env, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 LATEST = MIGRATIONS[-1].version
@@ -37,11 +36,7 @@ NOW = time.time()
 
 
 @dataclass(frozen=True)
-class Run:
-    code: int
-    out: str
-    err: str
-
+class Run(CliRun):
     @property
     def lines(self) -> list[str]:
         return self.out.splitlines()
@@ -53,22 +48,9 @@ class Run:
         return found[0]
 
 
-def cli_env(extra: Mapping[str, str]) -> dict[str, str]:
-    """A clean environment: nothing of the test runner's TELEGRAM_* or FEEDS leaks in."""
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
-    return env | {"PYTHONPATH": str(ROOT)} | dict(extra)
-
-
 async def cli(*args: str, env: Mapping[str, str], timeout: float = 60) -> Run:
-    """Run `python -m bot ARGS` to completion (the event loop keeps serving the fakes)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", *args, cwd=ROOT, env=cli_env(env),
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    assert proc.returncode is not None
-    return Run(proc.returncode, out.decode(), err.decode())
+    run = await run_cli(*args, env=env, timeout=timeout)
+    return Run(run.code, run.out, run.err)
 
 
 def offline_env(db_path: Path, **overrides: str) -> dict[str, str]:
