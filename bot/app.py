@@ -62,11 +62,12 @@ MAINTENANCE_INTERVAL = 3600.0
 
 
 def long_poll_timeout(settings: Settings) -> int:
-    """getUpdates' wait: with several instances, short enough that a dead leader's last long
-    poll has ended before a standby can take the lease and ask (else Telegram answers 409)."""
+    """getUpdates' wait: with several instances, short enough that a leader's long poll ends
+    inside its trusted lease window (bot.leadership), so a successor never overlaps it (else
+    Telegram answers 409)."""
     if settings.database_url is None:
         return LONG_POLL_TIMEOUT
-    return max(1, min(LONG_POLL_TIMEOUT, int(settings.leader_timeout / 2)))
+    return max(1, min(LONG_POLL_TIMEOUT, int(settings.leader_timeout * 0.4)))
 
 
 def make_http_client(settings: Settings) -> httpx.AsyncClient:
@@ -279,8 +280,11 @@ async def _run(
         runtime = Runtime(settings, services, application, publisher, poller, http, leadership)
         if leadership is not None:
             # Only the leader may call getUpdates: a second caller gets 409 Conflict.
+            # A long poll must end while the lease is still trusted: a leader cut off from the
+            # database (not from Telegram) then never overlaps its successor's first poll.
+            poll_window = long_poll_timeout(settings) + 0.5
             assert isinstance(application.bot, TolerantBot)
-            application.bot.gate_polling(leadership.valid)
+            application.bot.gate_polling(lambda: leadership.valid(poll_window))
         if monitor is None:
             await _serve(runtime, stop, on_started)
             return

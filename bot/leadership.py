@@ -77,9 +77,10 @@ class Leadership:
     def role(self) -> Role:
         return "leader" if self.epoch is not None and not self.deposed.is_set() else "standby"
 
-    def valid(self) -> bool:
-        """Whether this instance may send now (no database round trip: called per send)."""
-        return self.role == "leader" and self.clock.monotonic() < self.valid_until
+    def valid(self, for_seconds: float = 0.0) -> bool:
+        """Whether this instance may send now, and still for `for_seconds` (a long poll must
+        end inside the trusted window). No database round trip: called per send."""
+        return self.role == "leader" and self.clock.monotonic() + for_seconds < self.valid_until
 
     async def confirm(self) -> bool:
         """Whether the database still names this instance, at its epoch (before a batch).

@@ -163,9 +163,9 @@ class Database:
         network call, no core callback.
         """
         async with self._lock:
-            conn = await self._usable()
             started = time.perf_counter()  # the transaction's own time, not the lock's wait
             try:
+                conn = await self._usable()  # a failed reconnect is a failed write too
                 async with conn.transaction(durable=durable):
                     yield conn
             except Exception as exc:

@@ -38,11 +38,14 @@ async def take(db: Database, holder: str, ttl: float) -> int | None:
     return None if epoch is None else int(epoch)
 
 
-async def holds(conn: Conn, holder: str, epoch: int) -> bool:
-    """Whether `holder` still has the lease at `epoch` and it has not expired."""
+async def holds(conn: Conn, holder: str, epoch: int, *, unexpired: bool = True) -> bool:
+    """Whether `holder` still has the lease at `epoch` and (`unexpired`) it has not expired.
+
+    unexpired=False asks only whether nobody else took it since: an expired lease that still
+    names `holder` at `epoch` was taken by no one, so what `holder` writes is still safe."""
+    expiry = f" AND expires_at >= {_NOW[conn.dialect]}" if unexpired else ""
     row = await conn.fetchone(
-        f"SELECT 1 FROM leader_lease WHERE id = 1 AND holder = ? AND epoch = ? "
-        f"AND expires_at >= {_NOW[conn.dialect]}",
+        f"SELECT 1 FROM leader_lease WHERE id = 1 AND holder = ? AND epoch = ?{expiry}",
         (holder, epoch),
     )
     return row is not None

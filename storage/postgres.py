@@ -237,7 +237,12 @@ async def reconnect(old: PgConn) -> PgConn:
 
 
 async def _connect(url: str) -> asyncpg.Connection:
-    return await asyncpg.connect(url, timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT)
+    return await asyncpg.connect(
+        url,
+        timeout=CONNECT_TIMEOUT,
+        command_timeout=COMMAND_TIMEOUT,
+        server_settings={"idle_in_transaction_session_timeout": "5000"},
+    )
 
 
 def _reason(exc: BaseException) -> str:

@@ -442,7 +442,7 @@ class Store(Database):
         """
         sent = [r for r in records if r.state is DeliveryState.SENT]
         async with self.transaction(durable=durable and bool(sent)) as conn:
-            if leader is not None and not await lease.holds(conn, *leader):
+            if leader is not None and not await lease.holds(conn, *leader, unexpired=False):
                 records = sent
                 held = False
             else:

@@ -299,7 +299,10 @@ class Publisher:
             if self.fence.deposed.is_set():
                 self.halt()
                 return None
-            return self.clock.monotonic() + 1.0  # the lease is not trusted now: claim nothing
+            # The lease is not trusted now: claim nothing, and wait here, since _idle returns at
+            # once while a freed chat or new work is pending, and confirm() may not yield.
+            await unless_stopped(self.clock.sleep(1.0), self._stopping)
+            return None
         self._new_work.clear()
         self._freed_ready_at = math.inf
         heads = await outbox.pending_heads(self.store)
@@ -329,6 +332,8 @@ class Publisher:
                     return None
                 if self._new_work.is_set() or self._writer.down:
                     return None  # something newer may come first, or the store is down
+                if self.fence is not None and not self.fence.valid():
+                    return None  # the next pass confirms the lease before claiming more
                 chat_ready = self.limits.chat_ready_at(due.chat.id)
                 if chat_ready > self.clock.monotonic():
                     # A handler's reply took the chat's window meanwhile.
@@ -405,7 +410,11 @@ class Publisher:
         except asyncio.CancelledError:
             raise
         except Deposed:
-            self.halt()  # not sent: the row stays pending for the new leader
+            # Not sent: the row stays pending. Deposed for good: stop; the lease merely not
+            # trusted now (a late renewal, a pause): the next pass confirms it first.
+            send.more = True
+            if self.fence is not None and self.fence.deposed.is_set():
+                self.halt()
         except Exception as exc:
             # A bug, not an expected failure: the row waits and the try counts as an attempt,
             # so a send that always crashes ends as failed after MAX_SEND_ATTEMPTS.
