@@ -205,8 +205,8 @@ class Database:
         A no-op UPDATE would not do: SQLite skips writing a row overwritten by the same bytes.
         """
         async with self.transaction() as conn:
-            probe = await conn.fetchval(
-                "INSERT INTO events (at, kind, detail) VALUES (0, 'write_probe', '') RETURNING id"
+            probe = await conn.insert(
+                "INSERT INTO events (at, kind, detail) VALUES (0, 'write_probe', '')"
             )
             await conn.execute("DELETE FROM events WHERE id = ?", (probe,))
 

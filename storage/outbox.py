@@ -103,10 +103,9 @@ async def enqueue_notice(db: Database, user_id: int, lang: str, text: str, now: 
             "created_at, updated_at) VALUES (?, ?, ?, ?, 1, 0, ?, ?) ON CONFLICT (id) DO NOTHING",
             (user_id, ChatType.PRIVATE.value, lang, json.dumps([lang]), now, now),
         )
-        notice_id = await conn.fetchval(
+        notice_id = await conn.insert(
             "INSERT INTO deliveries (item_id, chat_id, kind, payload, state, priority, "
-            "next_attempt_at, created_at) VALUES (NULL, ?, 'notice', ?, 'pending', ?, ?, ?) "
-            "RETURNING id",
+            "next_attempt_at, created_at) VALUES (NULL, ?, 'notice', ?, 'pending', ?, ?, ?)",
             (user_id, json.dumps({"text": text}, ensure_ascii=False),
              _NOTICE_PRIORITY, now, now),
         )  # fmt: skip

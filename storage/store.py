@@ -185,10 +185,10 @@ class Store(Database):
                     origin = ItemOrigin.TOO_OLD
                 else:
                     origin = ItemOrigin.NEW
-                item_id = await conn.fetchval(
+                item_id = await conn.insert(
                     "INSERT INTO items (feed_id, lang, identity, link, title, summary, author, "
                     "image_url, categories, published_at, first_seen_at, origin, content_hash) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         feed_id,
                         lang,
