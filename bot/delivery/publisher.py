@@ -147,7 +147,7 @@ class _OutcomeWriter:
                     held = await self.store.record_outcomes(
                         [record for record, _ in batch], leader=leader
                     )
-                    if held is False and self.on_deposed is not None:
+                    if not held and self.on_deposed is not None:
                         self.on_deposed()
                 except Exception as exc:
                     self._queue[:0] = batch  # kept, in order, ahead of anything newer

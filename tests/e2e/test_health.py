@@ -11,7 +11,6 @@ from __future__ import annotations
 import socket
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,26 +23,10 @@ from bot.ops.health import FEED_GRACE_INTERVALS, Health
 from storage.store import OutboxDepth
 from tests.fakes.botapi import FakeBotApi
 from tests.fakes.clock import ManualClock
-from tests.fakes.feedserver import FeedServer, make_rss
+from tests.fakes.feedserver import FeedServer, numbered_feed
 from tests.support import TOKEN, bot_env, running_bot, wait_for
 
 CHANNEL = -1001000000001
-BASE = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
-
-
-def feed(*numbers: int) -> str:
-    return make_rss(
-        [
-            {
-                "title": f"Piece {n}",
-                "link": f"https://caliber.az/en/post/piece-{n}",
-                "guid": f"caliber-{n}",
-                "description": f"<p>Summary of piece {n}.</p>",
-                "pub_date": BASE + timedelta(hours=n),
-            }
-            for n in sorted(numbers, reverse=True)
-        ]
-    )
 
 
 def free_port() -> int:
@@ -154,7 +137,7 @@ async def polled(server: FeedServer, times: int) -> None:
 async def test_healthy_bot_is_live_and_ready_and_its_metrics_count_a_delivery(
     api: FakeBotApi, feed_server: FeedServer, db_path: Path, session: aiohttp.ClientSession
 ) -> None:
-    feed_server.set("/en/rss", feed(1))
+    feed_server.set("/en/rss", numbered_feed(1))
     port = free_port()
     probe = Probe(session, port)
     async with running_bot(env_for(api, feed_server, db_path, port)):
@@ -165,7 +148,7 @@ async def test_healthy_bot_is_live_and_ready_and_its_metrics_count_a_delivery(
         assert set(ready["checks"]) == {"store", "bot_api", "feeds", "delivery"}
         assert all(check["ok"] for check in ready["checks"].values())
 
-        feed_server.set("/en/rss", feed(1, 2))
+        feed_server.set("/en/rss", numbered_feed(1, 2))
         await api.wait_sent(1, CHANNEL)
         await wait_for("one post", lambda: len(api.sent(CHANNEL)) == 1)
         await polled(feed_server, len(feed_server.requests_to("/en/rss")) + 2)
@@ -190,7 +173,7 @@ async def test_healthy_bot_is_live_and_ready_and_its_metrics_count_a_delivery(
 async def test_store_that_cannot_be_written_turns_readiness_red_until_a_write_succeeds(
     api: FakeBotApi, feed_server: FeedServer, db_path: Path, session: aiohttp.ClientSession
 ) -> None:
-    feed_server.set("/en/rss", feed(1))
+    feed_server.set("/en/rss", numbered_feed(1))
     port = free_port()
     probe = Probe(session, port)
     async with running_bot(env_for(api, feed_server, db_path, port, POLL_INTERVAL="0.5")):
@@ -216,7 +199,7 @@ async def test_store_that_cannot_be_written_turns_readiness_red_until_a_write_su
 async def test_bot_api_gone_turns_readiness_red_and_its_return_green(
     api: FakeBotApi, feed_server: FeedServer, db_path: Path, session: aiohttp.ClientSession
 ) -> None:
-    feed_server.set("/en/rss", feed(1))
+    feed_server.set("/en/rss", numbered_feed(1))
     port = free_port()
     probe = Probe(session, port)
     async with running_bot(env_for(api, feed_server, db_path, port, READY_API_GRACE="1")):
@@ -234,7 +217,7 @@ async def test_bot_api_gone_turns_readiness_red_and_its_return_green(
 async def test_feeds_failing_for_three_intervals_turn_readiness_red_until_a_good_poll(
     api: FakeBotApi, feed_server: FeedServer, db_path: Path, session: aiohttp.ClientSession
 ) -> None:
-    feed_server.set("/en/rss", feed(1))
+    feed_server.set("/en/rss", numbered_feed(1))
     port = free_port()
     probe = Probe(session, port)
     async with running_bot(env_for(api, feed_server, db_path, port)):
@@ -253,7 +236,7 @@ async def test_feeds_failing_for_three_intervals_turn_readiness_red_until_a_good
             return samples[streak] >= 2 and samples[errors] >= 2
 
         await wait_for("two failed polls in the metrics", failures_counted, interval=0.05)
-        feed_server.set("/en/rss", feed(1))
+        feed_server.set("/en/rss", numbered_feed(1))
         await probe.green()
         samples = await probe.metrics()
         assert samples[streak] == 0
@@ -262,7 +245,7 @@ async def test_feeds_failing_for_three_intervals_turn_readiness_red_until_a_good
 async def test_deliveries_held_on_purpose_stay_green_but_unanswered_sends_turn_red(
     api: FakeBotApi, feed_server: FeedServer, db_path: Path, session: aiohttp.ClientSession
 ) -> None:
-    feed_server.set("/en/rss", feed(1))
+    feed_server.set("/en/rss", numbered_feed(1))
     port = free_port()
     probe = Probe(session, port)
     env = env_for(api, feed_server, db_path, port, READY_MAX_LAG="1", POLL_INTERVAL="0.3")
@@ -271,7 +254,7 @@ async def test_deliveries_held_on_purpose_stay_green_but_unanswered_sends_turn_r
         await polled(feed_server, 2)
         # A 429 holds the piece for 3 s (longer than READY_MAX_LAG): held on purpose, not stuck.
         api.retry_after(CHANNEL, 3)
-        feed_server.set("/en/rss", feed(1, 2))
+        feed_server.set("/en/rss", numbered_feed(1, 2))
         await wait_for("the refused send", lambda: len(api.calls_to("sendMessage")) == 1)
 
         async def sent_and_ready_meanwhile() -> bool:
@@ -283,7 +266,7 @@ async def test_deliveries_held_on_purpose_stay_green_but_unanswered_sends_turn_r
 
         # Telegram answers 500 to the next send: the row backs off (about 10 s) and waits.
         api.server_error("sendMessage", times=1)
-        feed_server.set("/en/rss", feed(1, 2, 3))
+        feed_server.set("/en/rss", numbered_feed(1, 2, 3))
         body = await probe.red("delivery")
         assert body["failing"] == ["delivery"]  # Telegram answers, so bot_api stays green
         assert "has not answered a send" in body["checks"]["delivery"]["detail"]

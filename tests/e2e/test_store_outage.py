@@ -110,9 +110,9 @@ def count_writes(store: Store) -> list[int]:
     tries: list[int] = []
     record_outcomes = store.record_outcomes
 
-    async def counted(*args: Any, **kwargs: Any) -> None:
+    async def counted(*args: Any, **kwargs: Any) -> bool:
         tries.append(len(tries) + 1)
-        await record_outcomes(*args, **kwargs)
+        return await record_outcomes(*args, **kwargs)
 
     store.record_outcomes = counted  # type: ignore[method-assign]
     return tries

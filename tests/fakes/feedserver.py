@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
@@ -375,6 +375,24 @@ def make_rss(
         out.append("</item>")
     out += ["</channel>", "</rss>"]
     return "\n".join(out) + "\n"
+
+
+def numbered_feed(*numbers: int, slug: str = "piece", guid: str = "caliber") -> str:
+    """RSS of the pieces "Piece n" (one an hour from 2026-11-20 08:00 UTC), newest first as the
+    site lists them; `slug` and `guid` keep two tests' feeds apart."""
+    start = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+    return make_rss(
+        [
+            {
+                "title": f"Piece {n}",
+                "link": f"https://caliber.az/en/post/{slug}-{n}",
+                "guid": f"{guid}-{n}",
+                "description": f"<p>Summary of piece {n}.</p>",
+                "pub_date": start + timedelta(hours=n),
+            }
+            for n in sorted(numbers, reverse=True)
+        ]
+    )
 
 
 def make_atom(

@@ -17,7 +17,6 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from storage.store import Store
 from tests import factories
 from tests.factories import new_item
 from tests.fakes.botapi import MESSAGE_METHODS, FakeBotApi
-from tests.fakes.feedserver import FeedServer, make_rss
+from tests.fakes.feedserver import FeedServer, make_rss, numbered_feed
 from tests.support import TOKEN, BotProcess, bot_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,22 +55,6 @@ async def api() -> AsyncIterator[FakeBotApi]:
         for chat_id in CHANNELS:
             server.add_chat(chat_id, "channel", title=f"Channel {chat_id}")
         yield server
-
-
-def feed(*numbers: int) -> str:
-    """The feed with these pieces, newest first as the site lists them."""
-    return make_rss(
-        [
-            {
-                "title": f"Piece {n}",
-                "link": f"https://caliber.az/en/post/piece-{n}",
-                "guid": f"caliber-{n}",
-                "description": f"<p>Summary of piece {n}.</p>",
-                "pub_date": datetime(2026, 11, 20, 8, 0, tzinfo=UTC) + timedelta(hours=n),
-            }
-            for n in sorted(numbers, reverse=True)
-        ]
-    )
 
 
 async def _subscribe_all(db_path: Path) -> None:
@@ -114,7 +97,7 @@ async def _fan_out_under_way(
 ) -> BotProcess:
     """Start the bot, let it mark the backlog, publish a piece, return once ~250 sends are out."""
     await _subscribe_all(db_path)
-    feed_server.set("/en/rss", feed(1))
+    feed_server.set("/en/rss", numbered_feed(1))
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
     env |= bot_env(
         api.url, {"en": feed_server.url("/en/rss")}, db_path,
@@ -124,7 +107,7 @@ async def _fan_out_under_way(
     bot = BotProcess(env, tmp_path / "bot.log")
     bot.start()
     await _until("first polls", lambda: len(feed_server.requests_to("/en/rss")) >= 2, bot, 30)
-    feed_server.set("/en/rss", feed(1, 2))
+    feed_server.set("/en/rss", numbered_feed(1, 2))
     await _until("fan-out under way", lambda: sum(_received(api).values()) >= 250, bot, 30)
     return bot
 

@@ -34,7 +34,6 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,7 @@ from storage.backends import store_errors
 from storage.models import ChatType
 from storage.store import Store
 from tests.fakes.botapi import MESSAGE_METHODS, ApiCall, FakeBotApi
-from tests.fakes.feedserver import FeedServer, make_rss
+from tests.fakes.feedserver import FeedServer, numbered_feed
 from tests.pg import PgCluster, free_port
 from tests.support import TOKEN, BotProcess, bot_env
 
@@ -156,18 +155,7 @@ class DoorsApi(FakeBotApi):
 
 
 def feed(*numbers: int) -> str:
-    return make_rss(
-        [
-            {
-                "title": f"Piece {n}",
-                "link": f"https://caliber.az/en/post/failover-{n}",
-                "guid": f"failover-{n}",
-                "description": f"<p>Summary of piece {n}.</p>",
-                "pub_date": datetime(2026, 11, 20, 8, 0, tzinfo=UTC) + timedelta(hours=n),
-            }
-            for n in sorted(numbers, reverse=True)
-        ]
-    )
+    return numbered_feed(*numbers, slug="failover", guid="failover")
 
 
 # -- bot processes ----------------------------------------------------------------------------
