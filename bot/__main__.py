@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.config import ConfigError, Settings, load_settings
+from bot.config import ConfigError, Settings, load_settings, postgresql_url, url_secrets
 from bot.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -210,17 +210,11 @@ def _read_secret_file(path: Path) -> str | None:
 
 def _migrate_store(settings: Settings, target: str) -> int:
     """Copy the SQLite store into the PostgreSQL database `target` (storage.store_copy)."""
-    from urllib.parse import unquote, urlsplit
-
     from storage.postgres import redacted
 
     try:
-        parts = urlsplit(target)
-        parts.port  # noqa: B018 - raises ValueError for a port that is no number
-        valid = target.startswith(("postgresql://", "postgres://")) and bool(parts.hostname)
+        postgresql_url(target)  # the same rule as DATABASE_URL's
     except ValueError:
-        valid = False
-    if not valid or not parts.path.strip("/"):
         print(
             "migrate-store: --to must be postgresql://user:password@host:port/database",
             file=sys.stderr,
@@ -233,9 +227,7 @@ def _migrate_store(settings: Settings, target: str) -> int:
             file=sys.stderr,
         )
         return EXIT_CONFIG
-    password = parts.password
-    secrets = (*settings.secrets, *((password, unquote(password)) if password else ()))
-    setup_logging("WARNING", secrets)
+    setup_logging("WARNING", (*settings.secrets, *url_secrets(target)))
     print(f"migrate-store: copying {settings.database_path} into {redacted(target)}", flush=True)
     return asyncio.run(_copy_store(settings.database_path, target))
 

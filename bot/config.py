@@ -117,9 +117,8 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Return the values no log line, stored row or message may ever show."""
-        password = urlsplit(self.database_url).password if self.database_url else None
-        decoded = unquote(password) if password else None  # as the URL spells it, and as it is
-        return tuple(s for s in (self.token, self.webhook_secret, password, decoded) if s)
+        database = url_secrets(self.database_url) if self.database_url else ()
+        return tuple(s for s in (self.token, self.webhook_secret, *database) if s)
 
     @property
     def store_target(self) -> Path | str:
@@ -435,7 +434,7 @@ def _database(env: Mapping[str, str]) -> Path | str:
     raw = _get(env, "DATABASE_URL") or "sqlite:///./data/bot.sqlite3"
     try:
         if raw.startswith(("postgresql://", "postgres://")):
-            return _postgresql_url(raw)
+            return postgresql_url(raw)
         return _sqlite_path(raw)
     except ValueError as exc:
         # The URL may hold a password: name the variable and the form, never the value.
@@ -443,7 +442,16 @@ def _database(env: Mapping[str, str]) -> Path | str:
         raise ConfigError("DATABASE_URL", shown, _DATABASE_FORMS) from exc
 
 
-def _postgresql_url(raw: str) -> str:
+def url_secrets(url: str) -> tuple[str, ...]:
+    """The password in `url`, as the URL spells it and as it is (for the log redactor)."""
+    password = urlsplit(url).password
+    return (password, unquote(password)) if password else ()
+
+
+def postgresql_url(raw: str) -> str:
+    """`raw` if it is a postgresql:// URL with a host and a database; else ValueError."""
+    if not raw.startswith(("postgresql://", "postgres://")):
+        raise ValueError("not a postgresql:// URL")
     parts = urlsplit(raw)
     if not parts.hostname or not parts.path.strip("/") or "/" in parts.path.strip("/"):
         raise ValueError("a host and a database name are required")

@@ -78,7 +78,8 @@ async def before_others(update: Update, context: BotContext) -> None:
         return
     if await context.services.channels.inputs.peek(user.id) is None:
         return
-    command = message.text.split(maxsplit=1)[0].split("@", 1)[0] if message.text else ""
+    words = message.text.split(maxsplit=1)
+    command = words[0].split("@", 1)[0] if words else ""
     if command == "/cancel":
         await on_cancel(update, context)
     elif not message.text.startswith("/"):

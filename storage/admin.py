@@ -275,23 +275,21 @@ async def recent_events(store: Store, kinds: Sequence[str], limit: int = 5) -> l
 
 
 async def expect_input(
-    store: Store, user_id: int, chat_id: int, kind: str, expires_at: float, *, keep: int
+    store: Store, user_id: int, chat_id: int, kind: str, *, now: float, ttl: float, keep: int
 ) -> None:
     """Remember that `user_id` was asked to type `kind` for `chat_id` (replacing any earlier
     question); forget expired questions, and the oldest beyond `keep`."""
     async with store.transaction() as conn:
+        await conn.execute("DELETE FROM pending_inputs WHERE expires_at <= ?", (now,))
         await conn.execute(
             "INSERT INTO pending_inputs (user_id, chat_id, kind, expires_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (user_id) DO UPDATE SET chat_id = excluded.chat_id, "
             "kind = excluded.kind, expires_at = excluded.expires_at",
-            (user_id, chat_id, kind, expires_at),
+            (user_id, chat_id, kind, now + ttl),
         )
         await conn.execute(
-            "DELETE FROM pending_inputs WHERE user_id IN (SELECT user_id FROM pending_inputs "
-            "ORDER BY expires_at DESC LIMIT -1 OFFSET ?)"
-            if conn.dialect == "sqlite"
-            else "DELETE FROM pending_inputs WHERE user_id IN (SELECT user_id FROM pending_inputs "
-            "ORDER BY expires_at DESC OFFSET ?)",
+            "DELETE FROM pending_inputs WHERE user_id NOT IN (SELECT user_id FROM pending_inputs "
+            "ORDER BY expires_at DESC LIMIT ?)",
             (keep,),
         )
 

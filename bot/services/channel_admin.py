@@ -157,8 +157,8 @@ class InputStates:
 
     async def expect(self, user_id: int, chat_id: int, kind: InputKind) -> None:
         await admin_store.expect_input(
-            self.store, user_id, chat_id, kind.value, self.clock.now() + self.ttl,
-            keep=self.capacity,
+            self.store, user_id, chat_id, kind.value,
+            now=self.clock.now(), ttl=self.ttl, keep=self.capacity,
         )  # fmt: skip
 
     async def peek(self, user_id: int) -> PendingInput | None:
