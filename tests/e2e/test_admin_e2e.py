@@ -419,6 +419,8 @@ async def test_signature_input_is_checked_and_cancel_drops_the_question(
     await bot.press(admin, cb(CHANNEL, "sig", "set"), message_id)
     await bot.say(admin, "x" * 201)
     assert "longer than 200 characters" in bot.last_text(ADMIN)
+    await bot.say(admin, " \t ")  # only whitespace: an answer, and an empty one
+    assert bot.last_text(ADMIN).startswith("The signature cannot be empty.")
     await bot.say(admin, "/cancel")  # still asked: /cancel drops the question
     assert bot.last_text(ADMIN).startswith("Cancelled.")
     assert "⚙️ Settings of" in bot.last_text(ADMIN)
