@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 10.0  # seconds to reach the server and log in
 COMMAND_TIMEOUT = 60.0  # seconds any one statement may take
 BASELINE = 9  # a new database starts at this version
-_MIGRATION_LOCK = 0x63616C69  # "cali": the advisory lock key of migrations
+MIGRATION_LOCK = 0x63616C69  # "cali": the advisory lock migrations and store copies take
 
 _SCHEMA = """
 CREATE TABLE feeds (
@@ -261,7 +261,7 @@ async def migrate_postgresql(raw: asyncpg.Connection, now: float | None = None) 
     """Bring the database's schema up to date; return its version."""
     latest = MIGRATIONS[-1].version
     async with raw.transaction():
-        await raw.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        await raw.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
         await raw.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION)"

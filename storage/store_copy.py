@@ -40,7 +40,7 @@ from storage.backends import Conn
 from storage.db import Database, SchemaMismatchError
 from storage.instance_lock import acquire_instance_lock
 from storage.migrations import HISTORY_SINCE
-from storage.postgres import _MIGRATION_LOCK, redacted
+from storage.postgres import MIGRATION_LOCK, redacted
 
 CHUNK = 1000  # rows read, and written by one statement, at a time
 PROVENANCE = "migrated_from"  # the events kind recording where a copy came from
@@ -191,7 +191,7 @@ async def _copy(
             fingerprint = await _fingerprint(s)
             # A bot starting on the target waits for its migration lock until this commits;
             # one already running cannot take the lease nor index meanwhile.
-            await t.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
+            await t.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
             await t.execute("LOCK TABLE leader_lease, search_state, search_docs IN EXCLUSIVE MODE")
             rerun = await _in_use(t, fingerprint)
 
