@@ -19,9 +19,9 @@ import aiohttp
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.test_health import CHANNEL, feed, polled
+from tests.e2e.test_health import CHANNEL, polled
 from tests.fakes.botapi import FakeBotApi
-from tests.fakes.feedserver import FeedServer
+from tests.fakes.feedserver import FeedServer, numbered_feed
 from tests.support import bot_env, running_bot
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,7 +106,7 @@ async def test_every_metric_the_dashboard_and_alerts_use_is_exported(
     api: FakeBotApi, feed_server: FeedServer, db_path: Path
 ) -> None:
     api.add_chat(CHANNEL, "channel", title="Caliber EN")
-    feed_server.set("/en/rss", feed(1))
+    feed_server.set("/en/rss", numbered_feed(1))
     port = free_port()
     env = bot_env(
         api.url,
@@ -117,7 +117,7 @@ async def test_every_metric_the_dashboard_and_alerts_use_is_exported(
     )
     async with running_bot(env), aiohttp.ClientSession() as session:
         await polled(feed_server, 2)
-        feed_server.set("/en/rss", feed(1, 2))
+        feed_server.set("/en/rss", numbered_feed(1, 2))
         await api.wait_sent(1, CHANNEL)
         await polled(feed_server, len(feed_server.requests_to("/en/rss")) + 1)
         url = f"http://127.0.0.1:{port}/metrics"

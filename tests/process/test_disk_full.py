@@ -10,8 +10,7 @@ from pathlib import Path
 
 from tests.e2e.test_store_outage import delivery_states
 from tests.fakes.botapi import ApiCall, FakeBotApi
-from tests.fakes.feedserver import FeedServer
-from tests.process.test_crash import feed
+from tests.fakes.feedserver import FeedServer, numbered_feed
 from tests.support import TOKEN, BotProcess, bot_env
 
 
@@ -23,7 +22,7 @@ async def test_disk_full_after_a_send_repeats_nothing_end_to_end(
     flight. Before: one piece reached the channel 19 times in 25 s."""
     channel = -1_001_700_000_001
     db_path = tmp_path / "bot.sqlite3"
-    feed_server.set("/en/rss", feed(1))
+    feed_server.set("/en/rss", numbered_feed(1))
     async with FakeBotApi(TOKEN) as api:
         api.add_chat(channel, "channel", title="Channel")
         env = bot_env(api.url, {"en": feed_server.url("/en/rss")}, db_path,
@@ -44,7 +43,7 @@ async def test_disk_full_after_a_send_repeats_nothing_end_to_end(
         try:
             await api.wait_for(lambda a: len(a.calls_to("getUpdates")) >= 1, timeout=20)
             await asyncio.sleep(1.5)  # the first poll: the backlog is seen, not sent
-            feed_server.set("/en/rss", feed(1, 2))
+            feed_server.set("/en/rss", numbered_feed(1, 2))
             try:
                 await api.wait_sent(1, channel, timeout=20)
             except AssertionError as exc:
