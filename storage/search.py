@@ -3,7 +3,10 @@
 Both back ends index the same thing: an item's title and text as terms already folded, stemmed
 and tagged with the item's language by bot.services.search (e.g. "en0sanction"). The tag makes
 the language filter part of the terms themselves (a query in English looks for English terms
-only), so matching does no extra work for it.
+only), so matching does no extra work for it. Each row also carries the mark of the analysis
+that made it (analysis_mark, e.g. "0v2", at the end of the text), so the rows a change of
+analysis left behind are found without a table or column of their own (items_to_index), and a
+re-analysis never overwrites a row the current analysis wrote meanwhile (keep_current).
 
 A query reaches this module as term groups (TermGroups): every group must match, and within a
 group any one of its terms. This module renders them for its back end (fts5_expression,
@@ -69,6 +72,20 @@ class SearchDoc:
     ts: float  # publication time, else first sight
     title: str
     body: str
+    version: int = 0  # the analysis that made the terms; 0: none named, the row is not marked
+
+
+def analysis_mark(version: int) -> str:
+    """Return the term every row made by analysis `version` holds, e.g. "0v2".
+
+    It starts with a digit, so it equals no tagged term and no query ever looks for it.
+    """
+    return f"0v{version}"
+
+
+def _indexed_body(doc: SearchDoc) -> str:
+    # The mark goes last, so the title's and text's positions are as they were without it.
+    return f"{doc.body} {analysis_mark(doc.version)}" if doc.version else doc.body
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +184,8 @@ def _quoted(lexeme: str) -> str:
 def tsvector(doc: SearchDoc) -> str:
     """Return the tsvector text of `doc`: each lexeme with its positions, title ones weight A.
 
-    Positions run on from the title into the text, as the words stand in the piece.
+    Positions run on from the title into the text, as the words stand in the piece, and the
+    analysis's mark comes last (kept even when the text's lexemes fill the tsvector).
     """
     positions: dict[str, list[str]] = {}
     size = 0
@@ -184,6 +202,8 @@ def tsvector(doc: SearchDoc) -> str:
                     continue
                 positions[lexeme] = seen = []
             seen.append(f"{position}{weight}")
+    if doc.version:
+        positions[analysis_mark(doc.version)] = [str(min(position + 1, _MAX_POSITION))]
     return " ".join(f"{_quoted(lexeme)}:{','.join(at)}" for lexeme, at in positions.items())
 
 
@@ -193,24 +213,37 @@ def tsvector(doc: SearchDoc) -> str:
 _DATES: dict[Dialect, str] = {"sqlite": "search_dates", "postgresql": "search_docs"}
 
 
-async def write_docs(conn: Conn, docs: Sequence[SearchDoc]) -> None:
-    """Add or replace `docs` using the caller's transaction."""
+async def write_docs(conn: Conn, docs: Sequence[SearchDoc], *, keep_current: bool = False) -> None:
+    """Add or replace `docs` using the caller's transaction.
+
+    `keep_current` leaves alone the row of an item that already holds its document's mark: a
+    re-analysis (SearchIndex.attach) read the item before the poller or the article fetcher
+    changed it and indexed it again (with the current analysis, after their commit), and that
+    newer row must stay.
+    """
+    if keep_current and conn.dialect == "sqlite":
+        docs = await _without_current(conn, docs)
     if not docs:
         return
     if conn.dialect == "postgresql":
         # Only items that still exist: one deleted since it was stored is left out, as the
         # SQLite trigger would have dropped its row.
+        keep = " WHERE NOT (search_docs.doc @@ CAST(? AS tsquery))" if keep_current else ""
         await conn.executemany(
             "INSERT INTO search_docs (id, ts, doc) "
             "SELECT i.id, ?, CAST(? AS tsvector) FROM items i WHERE i.id = ? "
-            "ON CONFLICT (id) DO UPDATE SET ts = excluded.ts, doc = excluded.doc",
-            [(float(d.ts), tsvector(d), d.item_id) for d in docs],
+            "ON CONFLICT (id) DO UPDATE SET ts = excluded.ts, doc = excluded.doc" + keep,
+            [
+                (float(d.ts), tsvector(d), d.item_id)
+                + ((_quoted(analysis_mark(d.version)),) if keep_current else ())
+                for d in docs
+            ],
         )
         lower = "LEAST"
     else:
         await conn.executemany(
             "INSERT OR REPLACE INTO search_fts (rowid, title, body) VALUES (?, ?, ?)",
-            [(d.item_id, d.title, d.body) for d in docs],
+            [(d.item_id, d.title, _indexed_body(d)) for d in docs],
         )
         await conn.executemany(
             "INSERT OR REPLACE INTO search_dates (id, ts) VALUES (?, ?)",
@@ -227,11 +260,24 @@ async def write_docs(conn: Conn, docs: Sequence[SearchDoc]) -> None:
     )
 
 
+async def _without_current(conn: Conn, docs: Sequence[SearchDoc]) -> list[SearchDoc]:
+    """`docs` less those whose item's row already holds the document's own mark (SQLite)."""
+    current: set[tuple[int, int]] = set()
+    for version in {d.version for d in docs if d.version}:
+        ids = [d.item_id for d in docs if d.version == version]
+        rows = await conn.fetchall(
+            "SELECT rowid FROM search_fts WHERE search_fts MATCH ? AND rowid BETWEEN ? AND ?",
+            (fts5_expression(((analysis_mark(version),),)), min(ids), max(ids)),
+        )
+        current |= {(version, int(row[0])) for row in rows}
+    return [d for d in docs if (d.version, d.item_id) not in current]
+
+
 async def forget_docs(conn: Conn, item_ids: Sequence[int]) -> None:
     """Drop the index rows of items whose text changed, in the caller's transaction.
 
     The caller indexes them again after its commit; if the process dies first, the start-up
-    catch-up (unindexed_items) finds them missing and indexes them.
+    catch-up (items_to_index) finds them missing and indexes them.
     """
     if item_ids:
         table, key = (
@@ -267,45 +313,65 @@ async def refresh_recency(store: Store, now: float) -> int:
     return int(floor or 0)
 
 
-async def index_docs(store: Store, docs: Sequence[SearchDoc]) -> None:
-    """Add or replace `docs` in one transaction of their own."""
+async def index_docs(
+    store: Store, docs: Sequence[SearchDoc], *, keep_current: bool = False
+) -> None:
+    """Add or replace `docs` in one transaction of their own (`keep_current`: see write_docs)."""
     async with store.transaction() as conn:
-        await write_docs(conn, docs)
+        await write_docs(conn, docs, keep_current=keep_current)
 
 
-async def unindexed_items(store: Store, after_id: int, limit: int) -> list[Item]:
-    """Return up to `limit` items with an id above `after_id` that the index lacks."""
-    indexed = (
-        "SELECT 1 FROM search_docs f WHERE f.id = i.id"
-        if store.dialect == "postgresql"
-        else "SELECT 1 FROM search_fts f WHERE f.rowid = i.id"
-    )
+# Above every item id: "no upper bound" for items_to_index.
+_NO_BOUND = 2**63 - 1
+
+
+async def items_to_index(
+    store: Store, *, below: int | None, limit: int, version: int | None = None
+) -> list[Item]:
+    """Return up to `limit` items with an id below `below` (None: any) that need indexing,
+    newest first: those the index lacks, and with `version`, those whose row analysis
+    `version` did not make (it lacks that analysis's mark)."""
+    params: dict[str, object] = {"below": _NO_BOUND if below is None else below, "limit": limit}
+    if version is None:
+        missing = (
+            "NOT EXISTS (SELECT 1 FROM search_docs f WHERE f.id = i.id)"
+            if store.dialect == "postgresql"
+            else "NOT EXISTS (SELECT 1 FROM search_fts f WHERE f.rowid = i.id)"
+        )
+    elif store.dialect == "postgresql":
+        missing = (
+            "NOT EXISTS (SELECT 1 FROM search_docs f WHERE f.id = i.id "
+            "AND f.doc @@ CAST(:mark AS tsquery))"
+        )
+        params["mark"] = _quoted(analysis_mark(version))
+    else:
+        # The marked rows below the bound, collected once per call from the mark's doclist
+        # (a lookup per item would run a full-text query per item).
+        missing = (
+            "i.id NOT IN (SELECT rowid FROM search_fts "
+            "WHERE search_fts MATCH :mark AND rowid < :below)"
+        )
+        params["mark"] = fts5_expression(((analysis_mark(version),),))
     rows = await store.fetchall(
-        f"SELECT {ITEM_COLUMNS} FROM items i WHERE i.id > ? AND NOT EXISTS ({indexed}) "
-        "ORDER BY i.id LIMIT ?",
-        (after_id, limit),
+        f"SELECT {ITEM_COLUMNS} FROM items i WHERE i.id < :below AND {missing} "
+        "ORDER BY i.id DESC LIMIT :limit",
+        params,
     )
     return [item_from_row(r) for r in rows]
 
 
 async def analyzer_version(store: Store) -> int:
-    """Return the version of the text analysis the index was built with."""
+    """Return the version of the text analysis the whole index was built with (0: none yet)."""
     row = await store.fetchone("SELECT analyzer_version FROM search_state WHERE id = 1")
     return int(row[0]) if row else 0
 
 
-async def clear(store: Store, version: int) -> None:
-    """Empty the index and record that it will be rebuilt with analysis `version`."""
+async def record_analyzer_version(store: Store, version: int) -> None:
+    """Record that every row of the index was made by analysis `version`."""
     async with store.transaction() as conn:
-        if conn.dialect == "postgresql":
-            await conn.execute("DELETE FROM search_docs")
-        else:
-            await conn.execute("DELETE FROM search_fts")
-            await conn.execute("DELETE FROM search_dates")
         await conn.execute(
             "INSERT INTO search_state (id, analyzer_version) VALUES (1, ?) "
-            "ON CONFLICT(id) DO UPDATE SET analyzer_version = excluded.analyzer_version, "
-            "fresh_from = 0, fresh_since = 0",
+            "ON CONFLICT(id) DO UPDATE SET analyzer_version = excluded.analyzer_version",
             (version,),
         )
 

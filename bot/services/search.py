@@ -1,31 +1,38 @@
 """Search: safe queries, highlighting, and keeping the index in step with the items.
 
-Index time and query time go through the same analysis (bot.text.analysis: folding and the
-stemmer of the piece's language), so a word folds to the same term on both sides.
+Index time and query time go through the same analysis (bot.text.analysis: folding, and the
+lemmas or stems of the piece's language), so a word gives the same terms on both sides. A word
+may give several terms (a Russian form of two words: "стали" is "стать" and "сталь"); a piece
+is indexed under all of them and a query word matches any.
 
 User text never reaches the index as it is: a query is cut into words of letters and digits
-(the same split as FTS5's unicode61 tokenizer), each word is folded, stemmed and tagged with
-the language it is looked for in (see tagged()), and the query handed to storage.search is
+(the same split as FTS5's unicode61 tokenizer), each word is analysed and its terms tagged with
+the language they are looked for in (see tagged()), and the query handed to storage.search is
 only those terms, grouped (SearchQuery.match). Storage checks every term is letters and digits
 and renders the groups for its back end itself (FTS5 MATCH, PostgreSQL tsquery). Operators,
 quotes, `*`, `^`, parentheses and SQL are therefore only separators or plain words.
 
 Items are indexed after the transaction that stored them has committed (index_items, called by
-the poller); the start-up catch-up (attach_index) indexes whatever a crash left out.
+the poller). SearchIndex.attach, run in the background at start, indexes whatever a crash left
+out and, after a change of analysis (ANALYZER_VERSION), re-analyses every stored piece while
+search goes on answering: until it is done, queries look for each word's terms under the old
+analysis too (SearchIndex.match), so a piece is found whether it was re-analysed yet or not.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
+from bot.clock import Clock
 from bot.text import analysis
-from bot.text.analysis import WORD, term, terms, words
+from bot.text.analysis import WORD, words
 from bot.workers import RunCpu
 from storage import search as index_store
-from storage.models import Item
+from storage.models import Item, NewItem
 from storage.search import SearchDoc, TermGroups
 from storage.store import Store
 
@@ -36,6 +43,11 @@ log = logging.getLogger(__name__)
 MAX_QUERY_WORDS = 12
 # Longest query text kept for display and for paging.
 MAX_QUERY_CHARS = 200
+# The background re-analysis: pieces per batch (one worker-thread job and one short
+# transaction each), and the pause after each batch, leaving the event loop and the store to
+# the bot's own work (searches, polls, sends) between batches.
+REINDEX_BATCH = 200
+REINDEX_PAUSE = 0.05
 
 
 def tagged(term_text: str, lang: str) -> str:
@@ -48,20 +60,60 @@ def tagged(term_text: str, lang: str) -> str:
     return f"{lang}0{term_text}"
 
 
-def document(item: Item) -> SearchDoc:
-    """Return what the index stores for `item`: the tagged terms of its title and text."""
-    body = " ".join([item.summary, *item.categories])
-    return SearchDoc(
-        item_id=item.id,
-        ts=item.published_at or item.first_seen_at,
-        title=" ".join(tagged(t, item.lang) for t in terms(item.title, item.lang)),
-        body=" ".join(tagged(t, item.lang) for t in terms(body, item.lang)),
+# A piece's text as the index stores it: the tagged terms of its title and of its text
+# (summary and categories), space-separated. The poller makes it once per new entry, before
+# storing it, for the index and for matching followed topics (bot.services.topics).
+Analysed = tuple[str, str]
+
+
+class Piece(Protocol):
+    """What the analysis reads of a piece: a stored Item or an entry not yet stored (NewItem)."""
+
+    @property
+    def identity(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def summary(self) -> str: ...
+    @property
+    def categories(self) -> tuple[str, ...]: ...
+
+
+def analysed(piece: Piece, lang: str, *, legacy: bool = False) -> Analysed:
+    """Return `piece`'s title and text analysed for the index (CPU work)."""
+    text_terms = analysis.legacy_terms if legacy else analysis.terms
+    body = " ".join([piece.summary, *piece.categories])
+    return (
+        " ".join(tagged(t, lang) for t in text_terms(piece.title, lang)),
+        " ".join(tagged(t, lang) for t in text_terms(body, lang)),
     )
 
 
-def documents(items: Sequence[Item]) -> list[SearchDoc]:
+def analyse(entries: Sequence[NewItem], lang: str) -> dict[str, Analysed]:
+    """Return the entries' analysed text by identity (CPU work: run it in a worker thread)."""
+    return {entry.identity: analysed(entry, lang) for entry in entries}
+
+
+def document(item: Item, *, legacy: bool = False, text: Analysed | None = None) -> SearchDoc:
+    """Return what the index stores for `item`: the tagged terms of its title and text.
+
+    `text` is the item's analysed text when it was made already (analyse()). `legacy` analyses
+    it as analysis LEGACY_VERSION did (tests and measurements of the old analysis use it; the
+    bot indexes with the current one only).
+    """
+    title, body = text if text is not None else analysed(item, item.lang, legacy=legacy)
+    return SearchDoc(
+        item_id=item.id,
+        ts=item.published_at or item.first_seen_at,
+        title=title,
+        body=body,
+        version=analysis.LEGACY_VERSION if legacy else analysis.ANALYZER_VERSION,
+    )
+
+
+def documents(items: Sequence[Item], *, legacy: bool = False) -> list[SearchDoc]:
     """Return the index documents of `items` (CPU work: run it in a worker thread)."""
-    return [document(item) for item in items]
+    return [document(item, legacy=legacy) for item in items]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,22 +127,41 @@ class SearchQuery:
     def empty(self) -> bool:
         return not self.words
 
-    def match(self, langs: Iterable[str]) -> TermGroups | None:
+    def match(
+        self, langs: Iterable[str], *, legacy: bool = False, current: bool = True
+    ) -> TermGroups | None:
         """Return what to look for: every word must occur, in any of `langs`.
 
-        One group per word, holding its tagged term in each language (storage.search renders
-        the groups for its back end: any term of a group, every group). Words that give the
-        same terms are looked for once. None when there is nothing to look for.
+        One group per word, holding every term of the word in each language (storage.search
+        renders the groups for its back end: any term of a group, every group). `legacy` adds
+        the word's terms under analysis LEGACY_VERSION, for an index still being re-analysed
+        (SearchIndex.match); `current=False` leaves out the current analysis's (to measure
+        the old one alone). Words that give the same terms are looked for once. None when
+        there is nothing to look for.
         """
         langs = tuple(dict.fromkeys(langs))
-        if not langs:
+        term_sets = [
+            *([analysis.term_set] if current else []),
+            *([analysis.legacy_term_set] if legacy else []),
+        ]
+        if not langs or not term_sets:
             return None
-        groups = (tuple(tagged(term(word, lang), lang) for lang in langs) for word in self.words)
+        groups = (
+            tuple(
+                dict.fromkeys(
+                    tagged(t, lang)
+                    for lang in langs
+                    for term_set in term_sets
+                    for t in term_set(word, lang)
+                )
+            )
+            for word in self.words
+        )
         return tuple(dict.fromkeys(groups)) or None
 
     def terms_for(self, lang: str) -> frozenset[str]:
-        """Return the terms a piece in `lang` must contain to match (used for highlighting)."""
-        return frozenset(term(word, lang) for word in self.words)
+        """Return the terms of the query's words in `lang` (for highlighting: snippet())."""
+        return frozenset(t for word in self.words for t in analysis.term_set(word, lang))
 
 
 def parse_query(text: str) -> SearchQuery:
@@ -114,13 +185,13 @@ class Fragment:
 def snippet(text: str, lang: str, wanted: frozenset[str], width: int = 220) -> tuple[Fragment, ...]:
     """Cut a window of `text` around its first matched word; mark every matched word.
 
-    A word matches when its term (in the piece's language) is one of `wanted`. The window is
-    about `width` characters, starts a little before the first match and is cut at word
-    boundaries, with "…" where text was left out.
+    A word matches when any of its terms (in the piece's language) is one of `wanted`. The
+    window is about `width` characters, starts a little before the first match and is cut at
+    word boundaries, with "…" where text was left out.
     """
     text = " ".join(text.split())
     spans = [m.span() for m in WORD.finditer(text)]
-    hits = [(s, e) for s, e in spans if _word_term(text[s:e], lang) in wanted]
+    hits = [(s, e) for s, e in spans if not wanted.isdisjoint(_word_terms(text[s:e], lang))]
     start = 0
     if hits and hits[0][0] > width // 3:
         start = _word_start_after(spans, hits[0][0] - width // 4)
@@ -145,9 +216,9 @@ def snippet(text: str, lang: str, wanted: frozenset[str], width: int = 220) -> t
     return tuple(fragments)
 
 
-def _word_term(word: str, lang: str) -> str:
+def _word_terms(word: str, lang: str) -> tuple[str, ...]:
     folded = words(word)
-    return term(folded[0], lang) if folded else ""
+    return analysis.term_set(folded[0], lang) if folded else ()
 
 
 def _word_start_after(spans: Sequence[tuple[int, int]], position: int) -> int:
@@ -169,34 +240,105 @@ def _word_end_before(spans: Sequence[tuple[int, int]], position: int) -> int:
 # ---------------------------------------------------------------------- indexing
 
 
-async def index_items(store: Store, items: Sequence[Item], cpu: RunCpu = asyncio.to_thread) -> None:
-    """Add or replace `items` in the index, in a transaction of its own (after theirs)."""
+async def index_items(
+    store: Store,
+    items: Sequence[Item],
+    cpu: RunCpu = asyncio.to_thread,
+    texts: Mapping[str, Analysed] | None = None,
+) -> None:
+    """Add or replace `items` in the index, in a transaction of its own (after theirs).
+
+    `texts`: analysed text by identity, made before the items were stored (analyse()); the
+    items it lacks are analysed here.
+    """
     if not items:
         return
-    docs = await cpu(documents, items)
+    texts = texts or {}
+    docs = [document(item, text=texts[item.identity]) for item in items if item.identity in texts]
+    rest = [item for item in items if item.identity not in texts]
+    if rest:
+        docs += await cpu(documents, rest)
     await index_store.index_docs(store, docs)
 
 
-async def attach_index(store: Store, batch_size: int = 500) -> int:
-    """Bring the index up to date with the stored items; return how many were indexed.
+class SearchIndex:
+    """The search index of one store as this process uses it: which analyses queries must look
+    for, and the background work that brings the index up to date (attach).
 
-    A change of ANALYZER_VERSION empties the index first, so every piece is re-analysed.
-    Items the index lacks are indexed: those stored just before a crash, and those whose text
-    changed (the store drops their rows in the same transaction as the change).
+    `legacy` is true while pieces indexed by analysis LEGACY_VERSION may remain: queries then
+    look for each word under both analyses. Any other process sharing the store (PostgreSQL
+    instances) runs its own attach() and sees the same: the store records the new version only
+    once every row is the new analysis's.
     """
-    if await index_store.analyzer_version(store) != analysis.ANALYZER_VERSION:
-        log.info("search index: analyser changed; rebuilding the index")
-        await index_store.clear(store, analysis.ANALYZER_VERSION)
-    done = 0
-    after = 0
-    while True:
-        items = await index_store.unindexed_items(store, after, batch_size)
-        if not items:
-            break
-        docs = await asyncio.to_thread(documents, items)
-        await index_store.index_docs(store, docs)
-        done += len(items)
-        after = items[-1].id
-    if done:
-        log.info("search index: indexed %d stored piece(s)", done)
-    return done
+
+    def __init__(self, store: Store, *, legacy: bool = False) -> None:
+        self.store = store
+        self.legacy = legacy
+
+    @classmethod
+    async def open(cls, store: Store) -> SearchIndex:
+        """Return the index of `store`, knowing from the store which analysis built it."""
+        version = await index_store.analyzer_version(store)
+        return cls(store, legacy=version == analysis.LEGACY_VERSION)
+
+    def match(self, query: SearchQuery, langs: Iterable[str]) -> TermGroups | None:
+        """Return what to look for to find `query` in `langs` (SearchQuery.match) in this index."""
+        return query.match(langs, legacy=self.legacy)
+
+    async def attach(
+        self,
+        *,
+        batch_size: int = REINDEX_BATCH,
+        pause: float = REINDEX_PAUSE,
+        cpu: RunCpu = asyncio.to_thread,
+        clock: Clock | None = None,
+    ) -> int:
+        """Bring the index up to date; return how many pieces were (re)indexed.
+
+        Indexes the pieces the index lacks (stored just before a crash, or edited and not
+        indexed again), newest first. When the index was built by another analysis than
+        ANALYZER_VERSION, every piece whose row the current analysis did not make is
+        re-analysed too, and the new version is recorded at the end; a crash or a stop midway
+        loses nothing, as the next run finds the rows still lacking the current mark. Made to
+        run as a background task while the bot works: the analysis runs in `cpu` (a worker
+        thread), each batch is one short transaction, and the loop pauses `pause` seconds
+        between batches (on `clock`, else the event loop's).
+        """
+        sleep = clock.sleep if clock is not None else asyncio.sleep
+        version = await index_store.analyzer_version(self.store)
+        rebuild = version != analysis.ANALYZER_VERSION
+        if rebuild and version:
+            log.info(
+                "search index: analysis %d replaces %d; re-analysing the stored pieces",
+                analysis.ANALYZER_VERSION,
+                version,
+            )
+        done = 0
+        below: int | None = None
+        while True:
+            items = await index_store.items_to_index(
+                self.store,
+                below=below,
+                limit=batch_size,
+                version=analysis.ANALYZER_VERSION if rebuild else None,
+            )
+            if not items:
+                break
+            docs = await cpu(documents, items)
+            await index_store.index_docs(self.store, docs, keep_current=True)
+            done += len(items)
+            below = items[-1].id
+            await sleep(pause)
+        if rebuild:
+            await index_store.record_analyzer_version(self.store, analysis.ANALYZER_VERSION)
+            self.legacy = False
+        if done:
+            log.info("search index: indexed %d stored piece(s)", done)
+        return done
+
+
+async def attach_index(store: Store, batch_size: int = REINDEX_BATCH) -> int:
+    """Bring `store`'s index up to date at once (SearchIndex.attach, without pauses); return
+    how many pieces were indexed. The bot runs SearchIndex.attach in the background instead."""
+    index = await SearchIndex.open(store)
+    return await index.attach(batch_size=batch_size, pause=0.0)
