@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -22,6 +22,7 @@ import handlers
 from bot.backoff import backoff
 from bot.clock import Clock, SystemClock, unless_stopped
 from bot.config import ChannelTarget, Settings
+from bot.delivery.digests import DigestScheduler
 from bot.delivery.publisher import Publisher
 from bot.delivery.ratelimit import (
     ApiAnswerHook,
@@ -42,7 +43,8 @@ from bot.services import filters
 from bot.services.channel_admin import ChannelAdmin
 from bot.services.commands import publish_menus
 from bot.services.readers import Readers
-from bot.services.search import attach_index, index_items
+from bot.services.search import SearchIndex, analyse, index_items
+from bot.services.topics import Topics
 from bot.text.i18n import Translator
 from bot.text.render import Renderer
 from bot.workers import CpuWorkers
@@ -140,6 +142,9 @@ class Runtime:
     http: httpx.AsyncClient
     leadership: Leadership | None = None  # PostgreSQL only: several instances, one leader
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    digests: DigestScheduler | None = None  # ends the holds of digest and quiet-hours chats
+    # Brings the search index up to date in the background (SearchIndex.attach).
+    index_search: Callable[[], Awaitable[int]] | None = None
 
 
 async def run_bot(
@@ -190,7 +195,12 @@ async def _run(
     # Parsing, extraction and summaries: daemon threads nothing joins at exit (bot.workers).
     workers = CpuWorkers(threads=2)
     try:
-        await attach_index(store)  # search: index what the last run left unindexed
+        # Search answers from the start; attach() (a task of _serve) indexes what the last run
+        # left out and, after a change of analysis, re-analyses every piece meanwhile.
+        search_index = await SearchIndex.open(store)
+        topics = Topics(store, clock, workers.run)
+        await topics.adopt_include_keywords()  # the panel's old include keywords, once
+        await topics.refresh()  # topics an older analysis made: their terms again
         limits = RateLimits(
             clock,
             Limits(
@@ -233,6 +243,11 @@ async def _run(
             rng=rng,
             fence=leadership,
         )
+        # Daily digests and quiet hours: started with the leader's tasks, woken by changes.
+        digests = DigestScheduler(
+            store, renderer, clock, default_zone=renderer.zone, on_queued=publisher.wake,
+            fence=leadership,
+        )  # fmt: skip
         channel_admin = ChannelAdmin(
             store,
             application.bot,
@@ -240,13 +255,23 @@ async def _run(
             renderer,
             clock,
             operators=frozenset(settings.admin_user_ids),
+            on_schedule_changed=digests.wake,
+            followed=topics,
         )
         services = HandlerServices(
             store=store,
             renderer=renderer,
             clock=clock,
-            readers=Readers(store, translator, clock),
+            readers=Readers(
+                store,
+                translator,
+                clock,
+                default_zone=renderer.zone,
+                on_schedule_changed=digests.wake,
+                index=search_index,
+            ),
             channels=channel_admin,
+            topics=topics,
             operators=frozenset(settings.admin_user_ids),
             max_age=settings.max_age,
         )
@@ -274,10 +299,15 @@ async def _run(
             on_updated=Editor.from_settings(
                 settings, store, clock, publisher.wake, workers.run
             ).on_updated,
-            index=lambda items: index_items(store, items, workers.run),
+            index=lambda items, texts: index_items(store, items, workers.run, texts),
+            analyse=analyse,
+            match_topics=topics.matching,
             cpu=workers.run,
         )
-        runtime = Runtime(settings, services, application, publisher, poller, http, leadership)
+        runtime = Runtime(
+            settings, services, application, publisher, poller, http, leadership, digests=digests,
+            index_search=lambda: search_index.attach(cpu=workers.run),
+        )  # fmt: skip
         if leadership is not None:
             # Only the leader may call getUpdates: a second caller gets 409 Conflict.
             # A long poll must end while the lease is still trusted: a leader cut off from the
@@ -301,6 +331,14 @@ async def _run(
             lock.release()
 
 
+async def _index_search(attach: Callable[[], Awaitable[int]]) -> None:
+    """Run the search index's catch-up; a failure is logged, and the next start resumes it."""
+    try:
+        await attach()
+    except Exception:
+        log.exception("search index: catching up failed; the next start resumes it")
+
+
 async def _serve(
     runtime: Runtime, stop: asyncio.Event, on_started: Callable[[Runtime], None] | None
 ) -> None:
@@ -315,6 +353,8 @@ async def _serve(
         await application.start()
         assert application.updater is not None
         spawn = runtime.tasks.append
+        if runtime.index_search is not None:
+            spawn(asyncio.create_task(_index_search(runtime.index_search), name="search-index"))
         # Every instance answers webhooks; with long polling only the leader asks.
         try:
             if leadership is None or settings.webhook_url is not None:
@@ -382,6 +422,8 @@ async def _lead(runtime: Runtime, feeds: list[Feed], stop: asyncio.Event) -> Non
     ]
     spawn = runtime.tasks.append
     spawn(asyncio.create_task(publisher.run(), name="publisher"))
+    if runtime.digests is not None:
+        spawn(asyncio.create_task(runtime.digests.run(stop), name="digests"))
     for feed in feeds:
         spawn(asyncio.create_task(runtime.poller.run(feed, stop), name=f"poll-{feed.id}"))
     if unresolved:

@@ -17,7 +17,7 @@ from telegram.ext import (
     filters,
 )
 
-from handlers import channels, here, stats, why
+from handlers import channels, here, stats, topics, why
 from handlers.context import BotApplication
 from handlers.errors import on_error
 from handlers.flood import tell_flooded
@@ -26,6 +26,7 @@ from handlers.inline import inline_query
 from handlers.language import choose_language, language
 from handlers.latest import latest
 from handlers.membership import on_my_chat_member
+from handlers.schedule import schedule_button
 from handlers.search import search, search_page
 from handlers.start import start
 from handlers.subscription import settings, settings_button, subscribe, unsubscribe
@@ -62,6 +63,11 @@ def register(application: BotApplication) -> None:
         CommandHandler("unsubscribe", unsubscribe),
         CommandHandler("settings", settings),
         CallbackQueryHandler(settings_button, pattern=callbacks.SUBSCRIPTION.route),
+        CallbackQueryHandler(schedule_button, pattern=callbacks.SCHEDULE.route),
+        CommandHandler("follow", topics.follow),
+        CommandHandler("following", topics.following),
+        CommandHandler("unfollow", topics.unfollow),
+        CallbackQueryHandler(topics.topic_button, pattern=callbacks.TOPIC.route),
         CommandHandler("help", help_command),
         InlineQueryHandler(inline_query),
         # Last: any other button (old, forged, or a game) is still answered.

@@ -33,6 +33,7 @@ from bot.services.permissions import RIGHTS_UNKNOWN, Access
 from bot.text.plain import truncate
 from handlers.context import BotContext, HandlerServices
 from handlers.reply import answer, edit, reply, send
+from handlers.views import topics as topic_views
 from handlers.views.channels import (
     CANCELLED,
     INVALID_BUTTON,
@@ -59,11 +60,13 @@ from handlers.views.channels import (
     main_screen,
     parse_callback,
     rule_prompt_screen,
+    schedule_screen,
     signature_prompt_screen,
     signature_screen,
     style_screen,
     topic_screen,
 )
+from handlers.views.schedule import parse_panel_arg
 from storage.models import Chat, ChatType, PostStyle
 
 log = logging.getLogger(__name__)
@@ -193,9 +196,15 @@ async def on_input(update: Update, context: BotContext) -> None:
             await reply(message, svc.renderer.message(lang, msgid, limit=SIGNATURE_MAX))
             return
         text, markup = signature_screen(svc.renderer, lang, chat)
+    elif pending.kind is InputKind.ONLY_ABOUT:
+        chat, results = await admin.add_topics(chat, actor, message.text)
+        text, markup = filters_screen(svc.renderer, lang, chat, await admin.only_about(chat))
+        refused = [r.refusal for r in results if r.refusal is not None]
+        if refused:
+            text = "\n\n".join([topic_views.refusal(svc.renderer, lang, refused[0]), text])
     else:
         chat = await admin.add_rules(chat, actor, pending.kind, message.text)
-        text, markup = filters_screen(svc.renderer, lang, chat)
+        text, markup = filters_screen(svc.renderer, lang, chat, await admin.only_about(chat))
     await reply(message, text, markup)
 
 
@@ -276,6 +285,15 @@ async def _act(
         return PressResult(
             await topic_screen(admin, svc.renderer, lang, chat), tr(lang, SAVED) if arg else None
         )
+    if action == "sched":
+        step = parse_panel_arg(arg)
+        if step is None:
+            return PressResult(None, tr(lang, INVALID_BUTTON), alert=True)
+        change = step.update
+        if change is not None:
+            chat = await admin.set_schedule(chat, actor, change)
+        screen = schedule_screen(svc.renderer, lang, chat, step)
+        return PressResult(screen, tr(lang, SAVED) if change else None)
     if action == "prev":
         report = await admin.preview(chat, actor)
         return _sent_outcome(svc, lang, chat, report, tr(lang, PREVIEW_SENT))
@@ -319,14 +337,15 @@ async def _filters_action(
         if kind in (InputKind.INCLUDE_CATEGORY, InputKind.EXCLUDE_CATEGORY):
             categories = await admin.recent_categories(chat)
         return PressResult(rule_prompt_screen(svc.renderer, lang, chat, kind, categories))
-    if arg.startswith("-"):
+    if arg.startswith("-t."):
+        chat = await admin.remove_topic(chat, actor, int(arg[3:]))
+    elif arg.startswith("-"):
         kind_code, token = arg[1:].split(".", 1)
         chat = await admin.remove_rule(chat, actor, InputKind(kind_code), token)
-        return PressResult(filters_screen(svc.renderer, lang, chat), tr(lang, SAVED))
-    if arg == "clear":
+    elif arg == "clear":
         chat = await admin.clear_filters(chat, actor)
-        return PressResult(filters_screen(svc.renderer, lang, chat), tr(lang, SAVED))
-    return PressResult(filters_screen(svc.renderer, lang, chat))
+    screen = filters_screen(svc.renderer, lang, chat, await admin.only_about(chat))
+    return PressResult(screen, tr(lang, SAVED) if arg else None)
 
 
 def _sent_outcome(

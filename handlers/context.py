@@ -10,6 +10,7 @@ from telegram.ext import Application, CallbackContext, ExtBot
 from bot.clock import Clock
 from bot.services.channel_admin import ChannelAdmin
 from bot.services.readers import Readers
+from bot.services.topics import Topics
 from bot.text.i18n import Translator
 from bot.text.render import Renderer
 from storage.store import Store
@@ -24,6 +25,7 @@ class HandlerServices:
     clock: Clock
     readers: Readers
     channels: ChannelAdmin
+    topics: Topics
     operators: frozenset[int]
     max_age: float  # MAX_AGE: /why explains a piece too old to post
 

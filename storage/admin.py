@@ -198,7 +198,7 @@ async def pause_for_incident(
         await conn.execute(
             "UPDATE deliveries SET state = 'failed', attempts = attempts + 1, last_error = ?, "
             "sent_at = ? WHERE id = (SELECT id FROM deliveries WHERE chat_id = ? "
-            "AND state = 'pending' ORDER BY item_id LIMIT 1)",
+            "AND state = 'pending' ORDER BY COALESCE(item_id, 0), id LIMIT 1)",
             (reason[:500], now, chat_id),
         )
         await _hold_pending(conn, chat_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -50,6 +50,13 @@ class PostStyle(enum.StrEnum):
     PREVIEW = "preview"  # text with the article's link preview
     TEXT = "text"  # text without a preview
     PHOTO = "photo"  # photo with the post as caption, text when there is no image
+
+
+class DeliveryMode(enum.StrEnum):
+    """When a chat gets its pieces (bot.delivery.digests)."""
+
+    IMMEDIATE = "immediate"  # every piece as it appears
+    DIGEST = "digest"  # one message a day, at the chat's digest hour, with every piece since
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +160,21 @@ class ChatSettings:
     include_keywords: tuple[str, ...] = ()
     exclude_keywords: tuple[str, ...] = ()
     thread_id: int | None = None
+    # Delivery schedule (bot.delivery.schedule). Hours are local wall time in `timezone`: an
+    # IANA name or a fixed offset such as "UTC+4"; None is the bot's TIMEZONE.
+    delivery: DeliveryMode = DeliveryMode.IMMEDIATE
+    digest_hour: int = 9
+    timezone: str | None = None
+    # Private chats: no posts from quiet_from until quiet_to (may wrap midnight; both or none).
+    quiet_from: int | None = None
+    quiet_to: int | None = None
+
+    @property
+    def quiet_hours(self) -> tuple[int, int] | None:
+        """(from, until) when the chat has quiet hours."""
+        if self.quiet_from is None or self.quiet_to is None or self.quiet_from == self.quiet_to:
+            return None
+        return self.quiet_from, self.quiet_to
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -170,6 +192,10 @@ class ChatSettings:
                 continue  # a setting from a newer version: ignore rather than crash
             if key == "style":
                 value = PostStyle(value)
+            elif key == "delivery":
+                if value not in {mode.value for mode in DeliveryMode}:
+                    continue  # a mode from a newer version: as they appear
+                value = DeliveryMode(value)
             elif isinstance(value, list):
                 value = tuple(value)
             kwargs[key] = value
@@ -203,6 +229,20 @@ class Chat:
         if self.username:
             return "@" + self.username
         return str(self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """When a chat's posts wait (a digest, quiet hours): they stay pending and unsent from
+    `start` on, until the leader's scheduler ends the hold at `until` (bot.delivery.digests)
+    and plans the next. None, None: no hold, posts go out as they appear."""
+
+    start: float | None = None
+    until: float | None = None
+
+    def active(self, now: float) -> bool:
+        """True while the chat's posts are held."""
+        return self.start is not None and self.start <= now
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,3 +318,7 @@ class FanOut:
 
     priorities: Mapping[ChatType, int] = field(default_factory=lambda: CHANNELS_FIRST)
     skips: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
+    # Entry identity → the followed topics it matches (bot.services.topics.Topics.matching):
+    # the new items are also queued for the chats following them (storage.follows). Empty when
+    # no chat follows a topic the poll's entries match.
+    topics: Mapping[str, Sequence[int]] = field(default_factory=dict)

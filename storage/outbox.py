@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -47,6 +48,9 @@ class DueMessage:
     item: Item | None = None  # an edit: the piece as it is now
     message_id: int | None = None  # an edit: the message to edit
     text: str = ""  # a notice: its HTML
+    # A notice that is (part of) a chat's digest: it goes out the way the chat's posts do
+    # (its topic, silent or not) and the chat's refusals count as its posts' would.
+    digest: bool = False
 
 
 Due = DueDelivery | DueMessage
@@ -112,36 +116,50 @@ async def enqueue_notice(db: Database, user_id: int, lang: str, text: str, now: 
         return int(notice_id)
 
 
-async def pending_heads(db: Database) -> list[QueueHead]:
+async def pending_heads(db: Database, now: float = math.inf) -> list[QueueHead]:
     """Return every chat's next pending row of any kind, channels first, then the oldest piece.
 
-    Within a chat, notices come first, then rows in the order of their pieces.
+    Within a chat, notices come first, then rows in the order of their pieces. The posts of a
+    chat held at `now` (a digest, quiet hours: storage.schedule) are left out; its edits and
+    notices (its digests) are not. Without `now`, every chat with a hold start counts as held.
     """
-    rows = await db.fetchall(_PENDING_HEADS[db.dialect])
+    rows = await db.fetchall(_PENDING_HEADS[db.dialect], {"now": now})
     return [QueueHead(*row) for row in rows]
 
 
+# The chats whose posts are held at :now.
+_HELD = "SELECT id FROM chats WHERE hold_from <= :now"
 _PENDING_HEADS = {
     # SQLite: the row of MIN(d.id) lends the group its other columns (its "bare columns").
-    "sqlite": """
-        WITH heads AS (
+    # Unheld chats are read from the pending index alone, as before holds existed; a held
+    # chat's edits and notices from their own small index, never touching its held posts.
+    "sqlite": f"""
+        WITH held(id) AS ({_HELD}),
+        heads AS (
             SELECT chat_id, MIN(IFNULL(item_id, 0)) AS item_key, COUNT(*) AS pending
-            FROM deliveries WHERE state = 'pending' GROUP BY chat_id
+            FROM deliveries WHERE state = 'pending' AND chat_id NOT IN held GROUP BY chat_id
+            UNION ALL
+            SELECT chat_id, MIN(IFNULL(item_id, 0)), COUNT(*)
+            FROM deliveries INDEXED BY deliveries_pending_messages
+            WHERE state = 'pending' AND kind != 'post' AND chat_id IN held
+            GROUP BY chat_id
         )
         SELECT MIN(d.id), d.chat_id, d.priority, h.item_key, d.next_attempt_at, h.pending
         FROM heads h
         JOIN deliveries d ON d.chat_id = h.chat_id AND d.state = 'pending'
              AND IFNULL(d.item_id, 0) = h.item_key
+             AND (d.kind != 'post' OR d.chat_id NOT IN held)
         GROUP BY d.chat_id
         ORDER BY d.priority, h.item_key, MIN(d.id)
         """,
     # PostgreSQL has no bare columns: DISTINCT ON picks each chat's first row instead.
-    "postgresql": """
+    "postgresql": f"""
         SELECT id, chat_id, priority, item_key, next_attempt_at, pending FROM (
             SELECT DISTINCT ON (chat_id) id, chat_id, priority,
                    COALESCE(item_id, 0) AS item_key, next_attempt_at,
                    COUNT(*) OVER (PARTITION BY chat_id) AS pending
             FROM deliveries WHERE state = 'pending'
+              AND (kind != 'post' OR chat_id NOT IN ({_HELD}))
             ORDER BY chat_id, COALESCE(item_id, 0), id
         ) heads
         ORDER BY priority, item_key, id
@@ -150,7 +168,8 @@ _PENDING_HEADS = {
 
 
 async def due_by_ids(db: Database, delivery_ids: Sequence[int], now: float) -> list[Due]:
-    """Load those of `delivery_ids` still pending and due, in the order given."""
+    """Load those of `delivery_ids` still pending and due, in the order given (a post whose
+    chat became held meanwhile is not due)."""
     found: dict[int, Due] = {}
     for start in range(0, len(delivery_ids), 500):
         chunk = delivery_ids[start : start + 500]
@@ -159,8 +178,9 @@ async def due_by_ids(db: Database, delivery_ids: Sequence[int], now: float) -> l
             "FROM deliveries d LEFT JOIN items i ON i.id = d.item_id "
             "JOIN chats c ON c.id = d.chat_id "
             "WHERE d.state = 'pending' AND d.next_attempt_at <= ? "
+            "AND (d.kind != 'post' OR c.hold_from IS NULL OR c.hold_from > ?) "
             f"AND d.id IN ({','.join('?' * len(chunk))})",
-            [now, *chunk],
+            [now, now, *chunk],
         )
         for row in rows:
             due = _due(row)
@@ -174,7 +194,10 @@ def _due(row: Row) -> Due:
     chat = chat_from_row(row, 2 + 11 + 14)
     if kind is Kind.NOTICE:
         delivery_id, attempts = int(row[2]), int(row[2 + 5])
-        return DueMessage(delivery_id, kind, chat, attempts, text=str(payload.get("text", "")))
+        return DueMessage(
+            delivery_id, kind, chat, attempts, text=str(payload.get("text", "")),
+            digest=payload.get("digest") is True,
+        )  # fmt: skip
     delivery, item = delivery_from_row(row, 2), item_from_row(row, 2 + 11)
     if kind is Kind.POST:
         return DueDelivery(delivery=delivery, item=item, chat=chat)

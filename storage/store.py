@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from storage import lease
+from storage import follows, lease
 from storage.backends import Conn, Row
 from storage.db import (
     CHAT_COLUMNS,
@@ -61,9 +61,10 @@ class QueueHead:
 class OutboxDepth:
     """The outbox at a glance, for readiness and metrics."""
 
-    pending: int
-    due: int  # pending and next_attempt_at <= now: not held for a retry
+    pending: int  # every pending row, held ones included
+    due: int  # pending and next_attempt_at <= now: not held for a retry, a digest or quiet hours
     oldest_due_at: float | None  # when the longest-waiting due row became due
+    held: int = 0  # posts of chats held for their digest or quiet hours (storage.schedule)
 
 
 class Store(Database):
@@ -209,7 +210,12 @@ class Store(Database):
                 if origin is ItemOrigin.NEW:
                     queued_ids.append(item_id)
 
-            queued = await _fan_out(conn, queued_ids, fan_out, now) if queued_ids else 0
+            hits = {
+                item.id: fan_out.topics[item.identity]
+                for item in new_items
+                if item.origin is ItemOrigin.NEW and item.identity in fan_out.topics
+            }
+            queued = await _fan_out(conn, queued_ids, fan_out, hits, now) if queued_ids else 0
             await conn.execute(
                 "UPDATE feeds SET etag = ?, last_modified = ?, status = 'ok', error_streak = 0, "
                 "last_error = NULL, last_polled_at = ?, last_success_at = ?, next_poll_at = ?, "
@@ -221,17 +227,19 @@ class Store(Database):
         return PollOutcome(new_items=tuple(new_items), queued=queued, updated_items=updated)
 
     async def filtering_chats(self, lang: str) -> list[Chat]:
-        """Return the chats a new piece in `lang` would be queued for that have filter rules.
+        """Return the chats a new piece in `lang` could be queued for that have filter rules.
 
-        Active, subscribed, not paused, taking `lang`, with at least one include or exclude
-        rule: the few chats whose verdicts core computes before a poll is stored.
+        Active, not paused, subscribed and taking `lang` or following a topic (a follow may take
+        every language), with at least one include or exclude rule: the few chats whose
+        verdicts core computes before a poll is stored.
         """
         if self.dialect == "postgresql":
             has_rule = "jsonb_array_length(COALESCE(c.settings::jsonb -> '{rule}', '[]'))"
         else:
             has_rule = "json_array_length(c.settings, '$.{rule}')"
         rows = await self.fetchall(
-            f"SELECT {CHAT_COLUMNS} FROM chats c WHERE {_TAKES_LANG} AND c.paused = 0 "
+            f"SELECT {CHAT_COLUMNS} FROM chats c WHERE ({_TAKES_LANG} OR (c.active = 1 AND "
+            "EXISTS (SELECT 1 FROM follows f WHERE f.chat_id = c.id))) AND c.paused = 0 "
             "AND c.settings != '{}' AND ("
             + " OR ".join(has_rule.format(rule=rule) + " > 0" for rule in _RULES)
             + ") ORDER BY c.id",
@@ -410,9 +418,16 @@ class Store(Database):
                     "WHERE id = ?) = 1 THEN 1 ELSE subscribed END, updated_at = ? WHERE id = ?",
                     (old_id, now, new_id),
                 )
+                # Its followed topics too (the ones the new chat does not follow already).
+                await conn.execute(
+                    "UPDATE follows SET chat_id = ? WHERE chat_id = ? AND topic_id NOT IN "
+                    "(SELECT topic_id FROM follows WHERE chat_id = ?)",
+                    (new_id, old_id, new_id),
+                )
                 await conn.execute("DELETE FROM chats WHERE id = ?", (old_id,))
+                await follows.drop_orphans(conn)
             else:
-                # ON UPDATE CASCADE carries the deliveries along.
+                # ON UPDATE CASCADE carries the deliveries and followed topics along.
                 await conn.execute(
                     "UPDATE chats SET id = ?, type = 'supergroup', updated_at = ? WHERE id = ?",
                     (new_id, now, old_id),
@@ -502,17 +517,23 @@ class Store(Database):
         return counts
 
     async def outbox_depth(self, now: float) -> OutboxDepth:
-        """Count pending deliveries and those due at `now` (pending rows only, by their index)."""
+        """Count pending deliveries, those due at `now`, and the posts held at `now` for a
+        digest or quiet hours, which are never due (pending rows only, by their index)."""
         row = await self.fetchone(
-            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN next_attempt_at <= ? THEN 1 ELSE 0 END), 0), "
-            "MIN(CASE WHEN next_attempt_at <= ? THEN next_attempt_at END) "
-            "FROM deliveries WHERE state = 'pending'",
-            (now, now),
+            "SELECT COUNT(*), "
+            "COALESCE(SUM(CASE WHEN h.id IS NULL AND d.next_attempt_at <= :now "
+            "THEN 1 ELSE 0 END), 0), "
+            "MIN(CASE WHEN h.id IS NULL AND d.next_attempt_at <= :now "
+            "THEN d.next_attempt_at END), "
+            "COALESCE(SUM(CASE WHEN h.id IS NULL THEN 0 ELSE 1 END), 0) "
+            "FROM deliveries d LEFT JOIN chats h ON h.id = d.chat_id AND d.kind = 'post' "
+            "AND h.hold_from <= :now WHERE d.state = 'pending'",
+            {"now": now},
         )
         if row is None:
             return OutboxDepth(0, 0, None)
         oldest = None if row[2] is None else float(row[2])
-        return OutboxDepth(int(row[0]), int(row[1]), oldest)
+        return OutboxDepth(int(row[0]), int(row[1]), oldest, int(row[3]))
 
     async def prune_deliveries(self, older_than: float, *, chunk: int = 10_000) -> int:
         """Delete finished delivery rows older than `older_than`; items are kept for search."""
@@ -619,32 +640,50 @@ _RULES = ("include_categories", "exclude_categories", "include_keywords", "exclu
 
 # Every (new item, chat) pair gets a row, in one statement:
 # - chats: reachable, subscribed, taking the item's language; paused ones get a skipped row;
-# - skip: core's filter verdicts, (identity, chat id, reason) triples: a skipped row;
+# - followers ({pairs}): chats that follow a topic the item matches (storage.follows), in the
+#   same statement, so a chat subscribed and following gets the piece once;
+# - skip: core's filter verdicts, (identity, chat id, reason) triples: a skipped row; a chat's
+#   "not included" verdict (its include rules narrow what it takes of everything) does not
+#   hold against a piece it follows;
 # - the same piece listed in two feeds (the same link) reaches a chat once: not for a chat that
 #   has (or had) a delivery of another item with that link, nor for any chat when an earlier
 #   new item of this poll has that link (its rows are inserted by this same statement);
 # - priority by chat type, from the policy's table ({cases}).
 _FAN_OUT = """
-WITH skip(identity, chat_id, reason) AS MATERIALIZED ({skips})
+WITH skip(identity, chat_id, reason) AS MATERIALIZED ({skips}){matched}
 INSERT INTO deliveries (item_id, chat_id, state, priority, next_attempt_at,
                         last_error, created_at)
 SELECT i.id, c.id,
-       CASE WHEN c.paused = 1 OR s.reason IS NOT NULL THEN 'skipped' ELSE 'pending' END,
+       CASE WHEN c.paused = 1 OR ({skipped}) THEN 'skipped' ELSE 'pending' END,
        CASE c.type {cases} END,
        :now,
-       CASE WHEN c.paused = 1 THEN 'paused' ELSE s.reason END,
+       CASE WHEN c.paused = 1 THEN 'paused' WHEN {skipped} THEN s.reason END,
        :now
-FROM items i
-JOIN chats c ON {takes_lang}
+FROM {pairs}
 LEFT JOIN skip s ON s.identity = i.identity AND s.chat_id = c.id
-WHERE i.id BETWEEN :first AND :last AND i.origin = 'new'
-  AND NOT EXISTS (SELECT 1 FROM items o JOIN deliveries d ON d.item_id = o.id
+WHERE NOT EXISTS (SELECT 1 FROM items o JOIN deliveries d ON d.item_id = o.id
                   WHERE o.link = i.link AND o.id != i.id AND d.chat_id = c.id)
   AND NOT EXISTS (SELECT 1 FROM items o
                   WHERE o.link = i.link AND o.id >= :first AND o.id < i.id AND o.origin = 'new')
 ORDER BY i.id, c.id
 ON CONFLICT (item_id, chat_id) WHERE kind = 'post' DO NOTHING
 """
+# The subscribed pairs, straight from the join (the statement's usual, and largest, source).
+_SUBSCRIBED = """items i JOIN chats c ON {takes_lang}
+     AND i.id BETWEEN :first AND :last AND i.origin = 'new'"""
+# With followers: those pairs and the pairs of `followed` (storage.follows.FOLLOWED_SQL), each
+# once.
+_WITH_FOLLOWERS = """(
+    SELECT i.id AS item_id, c.id AS chat_id FROM {subscribed}
+    UNION
+    SELECT f.item_id, f.chat_id FROM followed f
+) p
+JOIN items i ON i.id = p.item_id
+JOIN chats c ON c.id = p.chat_id"""
+_NOT_FOLLOWED = (
+    "s.reason IS NOT NULL AND NOT (s.reason = 'not_included' AND EXISTS "
+    "(SELECT 1 FROM followed f WHERE f.item_id = i.id AND f.chat_id = c.id))"
+)
 # The skip triples, from one JSON array parameter.
 _SKIPS = {
     "sqlite": "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
@@ -654,9 +693,13 @@ _SKIPS = {
 }
 
 
-async def _fan_out(conn: Conn, item_ids: Sequence[int], fan_out: FanOut, now: float) -> int:
-    """Queue the poll's new items (ids `item_ids`, ascending) by `fan_out`; return how many
-    rows are pending."""
+async def _fan_out(
+    conn: Conn, item_ids: Sequence[int], fan_out: FanOut, hits: Mapping[int, Sequence[int]],
+    now: float,
+) -> int:  # fmt: skip
+    """Queue the poll's new items (ids `item_ids`, ascending) by `fan_out`, and for the
+    followers of the topics they match (`hits`: item id → its topics); return how many rows
+    are pending."""
     cases = " ".join(f"WHEN '{t.value}' THEN {int(p):d}" for t, p in fan_out.priorities.items())
     cases += f" ELSE {max(fan_out.priorities.values(), default=0):d}"
     skips = [
@@ -664,18 +707,24 @@ async def _fan_out(conn: Conn, item_ids: Sequence[int], fan_out: FanOut, now: fl
         for identity, verdicts in fan_out.skips.items()
         for chat_id, reason in verdicts.items()
     ]
+    params: dict[str, object] = {
+        "skips": json.dumps(skips, ensure_ascii=False),
+        "now": now,
+        "first": item_ids[0],
+        "last": item_ids[-1],
+    }
+    if hits:
+        params["hits"] = follows.hits_parameter(hits)
+    subscribed = _SUBSCRIBED.format(takes_lang=_TAKES_LANG.replace(":lang", "i.lang"))
     await conn.execute(
         _FAN_OUT.format(
             skips=_SKIPS[conn.dialect],
+            matched="," + follows.followed_sql(conn.dialect) if hits else "",
+            pairs=_WITH_FOLLOWERS.format(subscribed=subscribed) if hits else subscribed,
+            skipped=_NOT_FOLLOWED if hits else "s.reason IS NOT NULL",
             cases=cases,
-            takes_lang=_TAKES_LANG.replace(":lang", "i.lang"),
         ),
-        {
-            "skips": json.dumps(skips, ensure_ascii=False),
-            "now": now,
-            "first": item_ids[0],
-            "last": item_ids[-1],
-        },
+        params,
     )
     pending = await conn.fetchval(
         "SELECT COUNT(*) FROM deliveries WHERE item_id BETWEEN ? AND ? AND state = 'pending'",

@@ -22,7 +22,8 @@ Not copied: the search index (SQLite's FTS5 tables, search_dates and search_stat
 search_docs). A new database's search_state says analyser version 0 (or has no row, which reads
 as 0), so the bot's start-up (bot.services.search.attach_index) records the current version and
 indexes every stored item; a version other than 0 means a bot has started on the database. Nor the
-migration history (each store keeps its own) or the leader lease (the target's own).
+migration history (each store keeps its own), the leader lease (the target's own) or
+topics_state (a counter that tells processes their copy of the topics' vocabulary is stale).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Table:
     key: tuple[str, ...]  # the primary key: what a rerun matches rows on
     identity: bool = False  # its id comes from a sequence, moved past the copied ids
     never_deleted: bool = False  # the bot never deletes its rows (see the module's docstring)
+    rowid: bool = True  # False: a WITHOUT ROWID table, read in key order instead
 
 
 # Parents before children: every foreign key points to a table earlier in the list.
@@ -66,11 +68,21 @@ TABLES: tuple[Table, ...] = (
     Table("articles", ("url",)),
     Table("search_keys", ("key",)),
     Table("pending_inputs", ("user_id",)),  # the panel's open questions (they expire)
+    Table("topics", ("id",), identity=True),
+    Table("topic_terms", ("term", "topic_id", "word"), rowid=False),
+    Table("follows", ("id",), identity=True),
     Table("deliveries", ("id",), identity=True),
 )
 # SQLite tables left behind on purpose (see the module's docstring); search_fts_* are FTS5's own.
 NOT_COPIED = frozenset(
-    {"search_fts", "search_dates", "search_state", "schema_migrations", "leader_lease"}
+    {
+        "search_fts",
+        "search_dates",
+        "search_state",
+        "schema_migrations",
+        "leader_lease",
+        "topics_state",
+    }
 )
 # What a delivery the target has as 'sent' keeps of its own on a rerun.
 SENT_KEEPS = ("state", "attempts", "next_attempt_at", "last_error", "message_id", "sent_at")
@@ -418,20 +430,31 @@ def _upsert_sql(table: Table, names: Sequence[str], types: Sequence[str]) -> str
 
 
 async def _copy_rows(s: Conn, t: Conn, table: Table, columns: _Columns, chunk: int) -> int:
-    """Insert or update every source row, `chunk` rows at a time, in rowid order.
+    """Insert or update every source row, `chunk` rows at a time, in rowid (else key) order.
 
     Each chunk is one statement whose rows travel as one array per column (unnest): about
     2.5 times the speed of executemany's statement per row, foreign-key checks included.
     """
     insert = _upsert_sql(table, columns.names, columns.types)
-    select = (
-        f"SELECT rowid, {_quoted(columns.names)} FROM {table.name} "
-        "WHERE rowid > ? ORDER BY rowid LIMIT ?"
-    )
+    # Rows are read in pages that resume after the last row read: by rowid, or by the primary
+    # key for a WITHOUT ROWID table (the first column is then an unused 0).
+    if table.rowid:
+        order, at = "rowid", [0]
+    else:
+        order, at = _quoted(table.key), [columns.names.index(name) + 1 for name in table.key]
+    head = f"SELECT {'rowid' if table.rowid else '0'}, {_quoted(columns.names)}"
+    marks = ", ".join("?" * len(at))
     convert = list(enumerate(columns.convert, start=1))
-    after, copied = -(2**63), 0
+    after: tuple[Any, ...] | None = None
+    copied = 0
     while True:
-        rows = await s.fetchall(select, (after, chunk))
+        if after is None:
+            rows = await s.fetchall(f"{head} FROM {table.name} ORDER BY {order} LIMIT ?", (chunk,))
+        else:
+            rows = await s.fetchall(
+                f"{head} FROM {table.name} WHERE ({order}) > ({marks}) ORDER BY {order} LIMIT ?",
+                (*after, chunk),
+            )
         if not rows:
             return copied
         try:
@@ -440,7 +463,7 @@ async def _copy_rows(s: Conn, t: Conn, table: Table, columns: _Columns, chunk: i
             raise CopyRefused(f"{table.name}: {exc}") from exc
         await t.execute(insert, arrays)
         copied += len(rows)
-        after = rows[-1][0]
+        after = tuple(rows[-1][i] for i in at)
 
 
 async def _move_sequence(t: Conn, table: str) -> None:

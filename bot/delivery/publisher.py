@@ -305,7 +305,8 @@ class Publisher:
             return None
         self._new_work.clear()
         self._freed_ready_at = math.inf
-        heads = await outbox.pending_heads(self.store)
+        # Posts of chats held for a digest or quiet hours are not heads (bot.delivery.digests).
+        heads = await outbox.pending_heads(self.store, self.clock.now())
         wall, now = self.clock.now(), self.clock.monotonic()
         look_again = math.inf
         ready: list[QueueHead] = []
@@ -458,19 +459,27 @@ class Publisher:
         The outcome goes through the writer, which keeps it until the store takes it: a send
         Telegram accepted stays marked as sent in memory (its chat held) through any outage.
         """
-        delivery, chat = due.delivery, due.chat
-        result = await self.send(chat, due.item, on_stamp=on_stamp)
+        result = await self.send(due.chat, due.item, on_stamp=on_stamp)
+        await self._settle(due, result)
+        return result
+
+    async def _settle(self, due: Due, result: SendResult) -> None:
+        """Record what became of a post (or a digest, the chat's posts of a day) and act on
+        it: a migrated chat is moved, a chat that refuses the bot is paused or deactivated."""
+        row_id, attempts, chat = _row_id(due), _attempts(due), due.chat
         now = self.clock.now()
         self.stats[result.outcome] += 1
         if self.on_outcome is not None:
-            spent = result.outcome is Outcome.RETRY and delivery.attempts + 1 >= self.max_attempts
+            spent = result.outcome is Outcome.RETRY and attempts + 1 >= self.max_attempts
             self.on_outcome(chat, Outcome.FAILED if spent else result.outcome)
         error = result.error or ""
-        record = partial(OutcomeRecord, delivery.id, at=now, error=error, chat_id=chat.id)
+        record = partial(OutcomeRecord, row_id, at=now, error=error, chat_id=chat.id)
         if result.outcome is Outcome.SENT:
             self._unreachable_streak = 0
+            # Only posts name their message: the one a later edit of the piece must reach.
+            message_id = result.message_id if isinstance(due, DueDelivery) else None
             await self._writer.record(
-                OutcomeRecord(delivery.id, DeliveryState.SENT, now, message_id=result.message_id)
+                OutcomeRecord(row_id, DeliveryState.SENT, now, message_id=message_id)
             )
         elif result.outcome is Outcome.MIGRATED:
             new_id = result.new_chat_id
@@ -481,12 +490,11 @@ class Publisher:
             if moved is not None:
                 # The outbox row moved with the chat; the next pass sends it to the new id.
                 self._new_work.set()
-        elif (later := self._try_again(result, delivery.attempts, record, now)) is not None:
+        elif (later := self._try_again(result, attempts, record, now)) is not None:
             if result.outcome is Outcome.RETRY:
                 log.warning(
-                    "delivery %d to chat %d: %s; retry %d in %.0f s", delivery.id, chat.id,
-                    error, delivery.attempts + 1, (later.next_attempt_at or now) - now,
-                    extra=_ids(due),
+                    "delivery %d to chat %d: %s; retry %d in %.0f s", row_id, chat.id,
+                    error, attempts + 1, (later.next_attempt_at or now) - now, extra=_ids(due),
                 )  # fmt: skip
             await self._writer.record(later)
         elif result.outcome is Outcome.NO_ACCESS:
@@ -505,10 +513,9 @@ class Publisher:
                 if self.on_chat_problem is not None:
                     await self.on_chat_problem(chat, error)
         else:  # FAILED, or a RETRY that spent the last attempt
-            log.error("delivery %d to chat %d failed: %s", delivery.id, chat.id, error,
+            log.error("delivery %d to chat %d failed: %s", row_id, chat.id, error,
                       extra=_ids(due))  # fmt: skip
             await self._writer.record(record(state=DeliveryState.FAILED, event="send_failed"))
-        return result
 
     def _try_again(
         self,
@@ -543,8 +550,14 @@ class Publisher:
     ) -> SendResult:
         """Send one edit or notice and record its outcome, with the windows, retries and
         backoff of posts. A chat's refusal fails the row (it pauses or deactivates nothing:
-        the posts' own refusals do that), and so does a refused edit."""
+        the posts' own refusals do that), and so does a refused edit. A digest is the chat's
+        posts: sent as they are (topic, silence) and settled as they are."""
         chat = due.chat
+        if due.kind is Kind.NOTICE and due.digest:
+            digest = Post(html=due.text, text="", link="", photo_url=None, disable_preview=True)
+            result = await self.sender.send_post(chat, lambda _photo: digest, on_stamp=on_stamp)
+            await self._settle(due, result)
+            return result
         if due.kind is Kind.EDIT and due.item is not None and due.message_id is not None:
             item = due.item
             as_photo = bool(item.image_url) and chat.settings.style is PostStyle.PHOTO

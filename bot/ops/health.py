@@ -161,7 +161,9 @@ class Health:
     def _delivery(self, now: float) -> Check:
         idle = now - self.last_sent
         due_age = self.oldest_due_age()
-        pending = self.outbox.pending if self.outbox is not None else 0
+        # Posts held for a digest or quiet hours wait on purpose: never "due", never stuck.
+        held = self.outbox.held if self.outbox is not None else 0
+        pending = (self.outbox.pending if self.outbox is not None else 0) - held
         if idle > self.max_lag:
             # Deliveries wait in vain: due for too long, or held back only because Telegram
             # gives no answer (those rows back off, so they are not "due" most of the time).
@@ -179,7 +181,10 @@ class Health:
                     f"{now - since:.0f} s and none was sent for {idle:.0f} s",
                 )
         due = self.outbox.due if self.outbox is not None else 0
-        return Check(True, f"{pending} pending, {due} due, oldest due {due_age:.0f} s")
+        detail = f"{pending} pending, {due} due, oldest due {due_age:.0f} s"
+        if held:
+            detail += f", {held} held for digests or quiet hours"
+        return Check(True, detail)
 
 
 class ObservedHTTPXRequest(HTTPXRequest):
@@ -378,7 +383,7 @@ class Monitor:
             log.debug("reading the outbox depth failed: %s", exc)
             return
         self.health.note_outbox(depth)
-        self.metrics.outbox(depth.pending, depth.due, self.health.oldest_due_age())
+        self.metrics.outbox(depth.pending, depth.due, self.health.oldest_due_age(), held=depth.held)
 
     async def _probe_store(self, store: Store) -> None:
         if self.clock.monotonic() - self.health.last_write < STORE_PROBE_INTERVAL:

@@ -81,6 +81,9 @@ class Metrics:
             _SEND_BUCKETS,
         )
         self.outbox_pending = gauge("outbox_pending", "Deliveries waiting to be sent.")
+        self.outbox_held = gauge(
+            "outbox_held", "Pending posts held for their chat's daily digest or quiet hours."
+        )
         self.outbox_due = gauge(
             "outbox_due", "Pending deliveries whose time has come (not held for a retry)."
         )
@@ -147,9 +150,10 @@ class Metrics:
         if not ok:
             self.store_write_errors.inc()
 
-    def outbox(self, pending: int, due: int, oldest_due_age: float) -> None:
+    def outbox(self, pending: int, due: int, oldest_due_age: float, held: int = 0) -> None:
         self.outbox_pending.set(pending)
         self.outbox_due.set(due)
+        self.outbox_held.set(held)
         self.outbox_oldest_due_age.set(oldest_due_age)
 
     def role(self, role: str) -> None:

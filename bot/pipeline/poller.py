@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -71,8 +71,16 @@ Enricher = Callable[[Feed, list[NewItem]], Awaitable[list[NewItem]]]
 Decider = Callable[[NewItem, Chat], str | None]
 # Told about stored items whose text the site changed.
 UpdateHook = Callable[[Sequence[Item]], Awaitable[None]]
-# Adds stored items to the search index, or replaces them there (search.index_items).
-Indexer = Callable[[Sequence[Item]], Awaitable[None]]
+# A piece's text analysed for the index: its title's and its text's terms (search.Analysed).
+Analysed = tuple[str, str]
+# Analyses new entries in a language, by identity (search.analyse; CPU work, run in `cpu`).
+Analyser = Callable[[Sequence[NewItem], str], Mapping[str, Analysed]]
+# Adds stored items to the search index, or replaces them there (search.index_items), with the
+# analysed texts of the new ones, by identity, made before they were stored.
+Indexer = Callable[[Sequence[Item], Mapping[str, Analysed]], Awaitable[None]]
+# Returns the followed topics new entries match, by identity, from their analysed texts in a
+# language (bot.services.topics.Topics.matching); empty when they match none.
+TopicMatcher = Callable[[Mapping[str, Analysed], str], Awaitable[Mapping[str, Sequence[int]]]]
 
 
 class Poller:
@@ -91,6 +99,8 @@ class Poller:
         decide: Decider | None = None,
         on_updated: UpdateHook | None = None,
         index: Indexer | None = None,
+        analyse: Analyser | None = None,
+        match_topics: TopicMatcher | None = None,
         cpu: RunCpu = asyncio.to_thread,
     ) -> None:
         self.store = store
@@ -103,6 +113,8 @@ class Poller:
         self.decide = decide
         self.on_updated = on_updated
         self.index = index
+        self.analyse = analyse
+        self.match_topics = match_topics
         self.cpu = cpu
         # Told what each poll of run() did (health and metrics); set by the composition root.
         self.on_polled: Callable[[Feed, PollReport], None] | None = None
@@ -166,12 +178,16 @@ class Poller:
         enrich = self.enrich is not None and current.initialized
         unknown = (
             await self.store.unknown_identities(current.id, items)
-            if items and (enrich or self.decide is not None)
+            if items and (enrich or self.decide is not None or self.analyse is not None)
             else set()
         )
         if enrich and unknown:
             items = await self._enriched(current, items, unknown)
-        skips = await self._skips(current, [i for i in items if i.identity in unknown])
+        fresh = [i for i in items if i.identity in unknown]
+        skips = await self._skips(current, fresh)
+        # Analysed once, before the store: for the topics' matching and for the index.
+        texts = await self.cpu(self.analyse, fresh, current.lang) if fresh and self.analyse else {}
+        topics = await self._topics(current, texts)
         delay = self._interval()
         now = self.clock.now()
         outcome: PollOutcome = await self.store.store_poll(
@@ -183,10 +199,10 @@ class Poller:
             next_poll_at=now + delay,
             max_age=self.config.max_age,
             backfill=self.config.backfill,
-            fan_out=FanOut(priorities=CHANNELS_FIRST, skips=skips),
+            fan_out=FanOut(priorities=CHANNELS_FIRST, skips=skips, topics=topics),
         )
         self._recovered(current)
-        await self._index([*outcome.new_items, *outcome.updated_items])
+        await self._index([*outcome.new_items, *outcome.updated_items], texts)
         if outcome.updated_items and self.on_updated is not None:
             await self.on_updated(outcome.updated_items)
             if self.index is not None:  # the hook may have rewritten their summaries
@@ -237,12 +253,22 @@ class Poller:
                     verdicts.setdefault(entry.identity, {})[chat.id] = reason
         return verdicts
 
-    async def _index(self, items: Sequence[Item]) -> None:
+    async def _topics(
+        self, feed: Feed, texts: Mapping[str, Analysed]
+    ) -> Mapping[str, Sequence[int]]:
+        """The followed topics the new entries that may be queued match."""
+        if self.match_topics is None or not texts or not (feed.initialized or self.config.backfill):
+            return {}
+        return await self.match_topics(texts, feed.lang)
+
+    async def _index(
+        self, items: Sequence[Item], texts: Mapping[str, Analysed] | None = None
+    ) -> None:
         """Index stored items for search; a failure is logged (start-up catches them up)."""
         if self.index is None or not items:
             return
         try:
-            await self.index(items)
+            await self.index(items, texts or {})
         except Exception:
             log.exception("indexing %d stored item(s) for search failed", len(items))
 

@@ -24,7 +24,9 @@ from telegram import Bot
 from telegram.error import TelegramError
 
 from bot.clock import Clock
+from bot.delivery.digests import change_schedule
 from bot.delivery.publisher import Publisher, SendResult
+from bot.delivery.schedule import ScheduleUpdate, planned_hold
 from bot.pipeline.feeds import clean_link
 from bot.services.admin_rights import (
     MissingRight,
@@ -33,7 +35,7 @@ from bot.services.admin_rights import (
     get_member,
     right_from_error,
 )
-from bot.services.filters import PAUSED, check, fold
+from bot.services.filters import NOT_INCLUDED, PAUSED, check, fold
 from bot.services.permissions import (
     LOOKUP_BUDGET,
     Access,
@@ -43,21 +45,25 @@ from bot.services.permissions import (
     member_access,
     settings_access,
 )
+from bot.services.topics import Followed, Topics, matches
 from bot.text.i18n import LANGUAGES, N_, Translator
 from bot.text.plain import one_line
 from bot.text.render import Renderer
 from storage import admin as admin_store
 from storage.admin import AuditLine, ChatChange, Incident, SettingsChange, Topic
+from storage.follows import Follow
 from storage.models import (
     Chat,
     ChatType,
     Delivery,
+    DeliveryMode,
     DeliveryState,
     Item,
     ItemOrigin,
     PostStyle,
 )
 from storage.outbox import enqueue_notice
+from storage.schedule import DIGEST_REASON
 from storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -105,7 +111,9 @@ class InputKind(enum.StrEnum):
     """Text an admin was asked to type (also the callback argument that asks for it)."""
 
     SIGNATURE = "sig"
-    INCLUDE_KEYWORD = "ik"
+    # "Only pieces about …": topics (bot.services.topics). It keeps the code of the include
+    # keyword rules it replaced, so a question asked before an upgrade is answered with topics.
+    ONLY_ABOUT = "ik"
     EXCLUDE_KEYWORD = "xk"
     INCLUDE_CATEGORY = "ic"
     EXCLUDE_CATEGORY = "xc"
@@ -117,15 +125,15 @@ class InputKind(enum.StrEnum):
 
 _RULE_FIELDS = {
     InputKind.SIGNATURE: "signature",
-    InputKind.INCLUDE_KEYWORD: "include_keywords",
+    InputKind.ONLY_ABOUT: "only_about",
     InputKind.EXCLUDE_KEYWORD: "exclude_keywords",
     InputKind.INCLUDE_CATEGORY: "include_categories",
     InputKind.EXCLUDE_CATEGORY: "exclude_categories",
 }
+# The rules kept in ChatSettings; "only pieces about" are the chat's followed topics.
 RULE_KINDS = (
     InputKind.INCLUDE_CATEGORY,
     InputKind.EXCLUDE_CATEGORY,
-    InputKind.INCLUDE_KEYWORD,
     InputKind.EXCLUDE_KEYWORD,
 )
 
@@ -183,6 +191,10 @@ class Verdict(enum.StrEnum):
     LANGUAGE = "language"  # the chat does not take the piece's language
     CONNECTED_LATER = "connected_later"
     NOT_RECEIVING = "not_receiving"
+    IN_DIGEST = "in_digest"  # sent in the chat's digest, not on its own
+    WAITING_DIGEST = "waiting_digest"  # held for the chat's next daily digest
+    WAITING_QUIET = "waiting_quiet"  # held until the chat's quiet hours end
+    NOT_ABOUT = "not_about"  # the chat takes only pieces about its topics; not this one
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +202,7 @@ class ChatVerdict:
     chat: Chat
     verdict: Verdict
     delivery: Delivery | None
+    until: float | None = None  # a held piece: when the chat's digest or quiet hours end
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +218,7 @@ class PanelState:
     incident: Incident | None
     bot_problem: MissingRight | None
     topic: Topic | None
+    followed: tuple[Follow, ...] = ()  # "only pieces about …"
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,8 +281,12 @@ class ChannelAdmin:
         *,
         operators: frozenset[int] = frozenset(),
         input_ttl: float = 600.0,
+        on_schedule_changed: Callable[[], None] | None = None,
+        followed: Topics | None = None,
     ) -> None:
         self.store = store
+        # The chat's followed topics: the panel's "only pieces about …".
+        self.followed = followed or Topics(store, clock)
         # Reads only (members, admins, leaving); what the bot says goes through the publisher.
         self.bot = bot
         self.publisher = publisher
@@ -279,6 +297,8 @@ class ChannelAdmin:
         self.inputs = InputStates(store, clock, ttl=input_ttl)
         # Answers reused only to list and explain; every change asks Telegram again.
         self.members = MemberCache(clock.monotonic)
+        # The digest scheduler's wake (bot.delivery.digests): a change may end a hold now.
+        self.on_schedule_changed = on_schedule_changed
 
     # ------------------------------------------------------------------ who
 
@@ -371,7 +391,7 @@ class ChannelAdmin:
                 (t for t in await self.topics(chat) if t.thread_id == chat.settings.thread_id),
                 Topic(chat.id, chat.settings.thread_id, ""),
             )
-        return PanelState(incident, problem, topic)
+        return PanelState(incident, problem, topic, tuple(await self.only_about(chat)))
 
     async def _change(
         self, chat: Chat, actor: Actor, mutate: Callable[[Chat], ChatChange | None]
@@ -398,6 +418,7 @@ class ChannelAdmin:
         self, chat: Chat, actor: Actor, paused: bool
     ) -> tuple[Chat, MissingRight | None]:
         """Pause or resume posting; resuming is refused while the bot still cannot post."""
+        only_topics = not chat.subscribed and bool(await self.only_about(chat))
         if not paused:
             problem = await bot_problem(
                 self.bot, chat.id, chat.type, photos=chat.settings.style is PostStyle.PHOTO
@@ -410,11 +431,12 @@ class ChannelAdmin:
                 if current.paused:
                     return None
                 return ChatChange((AuditLine("paused", "off", "on"),), paused=True)
-            if current.subscribed and not current.paused:
+            if current.paused is False and (current.subscribed or only_topics):
                 return None
-            # Resuming also starts posting to a group that never subscribed.
+            # Resuming also starts posting to a group that never subscribed (unless it takes
+            # only the pieces about its topics: that is posting already).
             audit = AuditLine("paused", "on", "off")
-            return ChatChange((audit,), paused=False, subscribed=True)
+            return ChatChange((audit,), paused=False, subscribed=None if only_topics else True)
 
         return await self._change(chat, actor, mutate), None
 
@@ -483,6 +505,10 @@ class ChannelAdmin:
         return await self._change(chat, actor, mutate)
 
     async def clear_filters(self, chat: Chat, actor: Actor) -> Chat:
+        before = await self.only_about(chat)
+        for follow in before:
+            await self.followed.unfollow(chat.id, follow.id)
+
         def mutate(current: Chat) -> ChatChange | None:
             settings = replace(
                 current.settings,
@@ -496,7 +522,42 @@ class ChannelAdmin:
                 for k in RULE_KINDS
                 if getattr(current.settings, k.field)
             )
-            return ChatChange(audit, settings=settings) if audit else None
+            if before:
+                audit += (AuditLine("only_about", _show(tuple(f.text for f in before)), ""),)
+            # With no topic left the chat takes everything again, as with no include rule.
+            return ChatChange(audit, settings=settings, subscribed=True) if audit else None
+
+        return await self._change(chat, actor, mutate)
+
+    # ------------------------------------------------------- only pieces about …
+
+    async def only_about(self, chat: Chat) -> list[Follow]:
+        return await self.followed.following(chat.id)
+
+    async def add_topics(self, chat: Chat, actor: Actor, text: str) -> tuple[Chat, list[Followed]]:
+        """Follow the comma-separated topics of `text`; the chat then takes only the pieces
+        about its topics (plus its include categories, when it has some)."""
+        before = [f.text for f in await self.only_about(chat)]
+        results = [await self.followed.follow(chat.id, part) for part in split_rules(text)]
+        return await self._topics_changed(chat, actor, before), results
+
+    async def remove_topic(self, chat: Chat, actor: Actor, follow_id: int) -> Chat:
+        before = [f.text for f in await self.only_about(chat)]
+        await self.followed.unfollow(chat.id, follow_id)
+        return await self._topics_changed(chat, actor, before)
+
+    async def _topics_changed(self, chat: Chat, actor: Actor, before: list[str]) -> Chat:
+        """Record the change of topics, and what the chat takes: everything (narrowed by its
+        include categories) when it has no topic or has include categories, else only its
+        topics — the two kinds of include rule adding up, as they always did."""
+        after = [f.text for f in await self.only_about(chat)]
+
+        def mutate(current: Chat) -> ChatChange | None:
+            everything = not after or bool(current.settings.include_categories)
+            if after == before and everything == current.subscribed:
+                return None
+            audit = (AuditLine("only_about", _show(tuple(before)), _show(tuple(after))),)
+            return ChatChange(audit, subscribed=everything)
 
         return await self._change(chat, actor, mutate)
 
@@ -509,6 +570,18 @@ class ChannelAdmin:
                 self.store, chat.id, thread_id, name or "", self.clock.now()
             )
         return await self._change(chat, actor, _setting("thread_id", thread_id))
+
+    async def set_schedule(self, chat: Chat, actor: Actor, update: ScheduleUpdate) -> Chat:
+        """Change when the chat gets its pieces: as they appear, or a daily digest at an hour
+        of its time zone (the default zone is the bot's TIMEZONE). Recorded with its author."""
+        updated = await change_schedule(
+            self.store, chat.id, lambda settings: update.applied(settings, chat.type),
+            user_id=actor.user_id, user_name=actor.name, now=self.clock.now(),
+            default_zone=self.renderer.zone,
+        )  # fmt: skip
+        if self.on_schedule_changed is not None:
+            self.on_schedule_changed()
+        return updated or chat
 
     async def disconnect(self, chat: Chat, actor: Actor) -> None:
         """Stop posting to the chat and leave it; adding the bot again reconnects it."""
@@ -545,9 +618,22 @@ class ChannelAdmin:
     # ------------------------------------------------------------------ preview and test
 
     async def latest_matching(self, chat: Chat) -> Item | None:
-        """The newest piece in the chat's languages that its filters let through."""
-        items = await self.store.latest_items(chat.languages, PREVIEW_SCAN)
-        return next((i for i in items if check(i, chat.settings) is None), None)
+        """The newest piece the chat would take: one its filters let through, in its languages,
+        and about one of its topics when it takes only those."""
+        followed = await self.only_about(chat)
+        only_topics = not chat.subscribed and bool(followed)
+        langs = None if only_topics and any(f.any_lang for f in followed) else chat.languages
+        for item in await self.store.latest_items(langs, PREVIEW_SCAN):
+            reason = check(item, chat.settings)
+            if only_topics:
+                about = matches(item, item.lang, chat.languages, followed)
+                if about and reason in (None, NOT_INCLUDED):
+                    return item
+            elif reason is None or (
+                reason == NOT_INCLUDED and matches(item, item.lang, chat.languages, followed)
+            ):
+                return item
+        return None
 
     async def preview(self, chat: Chat, actor: Actor) -> SendReport:
         """Send the latest matching piece, rendered with the chat's settings, to the admin."""
@@ -590,12 +676,25 @@ class ChannelAdmin:
             if items:
                 break
         reports: list[ItemReport] = []
+        now = self.clock.now()
         for item in items:
             verdicts: list[ChatVerdict] = []
             if item.origin is ItemOrigin.NEW:
                 for chat in chats:
                     delivery = await store.get_delivery(item.id, chat.id)
-                    verdicts.append(ChatVerdict(chat, _verdict(item, chat, delivery), delivery))
+                    verdict = _verdict(item, chat, delivery)
+                    if verdict in (Verdict.NOT_RECEIVING, Verdict.LANGUAGE) and not chat.subscribed:
+                        followed = await self.only_about(chat)
+                        if followed and not matches(item, item.lang, chat.languages, followed):
+                            verdict = Verdict.NOT_ABOUT
+                    until = None
+                    if verdict is Verdict.PENDING:
+                        hold = planned_hold(chat.settings, chat.type, now, self.renderer.zone)
+                        if chat.settings.delivery is DeliveryMode.DIGEST:
+                            verdict, until = Verdict.WAITING_DIGEST, hold.until
+                        elif hold.active(now):
+                            verdict, until = Verdict.WAITING_QUIET, hold.until
+                    verdicts.append(ChatVerdict(chat, verdict, delivery, until))
             reports.append(ItemReport(item, tuple(verdicts)))
         return reports
 
@@ -712,6 +811,8 @@ def _verdict(item: Item, chat: Chat, delivery: Delivery | None) -> Verdict:
             return Verdict.RETRYING if delivery.last_error else Verdict.PENDING
         case DeliveryState.FAILED:
             return Verdict.FAILED
+        case DeliveryState.SKIPPED if delivery.last_error == DIGEST_REASON:
+            return Verdict.IN_DIGEST
         case DeliveryState.SKIPPED:
             return Verdict.PAUSED if delivery.last_error == PAUSED else Verdict.FILTERED
         case _:

@@ -11,14 +11,18 @@ from __future__ import annotations
 import math
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, tzinfo
 from typing import Literal
 
 from telegram import Chat as TgChat
 from telegram import User
 
 from bot.clock import Clock
-from bot.services.search import SearchQuery
+from bot.delivery.digests import change_schedule
+from bot.delivery.schedule import ScheduleUpdate
+from bot.services.search import SearchIndex, SearchQuery
 from bot.text.i18n import LANGUAGES, Translator
 from storage import admin as admin_store
 from storage import search as index_store
@@ -100,10 +104,24 @@ def latest_count(args: list[str]) -> int | None:
 class Readers:
     """What readers do: their chats and languages, searches and the latest pieces."""
 
-    def __init__(self, store: Store, translator: Translator, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: Store,
+        translator: Translator,
+        clock: Clock,
+        *,
+        default_zone: tzinfo = UTC,
+        on_schedule_changed: Callable[[], None] | None = None,
+        index: SearchIndex | None = None,
+    ) -> None:
         self.store = store
+        # Which analyses a query looks for: both while a new one re-analyses the index.
+        self.index = index or SearchIndex(store)
         self.translator = translator
         self.clock = clock
+        self.default_zone = default_zone  # TIMEZONE: the zone of chats that chose none
+        # The digest scheduler's wake (bot.delivery.digests): a change may end a hold now.
+        self.on_schedule_changed = on_schedule_changed
 
     async def reader_chat(
         self, chat: TgChat, user: User | None, *, reactivate: bool = False
@@ -165,6 +183,21 @@ class Readers:
         updated = await self.store.update_chat(chat.id, self.clock.now(), subscribed=on)
         return (updated or chat), True
 
+    async def set_schedule(
+        self, chat: Chat, update: ScheduleUpdate, *, user_id: int | None, user_name: str | None
+    ) -> Chat:
+        """Change when the chat gets its pieces: as they appear or a daily digest (its hour,
+        its time zone), and, in a private chat, its quiet hours. Pieces already waiting stay
+        until the scheduler releases them."""
+        updated = await change_schedule(
+            self.store, chat.id, lambda settings: update.applied(settings, chat.type),
+            user_id=user_id, user_name=user_name, now=self.clock.now(),
+            default_zone=self.default_zone,
+        )  # fmt: skip
+        if self.on_schedule_changed is not None:
+            self.on_schedule_changed()
+        return updated or chat
+
     async def find(self, query: SearchQuery, lang: str, scope: Scope = "l", page: int = 1) -> Found:
         """Search `query` in the chat's language ("l") or all languages ("a").
 
@@ -173,7 +206,7 @@ class Readers:
         now = self.clock.now()
 
         async def run(langs: list[str]) -> index_store.SearchPage:
-            wanted = query.match(langs)
+            wanted = self.index.match(query, langs)
             if wanted is None:
                 return index_store.SearchPage(hits=(), has_more=False, offset=0, total=0)
             return await index_store.search(
@@ -203,7 +236,7 @@ class Readers:
         now = self.clock.now()
         for current in (scope, "a") if scope == "l" and start == 0 else (scope,):
             langs = [lang] if current == "l" else list(LANGUAGES)
-            wanted = query.match(langs)
+            wanted = self.index.match(query, langs)
             if wanted is None:
                 return [], ""
             page = await index_store.search(

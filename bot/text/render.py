@@ -10,11 +10,13 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+from babel.dates import format_date
 from telegram.constants import MessageLimit
 
 from bot.text.i18n import N_, Translator
@@ -28,6 +30,15 @@ TITLE_LIMIT = 300
 MAX_HASHTAGS = 5
 READ_MORE = N_("Read more")
 UNTITLED = N_("Untitled")
+# Digests: pieces without a category go under this heading, last.
+OTHER_CATEGORY = N_("Other")
+# Telegram applies only the first 100 entities of a message (bold, links…, and what it finds
+# itself: #hashtags, @mentions, addresses in the text) and refuses one whose entities are too
+# long all together; a digest message stays well inside both.
+DIGEST_ENTITIES = 80
+LINK_BUDGET = 6000  # characters of link addresses in one message
+DIGEST_TITLE_LIMIT = 200
+CATEGORY_LIMIT = 100
 
 _HASHTAG_JUNK = re.compile(r"[^\w]+", re.UNICODE)
 
@@ -193,6 +204,45 @@ class Renderer:
         moment = datetime.fromtimestamp(item.published_at or item.first_seen_at, UTC)
         return self.translator.format_date(lang, moment.astimezone(self.zone))
 
+    def day(self, lang: str | None, moment: datetime) -> str:
+        """A day the way readers of `lang` write it (e.g. 26 ноября), in `moment`'s zone."""
+        return format_date(moment, "d MMMM", locale=self.translator.resolve(lang))
+
+    def digest(self, items: Sequence[Item], lang: str, heading: str) -> list[str]:
+        """A digest of `items` as messages of Telegram HTML, in order: `heading` (plain text,
+        bold) and the pieces' linked titles grouped under their first category, as the feed
+        names it (those without one last, under "Other"). Each message fits Telegram: at most
+        4,096 characters of text as Telegram counts them, DIGEST_ENTITIES entities and
+        LINK_BUDGET characters of links; a category cut by a message's end is named again at
+        the next one's start, and every message after the first says which part it is."""
+        groups: dict[str, tuple[str, list[Item]]] = {}
+        for item in items:
+            name = truncate(one_line(item.categories[0]), CATEGORY_LIMIT) if item.categories else ""
+            groups.setdefault(name.casefold(), (name, []))[1].append(item)
+        other = groups.pop("", None)
+        if other is not None:
+            groups[""] = (self.translator.gettext(lang, OTHER_CATEGORY), other[1])
+        heading = truncate(one_line(heading), DIGEST_TITLE_LIMIT)
+        # Room for the heading and its part number (" (12/12)") in every message.
+        room = TEXT_LIMIT - utf16_len(heading) - len(" (99/99)") - 2
+        parts: list[_DigestPart] = []
+        part = _DigestPart()
+        for name, members in groups.values():
+            category = (name, bold(name))
+            for item in members:
+                title = self.title(item, lang)
+                line = ("• " + title, "• " + link(item.link, title))
+                if not part.fits(category, line, len(item.link), room):
+                    parts.append(part)
+                    part = _DigestPart()
+                part.add(category, line, len(item.link))
+        parts.append(part)
+        messages = []
+        for number, done in enumerate(parts, start=1):
+            head = heading if len(parts) == 1 else f"{heading} ({number}/{len(parts)})"
+            messages.append(bold(head) + "\n\n" + "\n".join(done.html))
+        return messages
+
     def listing(self, number: int, item: Item, lang: str, title_limit: int = TITLE_LIMIT) -> str:
         """One numbered entry of a list of pieces: bold number, linked title, date in italics."""
         title = self.title(item, lang, title_limit)
@@ -217,6 +267,45 @@ class Renderer:
         for key, value in values.items():
             rendered = rendered.replace("\x00" + key + "\x00", _html_value(value))
         return rendered
+
+
+class _DigestPart:
+    """One message of a digest being filled: its lines as text and as HTML, and its costs."""
+
+    def __init__(self) -> None:
+        self.html: list[str] = []
+        self.length = 0  # UTF-16 units of its text after the heading
+        self.entities = 1  # the bold heading
+        self.links = 0  # characters of link addresses
+        self.category: str | None = None
+
+    def _lines(self, category: tuple[str, str], line: tuple[str, str]) -> list[tuple[str, str]]:
+        if self.category == category[0]:
+            return [line]
+        blank = [("", "")] if self.html else []
+        return [*blank, category, line]
+
+    def fits(
+        self, category: tuple[str, str], line: tuple[str, str], link_chars: int, room: int
+    ) -> bool:
+        """Whether `line` (under `category`) still fits; a first line always does."""
+        if not self.html:
+            return True
+        lines = self._lines(category, line)
+        length = sum(utf16_len(plain) + 1 for plain, _ in lines)
+        return (
+            self.length + length <= room
+            and self.entities + len(lines) - lines.count(("", "")) <= DIGEST_ENTITIES
+            and self.links + link_chars <= LINK_BUDGET
+        )
+
+    def add(self, category: tuple[str, str], line: tuple[str, str], link_chars: int) -> None:
+        for plain, markup in self._lines(category, line):
+            self.html.append(markup)
+            self.length += utf16_len(plain) + 1
+            self.entities += 1 if plain else 0
+        self.links += link_chars
+        self.category = category[0]
 
 
 class Markup(str):

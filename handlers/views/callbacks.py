@@ -59,3 +59,9 @@ SEARCH_PAGE = Family("s", "[1-9][0-9]{0,3}", "[la]", "[A-Za-z0-9_-]{12}")
 SUBSCRIPTION = Family("set", "sub", "on|off")
 PANEL_LIST = Family("ch", "list")
 PANEL = Family("ch", r"-?\d{1,20}", "[a-z]{2,8}", r"[a-z0-9.+-]{1,24}", optional=1)
+# Followed topics: "tp:lang:<follow id>" (its language scope), "tp:drop:<follow id>".
+TOPIC = Family("tp", "lang|drop", r"[1-9][0-9]{0,18}")
+# Delivery schedule from /settings: "sc:<op>[:<a>[:<b>]]" (handlers.views.schedule checks the
+# numbers each operation takes).
+_SCHEDULE_OPS = "st|mi|md|hs|h|zn|zo|zd|z|qf|qt|qx|q"
+SCHEDULE = Family("sc", _SCHEDULE_OPS, r"-?\d{1,2}", r"\d{1,2}", optional=2)

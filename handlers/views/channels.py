@@ -9,6 +9,7 @@ A screen is a message's HTML (made by the renderer) and its keyboard.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions
@@ -24,12 +25,24 @@ from bot.services.channel_admin import (
     rule_token,
     when,
 )  # fmt: skip
+from bot.services.topics import MAX_TOPIC_CHARS
 from bot.text.i18n import LANGUAGES, N_
 from bot.text.plain import truncate
 from bot.text.render import Markup, Renderer, bold
 from handlers.views.callbacks import PANEL, PANEL_LIST
+from handlers.views.schedule import (
+    BTN_DELIVERY,
+    BTN_DIGEST,
+    BTN_IMMEDIATE,
+    BTN_QUIET,
+    ScheduleView,
+    Step,
+    panel_arg,
+    zone_label,
+)
 from storage.admin import SettingsChange, Topic
-from storage.models import Chat, ChatType, PostStyle
+from storage.follows import Follow
+from storage.models import Chat, ChatType, DeliveryMode, PostStyle
 
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 MAX_RULE_BUTTONS = 40  # Telegram allows 100 buttons per keyboard
@@ -57,6 +70,7 @@ STATUS_POSTING = N_("Status: ▶️ posting")
 STATUS_PAUSED = N_("Status: ⏸ paused")
 STATUS_PAUSED_INCIDENT = N_("Status: ⏸ paused because I could not post there ({reason})")
 STATUS_NOT_SUBSCRIBED = N_("Status: not receiving posts yet (press “Resume” to start)")
+STATUS_ONLY_ABOUT = N_("Status: ▶️ posting the pieces about its topics (see “Filters”)")
 LINE_LANGUAGES = N_("Languages: {value}")
 LINE_STYLE = N_("Post style: {value}")
 LINE_SILENT = N_("Silent posts: {value}")
@@ -80,7 +94,7 @@ STYLE_LABELS = {
 KIND_LABELS = {
     InputKind.INCLUDE_CATEGORY: N_("Include category"),
     InputKind.EXCLUDE_CATEGORY: N_("Exclude category"),
-    InputKind.INCLUDE_KEYWORD: N_("Include keyword"),
+    InputKind.ONLY_ABOUT: N_("Only pieces about …"),
     InputKind.EXCLUDE_KEYWORD: N_("Exclude keyword"),
 }
 
@@ -100,10 +114,11 @@ SIGNATURE_EMPTY = N_("The signature cannot be empty. Send it again, or /cancel."
 SIGNATURE_TOO_LONG = N_("That is longer than {limit} characters. Send a shorter one, or /cancel.")
 FILTERS_TITLE = N_("Filters of {chat}")
 FILTERS_HELP = N_(
-    "When there are “include” rules, only pieces matching at least one of them are posted; "
-    "a piece matching an “exclude” rule is never posted. Keywords match the beginning of words "
-    'in the title and summary, ignoring case and accents; put a keyword in "quotes" to match '
-    "whole words only. Categories match by their full name."
+    "“Only pieces about …”: with topics, the chat takes only the new pieces that mention all "
+    "the words of one of its topics, in any form (the same matching as /follow and /search), "
+    "plus its included categories. A piece matching an “exclude” rule is never posted. Exclude "
+    'keywords match the beginning of words, ignoring case and accents; put one in "quotes" to '
+    "match whole words only. Categories match by their full name."
 )
 FILTERS_LINE = N_("{kind}: {value}")
 FILTERS_PROMPT = N_(
@@ -141,10 +156,15 @@ WHAT_LABELS = {
     "signature": N_("Signature"),
     "include_categories": KIND_LABELS[InputKind.INCLUDE_CATEGORY],
     "exclude_categories": KIND_LABELS[InputKind.EXCLUDE_CATEGORY],
-    "include_keywords": KIND_LABELS[InputKind.INCLUDE_KEYWORD],
+    "include_keywords": N_("Include keyword"),
+    "only_about": KIND_LABELS[InputKind.ONLY_ABOUT],
     "exclude_keywords": KIND_LABELS[InputKind.EXCLUDE_KEYWORD],
     "thread_id": N_("Topic"),
     "connected": N_("Connected"),
+    "delivery": N_("Delivery"),
+    "digest_hour": N_("Digest hour"),
+    "timezone": N_("Time zone"),
+    "quiet_hours": BTN_QUIET,
 }
 
 # --- buttons ---------------------------------------------------------------------------------
@@ -186,12 +206,15 @@ _ARGS: dict[str, re.Pattern[str]] = {
     "silent": re.compile(r"^$"),
     "tags": re.compile(r"^$"),
     "sig": re.compile(r"^(set|link|clear)?$"),
-    "flt": re.compile(r"^(clear|\+(ic|xc|ik|xk)|-(ic|xc|ik|xk)\.[0-9a-f]{8})?$"),
+    # Rules: add (+kind), remove (-kind.token); topics: remove (-t.<follow id>).
+    "flt": re.compile(r"^(clear|\+(ic|xc|ik|xk)|-(ic|xc|xk)\.[0-9a-f]{8}|-t\.[1-9][0-9]{0,18})?$"),
     "topic": re.compile(r"^(\d{1,10})?$"),
     "prev": re.compile(r"^$"),
     "test": re.compile(r"^$"),
     "hist": re.compile(r"^$"),
     "disc": re.compile(r"^(yes)?$"),
+    # The delivery schedule (handlers.views.schedule.parse_panel_arg checks the numbers).
+    "sched": re.compile(r"^(st|mi|md|h|zd|hs\.\d{1,2}|z\.\d|zn\.\d{1,2}|zo\.-?\d{1,2})?$"),
 }
 
 Screen = tuple[str, InlineKeyboardMarkup | None]
@@ -258,6 +281,8 @@ async def main_screen(admin: ChannelAdmin, renderer: Renderer, lang: str, chat: 
         lines.append(msg(lang, STATUS_PAUSED_INCIDENT, reason=state.incident.reason))
     elif chat.paused:
         lines.append(msg(lang, STATUS_PAUSED))
+    elif not chat.subscribed and state.followed:
+        lines.append(msg(lang, STATUS_ONLY_ABOUT))
     elif not chat.subscribed:
         lines.append(msg(lang, STATUS_NOT_SUBSCRIBED))
     else:
@@ -268,11 +293,12 @@ async def main_screen(admin: ChannelAdmin, renderer: Renderer, lang: str, chat: 
     lines.append(msg(lang, LINE_SILENT, value=_onoff(renderer, lang, settings.silent)))
     lines.append(msg(lang, LINE_HASHTAGS, value=_onoff(renderer, lang, settings.hashtags)))
     lines.append(msg(lang, LINE_SIGNATURE, value=settings.signature or tr(lang, NONE)))
-    count = sum(len(getattr(settings, kind.field)) for kind in RULE_KINDS)
+    count = sum(len(getattr(settings, kind.field)) for kind in RULE_KINDS) + len(state.followed)
     rules = renderer.translator.ngettext(lang, *FILTER_RULES, count) if count else tr(lang, NONE)
     lines.append(msg(lang, LINE_FILTERS, value=rules))
     if chat.type is ChatType.SUPERGROUP:
         lines.append(msg(lang, LINE_TOPIC, value=_topic_name(renderer, lang, chat, state.topic)))
+    lines += _schedule(renderer, lang, chat).lines()
     if state.bot_problem is not None:
         right = tr(lang, RIGHT_LABELS[state.bot_problem])
         lines += ["", msg(lang, BOT_PROBLEM, right=right)]
@@ -282,7 +308,7 @@ async def main_screen(admin: ChannelAdmin, renderer: Renderer, lang: str, chat: 
             tr(lang, label, **values), callback_data=cb(chat.id, action, arg)
         )
 
-    posting = chat.subscribed and not chat.paused
+    posting = (chat.subscribed or bool(state.followed)) and not chat.paused
     rows = [
         [button(BTN_LANGUAGES, "langs"), button(BTN_PAUSE, "pause") if posting
          else button(BTN_RESUME, "resume")],
@@ -290,6 +316,7 @@ async def main_screen(admin: ChannelAdmin, renderer: Renderer, lang: str, chat: 
         [button(BTN_SILENT, "silent", value=_onoff(renderer, lang, settings.silent)),
          button(BTN_HASHTAGS, "tags", value=_onoff(renderer, lang, settings.hashtags))],
         [button(BTN_SIGNATURE, "sig"), button(BTN_FILTERS, "flt")],
+        [button(BTN_DELIVERY, "sched")],
     ]  # fmt: skip
     if chat.type is ChatType.SUPERGROUP:
         rows.append([button(BTN_TOPIC, "topic")])
@@ -299,6 +326,20 @@ async def main_screen(admin: ChannelAdmin, renderer: Renderer, lang: str, chat: 
         [InlineKeyboardButton(tr(lang, BTN_ALL_CHATS), callback_data=list_data())],
     ]
     return "\n".join(lines), InlineKeyboardMarkup(rows)
+
+
+def schedule_screen(renderer: Renderer, lang: str, chat: Chat, step: Step) -> Screen:
+    """The delivery screen a "sched" press leads to: the choice between "As they appear" and
+    "Daily digest", or the digest's hour or time zone."""
+    view = _schedule(renderer, lang, chat)
+    screen = view.screen(step)
+    if screen is not None:
+        return screen
+    return view.delivery(_back(renderer, lang, chat))
+
+
+def _schedule(renderer: Renderer, lang: str, chat: Chat) -> ScheduleView:
+    return ScheduleView(renderer, lang, chat, lambda step: cb(chat.id, "sched", panel_arg(step)))
 
 
 def languages_screen(renderer: Renderer, lang: str, chat: Chat) -> Screen:
@@ -351,7 +392,9 @@ def signature_screen(renderer: Renderer, lang: str, chat: Chat) -> Screen:
     return text, InlineKeyboardMarkup(rows)
 
 
-def filters_screen(renderer: Renderer, lang: str, chat: Chat) -> Screen:
+def filters_screen(
+    renderer: Renderer, lang: str, chat: Chat, followed: Sequence[Follow] = ()
+) -> Screen:
     tr, msg = renderer.translator.gettext, renderer.message
     lines = [
         msg(lang, FILTERS_TITLE, chat=Markup(bold(chat.display_name))),
@@ -359,12 +402,16 @@ def filters_screen(renderer: Renderer, lang: str, chat: Chat) -> Screen:
         msg(lang, FILTERS_HELP),
         "",
     ]
+    about = ", ".join(f"“{f.text}”" for f in followed) if followed else tr(lang, NONE)
+    lines.append(
+        msg(lang, FILTERS_LINE, kind=tr(lang, KIND_LABELS[InputKind.ONLY_ABOUT]), value=about)
+    )
     for kind in RULE_KINDS:
         rules = getattr(chat.settings, kind.field)
         value = ", ".join(f"“{r}”" for r in rules) if rules else tr(lang, NONE)
         lines.append(msg(lang, FILTERS_LINE, kind=tr(lang, KIND_LABELS[kind]), value=value))
     rows = []
-    for pair in ((InputKind.INCLUDE_KEYWORD, InputKind.EXCLUDE_KEYWORD),
+    for pair in ((InputKind.ONLY_ABOUT, InputKind.EXCLUDE_KEYWORD),
                  (InputKind.INCLUDE_CATEGORY, InputKind.EXCLUDE_CATEGORY)):  # fmt: skip
         rows.append(
             [
@@ -375,14 +422,20 @@ def filters_screen(renderer: Renderer, lang: str, chat: Chat) -> Screen:
                 for kind in pair
             ]
         )
+    only_about = tr(lang, KIND_LABELS[InputKind.ONLY_ABOUT])
+    for follow in followed:
+        label = tr(lang, BTN_REMOVE_RULE, kind=only_about, rule=truncate(follow.text, 32))
+        rows.append(
+            [InlineKeyboardButton(label, callback_data=cb(chat.id, "flt", f"-t.{follow.id}"))]
+        )
     removable = [
         (kind, rule) for kind in RULE_KINDS for rule in getattr(chat.settings, kind.field)
-    ][:MAX_RULE_BUTTONS]
+    ][: MAX_RULE_BUTTONS - len(followed)]
     for kind, rule in removable:
         label = tr(lang, BTN_REMOVE_RULE, kind=tr(lang, KIND_LABELS[kind]), rule=truncate(rule, 32))
         data = cb(chat.id, "flt", f"-{kind.value}.{rule_token(rule)}")
         rows.append([InlineKeyboardButton(label, callback_data=data)])
-    if removable:
+    if removable or followed:
         rows.append(
             [
                 InlineKeyboardButton(
@@ -470,9 +523,10 @@ def rule_prompt_screen(
 ) -> Screen:
     """The question for a new filter rule, with the chat's recent categories as a hint."""
     tr, msg = renderer.translator.gettext, renderer.message
+    limit = MAX_TOPIC_CHARS if kind is InputKind.ONLY_ABOUT else RULE_MAX
     lines = [
         msg(lang, FILTERS_PROMPT, kind=tr(lang, KIND_LABELS[kind]), chat=chat.display_name,
-            limit=RULE_MAX)
+            limit=limit)
     ]  # fmt: skip
     if categories:
         lines.append(msg(lang, CATEGORIES_HINT, value=", ".join(categories)))
@@ -522,4 +576,8 @@ def _audit_value(renderer: Renderer, lang: str, what: str, value: str | None) ->
         return ", ".join(LANGUAGES.get(code, code) for code in value.split(","))
     if what == "thread_id":
         return tr(lang, TOPIC_NUMBER, number=value)
+    if what == "delivery" and value in {m.value for m in DeliveryMode}:
+        return tr(lang, BTN_DIGEST if value == DeliveryMode.DIGEST else BTN_IMMEDIATE)
+    if what == "timezone":
+        return zone_label(renderer, lang, value)
     return value

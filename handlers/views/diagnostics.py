@@ -50,10 +50,14 @@ CANCELLED = N_("🚫 not sent: the chat stopped receiving posts ({reason})")
 LANGUAGE = N_("➖ not sent: this chat does not take {language} pieces")
 CONNECTED_LATER = N_("➖ not sent: this chat was connected after the piece appeared")
 NOT_RECEIVING = N_("➖ not sent: the chat was not receiving posts when the piece appeared")
+NOT_ABOUT = N_("➖ not sent: the chat takes only the pieces about its topics, and this is none")
 WHY_NOT_CONNECTED = N_("This chat does not receive posts from me, so there is nothing to explain.")
 RULE_EXCLUDE_KEYWORD = N_("“exclude keyword: {value}”")
 RULE_EXCLUDE_CATEGORY = N_("“exclude category: {value}”")
 RULE_NOT_INCLUDED = N_("“include” (the piece matched none of the include rules)")
+IN_DIGEST = N_("🗞 sent in the chat's digest of {date}, not as a post of its own")
+WAITING_DIGEST = N_("⏳ waiting for the chat's daily digest ({date})")
+WAITING_QUIET = N_("🌙 waiting for the end of the chat's quiet hours ({date})")
 
 # ---------------------------------------------------------------------- /stats
 
@@ -169,10 +173,20 @@ def _status(renderer: Renderer, lang: str, verdict: ChatVerdict, item_lang: str)
         case Verdict.CANCELLED:
             assert delivery is not None
             return msg(lang, CANCELLED, reason=_reason(renderer, lang, delivery.last_error))
+        case Verdict.IN_DIGEST:
+            assert delivery is not None
+            date = when(renderer, lang, delivery.sent_at or delivery.created_at)
+            return msg(lang, IN_DIGEST, date=date)
+        case Verdict.WAITING_DIGEST | Verdict.WAITING_QUIET:
+            wait = WAITING_DIGEST if verdict.verdict is Verdict.WAITING_DIGEST else WAITING_QUIET
+            until = verdict.until if verdict.until is not None else 0.0
+            return msg(lang, wait, date=when(renderer, lang, until))
         case Verdict.LANGUAGE:
             return msg(lang, LANGUAGE, language=LANGUAGES.get(item_lang, item_lang))
         case Verdict.CONNECTED_LATER:
             return msg(lang, CONNECTED_LATER)
+        case Verdict.NOT_ABOUT:
+            return msg(lang, NOT_ABOUT)
         case _:
             return msg(lang, NOT_RECEIVING)
 

@@ -29,6 +29,7 @@ from bot.text.i18n import LANGUAGES, N_
 from bot.text.render import Markup, Renderer, bold, escape
 from handlers import reply as answers
 from handlers.views.callbacks import LANGUAGE, SEARCH_PAGE, SUBSCRIPTION
+from handlers.views.schedule import ScheduleView, Step, reader_data
 from storage.models import Chat, Item
 
 # ---------------------------------------------------------------------- messages
@@ -141,7 +142,9 @@ def plain(renderer: Renderer, lang: str, msgid: str, /, **values: object) -> str
 #   (none: the /language prompt, "start": the greeting, "set": the settings);
 # - "s:<page>:<scope>:<key>": a page of search results; <scope> is "l" (the chat's language) or
 #   "a" (all languages); <key> names the stored query (bot.services.readers);
-# - "set:sub:on" / "set:sub:off": subscribe or unsubscribe from the settings message.
+# - "set:sub:on" / "set:sub:off": subscribe or unsubscribe from the settings message;
+# - "sc:<op>[:<a>[:<b>]]": the delivery schedule from the settings message
+#   (handlers.views.schedule).
 
 View = Literal["", "start", "set"]
 
@@ -220,23 +223,37 @@ def language(renderer: Renderer, lang: str) -> Reply:
 
 
 def settings(renderer: Renderer, chat: Chat) -> Reply:
-    """Return the /settings message: language and subscription, with buttons to change them."""
+    """Return the /settings message: language, subscription and delivery schedule (as they
+    appear or a daily digest; quiet hours in private chats), with buttons to change them."""
     lang = chat.lang
     state = SETTINGS_SUBSCRIBED if chat.subscribed else SETTINGS_UNSUBSCRIBED
+    schedule = ScheduleView(renderer, lang, chat, reader_data)
     html = "\n".join(
         [
             bold(plain(renderer, lang, SETTINGS_TITLE)),
             "",
             renderer.message(lang, LANGUAGE_SET, language=readers.language_name(lang)),
             renderer.message(lang, state),
+            *schedule.lines(),
         ]
     )
     toggle = InlineKeyboardButton(
         plain(renderer, lang, UNSUBSCRIBE_BUTTON if chat.subscribed else SUBSCRIBE_BUTTON),
         callback_data=settings_data(not chat.subscribed),
     )
-    keyboard = language_keyboard(lang, "set").inline_keyboard
-    return Reply(html, InlineKeyboardMarkup([*keyboard, [toggle]]))
+    keyboard = [*language_keyboard(lang, "set").inline_keyboard, [toggle], *schedule.choice_rows()]
+    if chat.type.is_private:
+        keyboard.append(schedule.quiet_row())
+    return Reply(html, InlineKeyboardMarkup(keyboard))
+
+
+def schedule_screen(renderer: Renderer, chat: Chat, step: Step) -> Reply:
+    """The message a /settings schedule button leads to: one of the schedule's screens, or the
+    settings again."""
+    screen = ScheduleView(renderer, chat.lang, chat, reader_data).screen(step)
+    if screen is None:
+        return settings(renderer, chat)
+    return Reply(*screen)
 
 
 def redraw(renderer: Renderer, chat: Chat, view: View) -> Reply:

@@ -475,6 +475,60 @@ async def test_filters_skip_pieces_and_why_names_the_rule(
     assert (await bot.chat()).settings == ChatSettings()
 
 
+async def test_only_pieces_about_its_topics(bot: Harness, people: dict[str, Any]) -> None:
+    admin = people["admin"]
+    message_id = await bot.open_panel(admin)
+    await bot.press(admin, cb(CHANNEL, "flt"), message_id)
+    _, buttons = bot.panel(ADMIN, message_id)
+    await bot.press(admin, button(buttons, "Only pieces about"), message_id)
+    prompt, _ = bot.panel(ADMIN, message_id)
+    assert "up to 100 characters" in prompt
+    await bot.say(admin, "Iran oil, sanctions, ***")
+    answer = bot.last_text(ADMIN)
+    assert answer.startswith("A topic needs at least one word")  # "***" is refused, not fatal
+    assert "Only pieces about …: “Iran oil”, “sanctions”" in answer
+    assert not (await bot.chat()).subscribed  # only its topics now
+    filters_message = bot.last(ADMIN).result["message_id"]
+
+    await bot.publish(
+        "en",
+        piece(4, title="Weather in Baku"),
+        piece(3, title="New sanction on Tehran"),  # a word form of "sanctions"
+        piece(2, title="Iran pumps more oil"),
+    )
+    await bot.api.wait_sent(2, CHANNEL)
+    await bot.polled("en")
+    titles = [t.split("\n")[0] for t in bot.api.sent_texts(CHANNEL)]
+    assert titles == ["Iran pumps more oil", "New sanction on Tehran"]
+    await bot.say(admin, "/why https://caliber.az/en/post/piece-4")
+    assert "takes only the pieces about its topics" in bot.last_text(ADMIN)
+
+    # The panel says what the channel takes; pausing and resuming keeps it.
+    panel_id = await bot.open_panel(admin)
+    text, buttons = bot.panel(ADMIN, panel_id)
+    assert "Status: ▶️ posting the pieces about its topics" in text
+    await bot.press(admin, button(buttons, "Pause"), panel_id)
+    _, buttons = bot.panel(ADMIN, panel_id)
+    await bot.press(admin, button(buttons, "Resume"), panel_id)
+    assert not (await bot.chat()).subscribed and not (await bot.chat()).paused
+
+    # Dropping the topics one by one: with none left, the channel takes everything again.
+    _, buttons = bot.panel(ADMIN, filters_message)
+    await bot.press(admin, button(buttons, "✖️ Only pieces about …: Iran oil"), filters_message)
+    text, buttons = bot.panel(ADMIN, filters_message)
+    assert "“Iran oil”" not in text and not (await bot.chat()).subscribed
+    await bot.press(admin, button(buttons, "✖️ Only pieces about …: sanctions"), filters_message)
+    assert (await bot.chat()).subscribed
+    await bot.publish("en", piece(5, title="Weather again"))
+    await bot.api.wait_sent(3, CHANNEL)
+    await bot.say(admin, "/channels")
+    history = await bot.open_panel(admin)
+    _, buttons = bot.panel(ADMIN, history)
+    await bot.press(admin, button(buttons, "Changes"), history)
+    text, _ = bot.panel(ADMIN, history)
+    assert "Only pieces about …: Iran oil, sanctions → sanctions" in text
+
+
 async def test_languages_choose_the_feeds(bot: Harness, people: dict[str, Any]) -> None:
     admin = people["admin"]
     message_id = await bot.open_panel(admin)

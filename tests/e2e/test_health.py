@@ -168,6 +168,7 @@ async def test_healthy_bot_is_live_and_ready_and_its_metrics_count_a_delivery(
     assert samples[("caliberbot_ready", ())] == 1
     assert samples[("caliberbot_feed_error_streak", (("feed", url),))] == 0
     assert ("caliberbot_outbox_pending", ()) in samples
+    assert ("caliberbot_outbox_held", ()) in samples
 
 
 async def test_store_that_cannot_be_written_turns_readiness_red_until_a_write_succeeds(

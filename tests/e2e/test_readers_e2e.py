@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 
 from bot.app import Runtime
+from bot.services import search as search_service
 from bot.services.permissions import RIGHTS_UNKNOWN
+from bot.text import analysis
 from bot.text.i18n import Translator
 from handlers.views.channels import NO_CHATS, cb
 from handlers.views.readers import (
@@ -29,6 +31,7 @@ from handlers.views.readers import (
     STALE_BUTTON,
     SUBSCRIBED,
 )
+from storage import search as index_store
 from storage import search_keys
 from storage.models import Chat
 from storage.store import Store
@@ -485,6 +488,33 @@ async def test_search_keys_belong_to_the_chat_that_searched_and_survive_a_restar
         assert answer["text"] == tr("ru", SEARCH_EXPIRED)
 
 
+async def test_a_new_analysis_reindexes_in_the_background_while_search_answers(
+    api: FakeBotApi, feed_server: FeedServer, db_path: Path, people: dict[str, Any]
+) -> None:
+    async for _ in start_bot(api, feed_server, db_path):
+        pass
+    # As the last release left the store: every piece indexed by the analysis before this one.
+    store = await Store.open(db_path)
+    try:
+        await index_store.record_analyzer_version(store, analysis.LEGACY_VERSION)
+        items = await index_store.items_to_index(store, below=None, limit=1000)
+        await index_store.index_docs(store, search_service.documents(items, legacy=True))
+        assert await index_store.analyzer_version(store) == analysis.LEGACY_VERSION
+    finally:
+        await store.close()
+
+    async for readers in start_bot(api, feed_server, db_path):
+        ru = people["ru"]
+        # The old index answers from the first moment; then the new one finds more forms.
+        assert "Санкции против Ирана" in text_of(await readers.say(ru, "/search Ирана"))
+
+        async def rebuilt(running: Store = readers.store) -> bool:
+            return await index_store.analyzer_version(running) == analysis.ANALYZER_VERSION
+
+        await wait_for("the index re-analysed", rebuilt)
+        assert "Санкции против Ирана" in text_of(await readers.say(ru, "/search Ираном"))
+
+
 async def test_search_keys_expire_and_stay_bounded(db_path: Path) -> None:
     store = await Store.open(db_path)
     try:
@@ -767,10 +797,12 @@ async def test_command_menus_in_every_language_and_scope(bot: Readers, api: Fake
     await api.wait_for(lambda a: len(a.commands) >= 12)
     scopes = {
         "all_private_chats": ["start", "help", "search", "latest", "language", "subscribe",
-                              "unsubscribe", "settings", "channels"],
-        "all_group_chats": ["start", "help", "search", "latest"],
+                              "unsubscribe", "settings", "follow", "following", "unfollow",
+                              "channels"],
+        "all_group_chats": ["start", "help", "search", "latest", "following"],
         "all_chat_administrators": ["start", "help", "search", "latest", "language",
-                                    "subscribe", "unsubscribe", "settings", "why", "here"],
+                                    "subscribe", "unsubscribe", "settings", "follow",
+                                    "following", "unfollow", "why", "here"],
     }  # fmt: skip
     for scope, names in scopes.items():
         for code in ("en", "ru", "az", ""):

@@ -19,7 +19,8 @@ from typing import Any
 
 import asyncpg
 
-from storage import lease
+from storage import follows, lease
+from storage.follows import TopicTerms
 from storage.instance_lock import InstanceLocked, acquire_instance_lock
 from storage.migrations import MIGRATIONS
 from storage.models import ChatType
@@ -144,6 +145,10 @@ async def build_store(
                 "VALUES (7, ?, 'rename', ?)",
                 (group, NOW + 600),
             )
+        # The group follows a two-word topic (its inverted index has several keys to page by).
+        words = TopicTerms("iran oil", (("en0iran", "ru0иран"), ("en0oil", "ru0нефт")))
+        await follows.add(store, group, "Iran oil", words, any_lang=True, analyzer=1, limit=20,
+                          now=NOW)  # fmt: skip
     finally:
         await store.close()
     return message_ids
@@ -350,6 +355,23 @@ async def test_the_copy_holds_the_sqlite_lock_until_it_is_done(tmp_path: Path, p
     assert list(refused) == [t.name for t in TABLES]  # refused before every table
     assert all(f"pid {os.getpid()} on host {socket.gethostname()}" in h for h in refused.values())
     acquire_instance_lock(db_path, started_at=NOW).release()  # and free afterwards
+
+
+async def test_pages_of_one_row_copy_every_row_including_a_table_without_rowid(
+    tmp_path: Path, pg_url: str
+) -> None:
+    db_path = tmp_path / "bot.sqlite3"
+    await build_store(db_path, "https://caliber.az/en/rss", chats=3, sent_chats=1)
+    report = await copy_store(db_path, pg_url, chunk=1)
+    assert report.ok
+    conn = sqlite3.connect(db_path)
+    try:
+        source = sorted(conn.execute("SELECT term, topic_id, word, size FROM topic_terms"))
+    finally:
+        conn.close()
+    assert len(source) == 4  # two words, two terms each: four pages keyed by (term, topic, word)
+    copied = await pg_fetch(pg_url, "SELECT term, topic_id, word, size FROM topic_terms")
+    assert sorted(tuple(r) for r in copied) == source
 
 
 # ------------------------------------------------------------------------------- refusals

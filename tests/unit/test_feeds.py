@@ -15,7 +15,7 @@ from bot.clock import SystemClock
 from bot.pipeline.feeds import FeedError, _entry_to_item, clean_link, parse_document, parse_feed
 from bot.pipeline.poller import Poller, PollerConfig
 from bot.services import filters
-from bot.services.search import attach_index, index_items, parse_query
+from bot.services.search import analyse, attach_index, index_items, parse_query
 from bot.text.plain import one_line
 from storage import search as search_store
 from storage.models import ChatSettings, ChatType
@@ -254,7 +254,8 @@ async def test_a_poll_applies_filters_and_is_searchable_after_its_commit(
         async with httpx.AsyncClient(timeout=5.0) as http:
             poller = Poller(
                 store, http, SystemClock(), PollerConfig(interval=60, jitter=0),
-                decide=filters.decide, index=lambda items: index_items(store, items),
+                decide=filters.decide, analyse=analyse,
+                index=lambda items, texts: index_items(store, items, texts=texts),
             )  # fmt: skip
             assert (await poller.poll_once(feed)).status == "ok"  # the first poll: nothing
             now = datetime.now(UTC)

@@ -21,6 +21,9 @@ from tests.fakes.telegram_html import TelegramHtmlError, parse_html, utf16_len
 MESSAGE_METHODS = frozenset({"sendMessage", "sendPhoto"})
 MESSAGE_TEXT_LIMIT = 4096
 CAPTION_LIMIT = 1024
+#: Telegram applies only the first 100 entities of a text or caption (bold, links…) and drops
+#: the rest without an error: the message arrives with the markup of the rest lost.
+MAX_ENTITIES = 100
 NOT_MODIFIED = (
     "Bad Request: message is not modified: specified new message content and reply markup "
     "are exactly the same as a current content and reply markup of the message"
@@ -105,6 +108,7 @@ class Messages:
             # Markdown is not emulated (the bot writes HTML): better refused than passed unchecked.
             raise bad(f"unsupported parse_mode {parse_mode!r}")
         plain, found = _strip(plain, found)
+        found = found[:MAX_ENTITIES]
         if kind == "text":
             if not plain:
                 raise bad("message text is empty")
