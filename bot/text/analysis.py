@@ -55,11 +55,13 @@ WORD = re.compile(r"[^\W_]+")
 # Letters that are not a base letter plus a combining mark, so NFD alone cannot fold them.
 _LETTERS = str.maketrans({"ı": "i", "ə": "e", "ә": "е", "ø": "o", "đ": "d", "ł": "l"})
 _CYRILLIC = re.compile(r"[\u0400-\u04ff]")
-# Words whose terms are remembered (about 500 bytes each, so at most ~50 MB): the frequent
-# words of a news archive in three languages. A word met again costs 0.2 µs; analysing one
-# costs ~25-40 µs in Russian (~100-160 µs for a word the dictionary does not know; 3-4 times
-# that without DAWG2), a few µs in English and Azerbaijani.
-_CACHED_WORDS = 100_000
+# Words whose terms are remembered: the frequent words of a news archive in three languages.
+# Each costs about 430 bytes (measured: 100,000 Russian words took 43 MiB), so 20,000 keep
+# ~9 MiB; with pymorphy3's 26 MiB that keeps the bot within its 150 MB while a whole archive is
+# re-analysed. A word met again costs 0.2 µs; analysing one costs ~25-40 µs in Russian
+# (~100-160 µs for a word the dictionary does not know; 3-4 times that without DAWG2), a few
+# µs in English and Azerbaijani.
+_CACHED_WORDS = 20_000
 # The legacy analysis serves only query words while an index is re-analysed.
 _CACHED_LEGACY_WORDS = 10_000
 
