@@ -1,5 +1,5 @@
-"""The checks every reader button runs first: a live message, valid data, and
-bot.services.permissions' one rule for changing a chat's settings."""
+"""The checks every reader button and settings command runs first: a live message, valid data,
+and bot.services.permissions' one rule for changing a chat's settings."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from telegram import CallbackQuery, MaybeInaccessibleMessage, Update
+from telegram import CallbackQuery, MaybeInaccessibleMessage, Message, Update
 from telegram.constants import ChatType as TgChatType
 
 from bot.services.permissions import RIGHTS_UNKNOWN, Access, settings_access
@@ -62,3 +62,24 @@ async def admin_press(
         await answer(query, views.plain(svc.renderer, stored.lang, refusal), alert=True)
         return None
     return Press(query, message, stored, choice)
+
+
+async def admin_command(update: Update, context: BotContext) -> tuple[Message, Chat] | None:
+    """Check a command that changes the chat's settings; return its message and stored chat,
+    or send the refusal (or "try again" when Telegram cannot say) and return None."""
+    message, chat, user = update.effective_message, update.effective_chat, update.effective_user
+    if message is None or chat is None:
+        return None
+    svc = context.services
+    stored = await svc.readers.reader_chat(chat, user)
+    access = await settings_access(
+        context.bot, chat.id, user.id if user else None,
+        private=chat.type == TgChatType.PRIVATE,
+        operator=svc.is_operator(user.id if user else None),
+        sender_chat_id=message.sender_chat.id if message.sender_chat else None,
+    )  # fmt: skip
+    if access is not Access.ALLOWED:
+        refusal = RIGHTS_UNKNOWN if access is Access.UNKNOWN else views.ADMINS_ONLY
+        await views.send_reply(message, views.text(svc.renderer, stored.lang, refusal))
+        return None
+    return message, stored

@@ -8,12 +8,10 @@ as channels. Who may change this is bot.services.permissions' one rule; anyone m
 from __future__ import annotations
 
 from telegram import Update
-from telegram.constants import ChatType as TgChatType
 
 from bot.services import readers
-from bot.services.permissions import RIGHTS_UNKNOWN, Access, settings_access
 from handlers.context import BotContext
-from handlers.guards import admin_press
+from handlers.guards import admin_command, admin_press
 from handlers.reply import answer
 from handlers.views import readers as views
 
@@ -29,23 +27,13 @@ async def unsubscribe(update: Update, context: BotContext) -> None:
 
 
 async def _switch(update: Update, context: BotContext, *, on: bool) -> None:
-    message, chat, user = update.effective_message, update.effective_chat, update.effective_user
-    if message is None or chat is None:
+    allowed = await admin_command(update, context)
+    if allowed is None:
         return
+    message, stored = allowed
     svc = context.services
-    stored = await svc.readers.reader_chat(chat, user)
-    access = await settings_access(
-        context.bot, chat.id, user.id if user else None,
-        private=chat.type == TgChatType.PRIVATE,
-        operator=svc.is_operator(user.id if user else None),
-        sender_chat_id=message.sender_chat.id if message.sender_chat else None,
-    )  # fmt: skip
-    if access is not Access.ALLOWED:
-        refusal = RIGHTS_UNKNOWN if access is Access.UNKNOWN else views.ADMINS_ONLY
-        await views.send_reply(message, views.text(svc.renderer, stored.lang, refusal))
-        return
     if on:
-        stored = await svc.readers.reader_chat(chat, user, reactivate=True)
+        stored = await svc.readers.reader_chat(message.chat, update.effective_user, reactivate=True)
     updated, changed = await svc.readers.set_subscribed(stored, on)
     if on:
         msgid = views.SUBSCRIBED if changed else views.ALREADY_SUBSCRIBED

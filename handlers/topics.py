@@ -7,44 +7,18 @@ one rule, asked of Telegram at the moment of the change); anyone may list a chat
 from __future__ import annotations
 
 from telegram import Message, Update
-from telegram.constants import ChatType as TgChatType
 
-from bot.services.permissions import RIGHTS_UNKNOWN, Access, settings_access
 from bot.services.topics import topic_terms
 from handlers.context import BotContext
-from handlers.guards import admin_press
+from handlers.guards import admin_command, admin_press
 from handlers.reply import answer
 from handlers.views import readers as reader_views
 from handlers.views import topics as views
-from storage.models import Chat
 
 
 def _words(message: Message) -> str:
     """What follows the command (its own line breaks included), e.g. "/follow Iran oil"."""
     return (message.text or "").partition(" ")[2].strip()
-
-
-async def _changer(update: Update, context: BotContext) -> tuple[Message, Chat] | None:
-    """The message and stored chat when the sender may change the chat's topics; else the
-    refusal is sent and None returned."""
-    message, chat, user = update.effective_message, update.effective_chat, update.effective_user
-    if message is None or chat is None:
-        return None
-    svc = context.services
-    stored = await svc.readers.reader_chat(chat, user)
-    access = await settings_access(
-        context.bot, chat.id, user.id if user else None,
-        private=chat.type == TgChatType.PRIVATE,
-        operator=svc.is_operator(user.id if user else None),
-        sender_chat_id=message.sender_chat.id if message.sender_chat else None,
-    )  # fmt: skip
-    if access is not Access.ALLOWED:
-        refusal = RIGHTS_UNKNOWN if access is Access.UNKNOWN else reader_views.ADMINS_ONLY
-        await reader_views.send_reply(
-            message, reader_views.text(svc.renderer, stored.lang, refusal)
-        )
-        return None
-    return message, stored
 
 
 async def follow(update: Update, context: BotContext) -> None:
@@ -58,7 +32,7 @@ async def follow(update: Update, context: BotContext) -> None:
         stored = await svc.readers.reader_chat(update.effective_chat, update.effective_user)
         await reader_views.send_reply(message, views.usage(svc.renderer, stored.lang))
         return
-    allowed = await _changer(update, context)
+    allowed = await admin_command(update, context)
     if allowed is None:
         return
     message, stored = allowed
@@ -88,7 +62,7 @@ async def unfollow(update: Update, context: BotContext) -> None:
     if not words:
         await following(update, context)
         return
-    allowed = await _changer(update, context)
+    allowed = await admin_command(update, context)
     if allowed is None:
         return
     message, stored = allowed

@@ -18,6 +18,7 @@ import functools
 from collections.abc import Iterable
 from typing import Protocol
 
+from bot.services import search
 from bot.text.analysis import fold
 from storage.models import Chat, ChatSettings
 
@@ -44,17 +45,9 @@ __all__ = [
 ]
 
 
-class Piece(Protocol):
+class Piece(search.Piece, Protocol):
     """What a rule looks at: a stored Item or an entry not yet stored (NewItem)."""
 
-    @property
-    def identity(self) -> str: ...
-    @property
-    def title(self) -> str: ...
-    @property
-    def summary(self) -> str: ...
-    @property
-    def categories(self) -> tuple[str, ...]: ...
     def __hash__(self) -> int: ...  # folded once per piece (_folded's cache)
 
 
