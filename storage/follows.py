@@ -79,6 +79,10 @@ async def add(
     existing follow unchanged. Raises TooMany when the chat follows `limit` topics already.
     """
     async with db.transaction() as conn:
+        if conn.dialect == "postgresql":
+            # The chat's row is the lock that keeps two instances' follows under the limit
+            # (SQLite's write transactions are serial already).
+            await conn.fetchone("SELECT 1 FROM chats WHERE id = ? FOR UPDATE", (chat_id,))
         topic_id = await _topic_id(conn, topic, analyzer)
         row = await conn.fetchone(
             f"SELECT {_FOLLOW_COLUMNS} FROM follows f WHERE f.chat_id = ? AND f.topic_id = ?",
@@ -98,17 +102,21 @@ async def add(
 
 
 async def _topic_id(conn: Conn, topic: TopicTerms, analyzer: int) -> int:
-    """The id of `topic`'s row, made with its index terms when no chat followed it yet."""
-    existing = await conn.fetchval("SELECT id FROM topics WHERE words = ?", (topic.words,))
-    if existing is not None:
-        return int(existing)
-    topic_id = await conn.insert(
-        "INSERT INTO topics (words, size, analyzer) VALUES (?, ?, ?)",
+    """The id of `topic`'s row, made with its index terms when no chat followed it yet.
+
+    The insert does nothing when another transaction made the same topic first (two chats, two
+    instances); its row is then read, and waited for until that transaction commits.
+    """
+    made = await conn.fetchval(
+        "INSERT INTO topics (words, size, analyzer) VALUES (?, ?, ?) "
+        "ON CONFLICT (words) DO NOTHING RETURNING id",
         (topic.words, len(topic.terms), analyzer),
     )
-    await _write_terms(conn, topic_id, topic)
+    if made is None:
+        return int(await conn.fetchval("SELECT id FROM topics WHERE words = ?", (topic.words,)))
+    await _write_terms(conn, int(made), topic)
     await changed(conn)
-    return int(topic_id)
+    return int(made)
 
 
 async def _write_terms(conn: Conn, topic_id: int, topic: TopicTerms) -> None:

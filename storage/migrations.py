@@ -356,10 +356,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         # the chat's languages. topics_state.version counts changes of the set of topics and
         # their terms, so a process can keep the index's vocabulary and know when it is stale.
         # Many chats following one topic share its terms, so matching a piece costs the
-        # distinct topics it touches, not the chats (storage.follows).
+        # distinct topics it touches, not the chats (storage.follows). Ids are never reused
+        # (AUTOINCREMENT, as PostgreSQL's identities): a button or a poll's matches naming a
+        # dropped topic or follow must find nothing, never a newer one.
         """
         CREATE TABLE topics (
-            id       INTEGER PRIMARY KEY,
+            id       INTEGER PRIMARY KEY AUTOINCREMENT,
             words    TEXT NOT NULL UNIQUE,
             size     INTEGER NOT NULL,
             analyzer INTEGER NOT NULL
@@ -373,7 +375,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         ) WITHOUT ROWID;
         CREATE INDEX topic_terms_topic ON topic_terms(topic_id);
         CREATE TABLE follows (
-            id         INTEGER PRIMARY KEY,
+            id         INTEGER PRIMARY KEY AUTOINCREMENT,
             chat_id    INTEGER NOT NULL
                        REFERENCES chats(id) ON DELETE CASCADE ON UPDATE CASCADE,
             topic_id   INTEGER NOT NULL REFERENCES topics(id),
@@ -429,10 +431,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         # them); the leader's scheduler ends the hold at held_until (a digest, or the posts
         # released) and plans the next one (bot.delivery.digests). NULL: as they appear.
         # The partial index finds a held chat's edits and notices (its digests), which still
-        # go out, without reading its held posts.
+        # go out, without reading its held posts. The UPDATE repairs the languages of private
+        # chats a notice created before this version (a JSON list, where every reader of the
+        # column splits a comma-separated list: such a chat matched no piece's language).
         """
         ALTER TABLE chats ADD COLUMN hold_from REAL;
         ALTER TABLE chats ADD COLUMN held_until REAL;
+        UPDATE chats SET languages = lang WHERE languages LIKE '[%';
         CREATE INDEX chats_hold_from ON chats(hold_from) WHERE hold_from IS NOT NULL;
         CREATE INDEX chats_held_until ON chats(held_until) WHERE held_until IS NOT NULL;
         CREATE INDEX deliveries_pending_messages ON deliveries(chat_id, item_id)
@@ -441,6 +446,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         postgresql="""
         ALTER TABLE chats ADD COLUMN hold_from DOUBLE PRECISION;
         ALTER TABLE chats ADD COLUMN held_until DOUBLE PRECISION;
+        UPDATE chats SET languages = lang WHERE languages LIKE '[%';
         CREATE INDEX chats_hold_from ON chats(hold_from) WHERE hold_from IS NOT NULL;
         CREATE INDEX chats_held_until ON chats(held_until) WHERE held_until IS NOT NULL;
         CREATE INDEX deliveries_pending_messages ON deliveries(chat_id, item_id)

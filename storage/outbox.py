@@ -105,7 +105,7 @@ async def enqueue_notice(db: Database, user_id: int, lang: str, text: str, now: 
         await conn.execute(
             "INSERT INTO chats (id, type, lang, languages, active, subscribed, "
             "created_at, updated_at) VALUES (?, ?, ?, ?, 1, 0, ?, ?) ON CONFLICT (id) DO NOTHING",
-            (user_id, ChatType.PRIVATE.value, lang, json.dumps([lang]), now, now),
+            (user_id, ChatType.PRIVATE.value, lang, lang, now, now),
         )
         notice_id = await conn.insert(
             "INSERT INTO deliveries (item_id, chat_id, kind, payload, state, priority, "

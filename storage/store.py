@@ -320,7 +320,11 @@ class Store(Database):
                 "deactivated_reason = CASE WHEN excluded.active = 1 THEN NULL "
                 "ELSE chats.deactivated_reason END, "
                 "added_by = COALESCE(excluded.added_by, chats.added_by), "
+                # A chat that takes only its followed topics keeps doing so: (re)connecting
+                # asks for posts, and it was taking them.
                 "subscribed = CASE WHEN CAST(? AS INTEGER) IS NULL THEN chats.subscribed "
+                "WHEN chats.subscribed = 0 AND excluded.subscribed = 1 AND EXISTS "
+                "(SELECT 1 FROM follows f WHERE f.chat_id = chats.id) THEN 0 "
                 "ELSE excluded.subscribed END, "
                 "updated_at = excluded.updated_at",
                 (

@@ -494,7 +494,7 @@ class ChannelAdmin:
                     known.add(fold(rule))
             return _setting(kind.field, tuple(rules))(current)
 
-        return await self._change(chat, actor, mutate)
+        return await self._takes_again(await self._change(chat, actor, mutate), actor, kind)
 
     async def remove_rule(self, chat: Chat, actor: Actor, kind: InputKind, token: str) -> Chat:
         def mutate(current: Chat) -> ChatChange | None:
@@ -502,7 +502,14 @@ class ChannelAdmin:
             kept = tuple(r for r in rules if rule_token(r) != token)
             return _setting(kind.field, kept)(current)
 
-        return await self._change(chat, actor, mutate)
+        return await self._takes_again(await self._change(chat, actor, mutate), actor, kind)
+
+    async def _takes_again(self, chat: Chat, actor: Actor, kind: InputKind) -> Chat:
+        """After an include category changed: what a chat with topics takes follows again."""
+        if kind is not InputKind.INCLUDE_CATEGORY or not await self.only_about(chat):
+            return chat
+        topics = [f.text for f in await self.only_about(chat)]
+        return await self._topics_changed(chat, actor, topics)
 
     async def clear_filters(self, chat: Chat, actor: Actor) -> Chat:
         before = await self.only_about(chat)
@@ -524,8 +531,11 @@ class ChannelAdmin:
             )
             if before:
                 audit += (AuditLine("only_about", _show(tuple(f.text for f in before)), ""),)
-            # With no topic left the chat takes everything again, as with no include rule.
-            return ChatChange(audit, settings=settings, subscribed=True) if audit else None
+            if not audit:
+                return None
+            # With its topics gone a chat that took only them takes everything again, as with
+            # no include rule; any other chat keeps taking what it took.
+            return ChatChange(audit, settings=settings, subscribed=True if before else None)
 
         return await self._change(chat, actor, mutate)
 
@@ -623,17 +633,9 @@ class ChannelAdmin:
         followed = await self.only_about(chat)
         only_topics = not chat.subscribed and bool(followed)
         langs = None if only_topics and any(f.any_lang for f in followed) else chat.languages
-        for item in await self.store.latest_items(langs, PREVIEW_SCAN):
-            reason = check(item, chat.settings)
-            if only_topics:
-                about = matches(item, item.lang, chat.languages, followed)
-                if about and reason in (None, NOT_INCLUDED):
-                    return item
-            elif reason is None or (
-                reason == NOT_INCLUDED and matches(item, item.lang, chat.languages, followed)
-            ):
-                return item
-        return None
+        items = await self.store.latest_items(langs, PREVIEW_SCAN)
+        # Analysing pieces and topics is CPU work: a worker thread's.
+        return await asyncio.to_thread(_first_taken, items, chat, followed, only_topics)
 
     async def preview(self, chat: Chat, actor: Actor) -> SendReport:
         """Send the latest matching piece, rendered with the chat's settings, to the admin."""
@@ -685,7 +687,9 @@ class ChannelAdmin:
                     verdict = _verdict(item, chat, delivery)
                     if verdict in (Verdict.NOT_RECEIVING, Verdict.LANGUAGE) and not chat.subscribed:
                         followed = await self.only_about(chat)
-                        if followed and not matches(item, item.lang, chat.languages, followed):
+                        if followed and not await asyncio.to_thread(
+                            matches, item, item.lang, chat.languages, followed
+                        ):
                             verdict = Verdict.NOT_ABOUT
                     until = None
                     if verdict is Verdict.PENDING:
@@ -795,6 +799,26 @@ def _setting(name: str, value: Any) -> Callable[[Chat], ChatChange | None]:
         return ChatChange((AuditLine(name, _show(old), _show(value)),), settings=settings)
 
     return mutate
+
+
+def _first_taken(
+    items: Sequence[Item], chat: Chat, followed: Sequence[Follow], only_topics: bool
+) -> Item | None:
+    """The first of `items` the chat takes: its filters let it through, and it is about one of
+    the chat's topics when the chat takes only those (a topic also lets in what the chat's
+    include rules would not)."""
+    for item in items:
+        reason = check(item, chat.settings)
+        if only_topics:
+            if reason in (None, NOT_INCLUDED) and matches(
+                item, item.lang, chat.languages, followed
+            ):
+                return item
+        elif reason is None or (
+            reason == NOT_INCLUDED and matches(item, item.lang, chat.languages, followed)
+        ):
+            return item
+    return None
 
 
 def _verdict(item: Item, chat: Chat, delivery: Delivery | None) -> Verdict:

@@ -206,24 +206,31 @@ class Topics:
         saw), matched by word forms instead of as a prefix. A chat whose only "include" rules were
         keywords stops taking everything (it takes its topics); one that also had "include
         category" rules keeps taking those categories, plus its topics: the same pieces as the
-        two kinds of include rules added up before. Runs once: the rules are gone afterwards.
+        two kinds of include rules added up before. Only chats taking posts are converted (a
+        chat's keywords do nothing while it takes none; they are converted the first start
+        after it takes posts again), and keywords beyond MAX_TOPICS stay keyword rules.
         """
         adopted = 0
-        for chat in await self.store.list_chats():
+        for chat in await self.store.list_chats(active_only=True):
             keywords = chat.settings.include_keywords
-            if not keywords:
+            if not keywords or not chat.subscribed:
                 continue
+            kept: list[str] = []
             for keyword in keywords:
                 result = await self.follow(chat.id, keyword)
                 adopted += result.follow is not None
-                if result.refusal is not None:
-                    log.warning("chat %d: include keyword %r not adopted as a topic (%s)",
+                if result.refusal is Refusal.TOO_MANY:
+                    kept.append(keyword)
+                elif result.refusal is not None:
+                    log.warning("chat %d: include keyword %r dropped: %s",
                                 chat.id, keyword, result.refusal)  # fmt: skip
-            only_topics = not chat.settings.include_categories
+            followed = await self.following(chat.id)
+            only_topics = bool(followed) and not chat.settings.include_categories
             await self.store.update_chat(
                 chat.id, self.clock.now(),
-                settings=replace(chat.settings, include_keywords=()),
-                subscribed=False if only_topics else None,
+                settings=replace(chat.settings, include_keywords=tuple(kept)),
+                subscribed=False if only_topics and not kept else None,
             )  # fmt: skip
-            log.info("chat %d: %d include keyword(s) became topics", chat.id, len(keywords))
+            log.info("chat %d: %d include keyword(s) became topics, %d stay keyword rules",
+                     chat.id, len(keywords) - len(kept), len(kept))  # fmt: skip
         return adopted

@@ -512,6 +512,15 @@ async def test_only_pieces_about_its_topics(bot: Harness, people: dict[str, Any]
     await bot.press(admin, button(buttons, "Resume"), panel_id)
     assert not (await bot.chat()).subscribed and not (await bot.chat()).paused
 
+    # An included category adds its pieces to the topics' (everything, narrowed), and goes.
+    await bot.press(admin, cb(CHANNEL, "flt", "+ic"), filters_message)
+    await bot.say(admin, "Economy")
+    assert (await bot.chat()).subscribed
+    filters_message = bot.last(ADMIN).result["message_id"]
+    _, buttons = bot.panel(ADMIN, filters_message)
+    await bot.press(admin, button(buttons, "✖️ Include category: Economy"), filters_message)
+    assert not (await bot.chat()).subscribed
+
     # Dropping the topics one by one: with none left, the channel takes everything again.
     _, buttons = bot.panel(ADMIN, filters_message)
     await bot.press(admin, button(buttons, "✖️ Only pieces about …: Iran oil"), filters_message)

@@ -232,3 +232,27 @@ async def test_a_follower_with_rules_is_asked_for_its_verdicts(store: Store) -> 
     assert [c.id for c in await store.filtering_chats("ru")] == []
     await _follow(store, 1, IRAN)
     assert [c.id for c in await store.filtering_chats("ru")] == [1]
+
+
+async def test_reconnecting_a_channel_that_takes_only_its_topics_keeps_it_so(store: Store) -> None:
+    await _chat(store, -1001, kind=ChatType.CHANNEL)
+    await _follow(store, -1001, IRAN)
+    again = await store.upsert_chat(
+        -1001, ChatType.CHANNEL, title="c", username=None, default_lang="en", now=NOW,
+        subscribed=True,
+    )  # fmt: skip
+    assert not again.subscribed  # the rights changed; what it takes did not
+    await _chat(store, -1002, kind=ChatType.CHANNEL)
+    plain = await store.upsert_chat(
+        -1002, ChatType.CHANNEL, title="c", username=None, default_lang="en", now=NOW,
+        subscribed=True,
+    )  # fmt: skip
+    assert plain.subscribed
+
+
+async def test_topic_and_follow_ids_are_never_reused(store: Store) -> None:
+    await _chat(store, 1)
+    first = await _follow(store, 1, IRAN)
+    await follows.remove(store, 1, first.id)  # the highest ids, dropped
+    second = await _follow(store, 1, GAS)
+    assert second.id > first.id and second.topic_id > first.topic_id

@@ -89,6 +89,18 @@ async def test_include_keywords_become_topics(store: Store) -> None:
     assert await topics.adopt_include_keywords() == 0  # once
 
 
+async def test_include_keywords_of_a_chat_taking_no_posts_wait(store: Store) -> None:
+    await store.upsert_chat(-1003, ChatType.CHANNEL, title=None, username=None,
+                            default_lang="en", now=NOW, subscribed=False)  # fmt: skip
+    await store.update_chat(-1003, NOW, settings=ChatSettings(include_keywords=("Iran",)))
+    topics = _topics(store)
+    assert await topics.adopt_include_keywords() == 0  # it would start taking pieces
+    waiting = await store.get_chat(-1003)
+    assert waiting is not None and waiting.settings.include_keywords == ("Iran",)
+    await store.update_chat(-1003, NOW, subscribed=True)  # Resume; the next start converts
+    assert await topics.adopt_include_keywords() == 1
+
+
 async def test_a_new_analysis_redoes_the_topics_terms(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
