@@ -500,6 +500,15 @@ async def test_a_frozen_leader_woken_after_the_takeover_sends_nothing_and_exits_
 # -- one instance --------------------------------------------------------------------------
 
 
+async def _start_fan_out(bot: BotProcess, api: DoorsApi, feed_server: FeedServer) -> None:
+    """Start one bot, let it poll the feed twice, then publish piece 2 and wait until its
+    fan-out to the subscribers is under way."""
+    bot.start()
+    await _until("first polls", lambda: len(feed_server.requests_to("/en/rss")) >= 2, [bot], 30)
+    feed_server.set("/en/rss", feed(1, 2))
+    await _until("fan-out under way", lambda: len(api.sent()) >= STRIKE_AT, [bot], 30)
+
+
 async def test_a_leader_alone_frozen_past_its_lease_resumes_and_sends_each_piece_once(
     api: DoorsApi, feed_server: FeedServer, store: Store, pg_url: str, tmp_path: Path
 ) -> None:
@@ -511,11 +520,7 @@ async def test_a_leader_alone_frozen_past_its_lease_resumes_and_sends_each_piece
     instance = _instance(api, 0, feed_server, pg_url, tmp_path, INSTANCES="1")
     bot = instance.bot
     try:
-        bot.start()
-        await _until("first polls", lambda: len(feed_server.requests_to("/en/rss")) >= 2,
-                     [bot], 30)  # fmt: skip
-        feed_server.set("/en/rss", feed(1, 2))
-        await _until("fan-out under way", lambda: len(api.sent()) >= STRIKE_AT, [bot], 30)
+        await _start_fan_out(bot, api, feed_server)
         bot.signal(signal.SIGSTOP)
         frozen = len(api.sent())
         await asyncio.sleep(1.3 * LEADER_TIMEOUT)
@@ -556,11 +561,7 @@ async def test_postgresql_restarted_under_a_running_bot_loses_nothing_and_repeat
     watching = asyncio.Event()
     watcher = asyncio.create_task(instance.watch(watching))
     try:
-        bot.start()
-        await _until("first polls", lambda: len(feed_server.requests_to("/en/rss")) >= 2,
-                     [bot], 30)  # fmt: skip
-        feed_server.set("/en/rss", feed(1, 2))
-        await _until("fan-out under way", lambda: len(api.sent()) >= STRIKE_AT, [bot], 30)
+        await _start_fan_out(bot, api, feed_server)
         down_at = time.monotonic()
         await pg_cluster.arestart(down_for=2)
         up_at = time.monotonic()
