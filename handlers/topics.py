@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from telegram import Message, Update
 
-from bot.services.topics import topic_terms
 from handlers.context import BotContext
 from handlers.guards import admin_command, admin_press
 from handlers.reply import answer
@@ -67,13 +66,9 @@ async def unfollow(update: Update, context: BotContext) -> None:
         return
     message, stored = allowed
     svc = context.services
-    wanted = topic_terms(words)
-    for existing in await svc.topics.following(stored.id):
-        terms = topic_terms(existing.text)
-        if wanted is not None and terms is not None and terms.words == wanted.words:
-            await svc.topics.unfollow(stored.id, existing.id)
-            reply = reader_views.text(svc.renderer, stored.lang, views.DROPPED, topic=existing.text)
-            break
+    dropped = await svc.topics.unfollow_text(stored.id, words)
+    if dropped is not None:
+        reply = reader_views.text(svc.renderer, stored.lang, views.DROPPED, topic=dropped.text)
     else:
         reply = reader_views.text(svc.renderer, stored.lang, views.NOT_FOUND, topic=words[:100])
     await reader_views.send_reply(message, reply)

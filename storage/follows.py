@@ -145,6 +145,16 @@ async def get(db: Database, chat_id: int, follow_id: int) -> Follow | None:
     return _follow(row) if row is not None else None
 
 
+async def by_words(db: Database, chat_id: int, words: str) -> Follow | None:
+    """The chat's follow of the topic whose folded words are `words` (None: it follows none)."""
+    row = await db.fetchone(
+        f"SELECT {_FOLLOW_COLUMNS} FROM follows f JOIN topics t ON t.id = f.topic_id "
+        "WHERE f.chat_id = ? AND t.words = ?",
+        (chat_id, words),
+    )
+    return _follow(row) if row is not None else None
+
+
 async def remove(db: Database, chat_id: int, follow_id: int) -> Follow | None:
     """Stop the chat following a topic; return what it followed (None: it did not).
 
@@ -213,11 +223,6 @@ async def remove_all(db: Database, chat_id: int) -> int:
         for topic_id in topic_ids:
             await _drop_if_orphan(conn, topic_id)
         return removed
-
-
-async def any_followed(db: Database) -> bool:
-    """Whether any chat follows a topic: when none does, a poll skips matching altogether."""
-    return await db.fetchone("SELECT 1 FROM topics LIMIT 1") is not None
 
 
 async def version(db: Database) -> int | None:

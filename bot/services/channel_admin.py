@@ -506,10 +506,10 @@ class ChannelAdmin:
 
     async def _takes_again(self, chat: Chat, actor: Actor, kind: InputKind) -> Chat:
         """After an include category changed: what a chat with topics takes follows again."""
-        if kind is not InputKind.INCLUDE_CATEGORY or not await self.only_about(chat):
+        if kind is not InputKind.INCLUDE_CATEGORY:
             return chat
         topics = [f.text for f in await self.only_about(chat)]
-        return await self._topics_changed(chat, actor, topics)
+        return await self._topics_changed(chat, actor, topics) if topics else chat
 
     async def clear_filters(self, chat: Chat, actor: Actor) -> Chat:
         before = await self.only_about(chat)

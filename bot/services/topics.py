@@ -61,13 +61,23 @@ def clean(text: str) -> str:
     return " ".join(text.split()).strip(_QUOTES + " ")
 
 
-def topic_terms(text: str) -> TopicTerms | None:
-    """Analyse a topic: its identity (folded words, sorted: word order does not matter) and,
-    for each distinct word, its tagged terms in every language. None when it has no words."""
+def _kept_words(text: str) -> list[tuple[str, str]]:
+    """A topic's distinct words, (folded, as written), sorted: word order does not matter."""
     by_key: dict[str, str] = {}
     for word in words(text):
         by_key.setdefault(strip_marks(word), word)
-    kept = sorted(by_key.items())[:MAX_TOPIC_WORDS]
+    return sorted(by_key.items())[:MAX_TOPIC_WORDS]
+
+
+def topic_key(text: str) -> str:
+    """A topic's identity: its folded words, sorted ("" when it has none)."""
+    return " ".join(key for key, _ in _kept_words(text))
+
+
+def topic_terms(text: str) -> TopicTerms | None:
+    """Analyse a topic: its identity (topic_key) and, for each distinct word, its tagged terms
+    in every language. None when it has no words."""
+    kept = _kept_words(text)
     if not kept:
         return None
     per_word = tuple(
@@ -151,6 +161,11 @@ class Topics:
 
     async def unfollow(self, chat_id: int, follow_id: int) -> Follow | None:
         return await follows.remove(self.store, chat_id, follow_id)
+
+    async def unfollow_text(self, chat_id: int, text: str) -> Follow | None:
+        """Stop the chat following the topic `text` names, however it is spelt (/unfollow)."""
+        found = await follows.by_words(self.store, chat_id, topic_key(text))
+        return await self.unfollow(chat_id, found.id) if found is not None else None
 
     async def set_any_lang(self, chat_id: int, follow_id: int, any_lang: bool) -> Follow | None:
         return await follows.set_any_lang(self.store, chat_id, follow_id, any_lang)

@@ -106,10 +106,7 @@ class Harness:
 
     def panel(self, user_id: int, message_id: int) -> tuple[str, dict[str, str]]:
         """The panel message as the user sees it now: text and {button label: data}."""
-        message = self.api.messages[(user_id, message_id)]
-        rows = message.get("reply_markup", {}).get("inline_keyboard", [])
-        buttons = {b["text"]: b["callback_data"] for row in rows for b in row}
-        return message["text"], buttons
+        return self.api.shown(user_id, message_id)
 
     async def open_panel(self, user: dict[str, Any], chat_id: int = CHANNEL) -> int:
         """/channels, then pick the chat; return the panel's message id."""

@@ -131,9 +131,7 @@ class World:
 
     def message(self, chat_id: int, message_id: int) -> tuple[str, dict[str, str]]:
         """A message as it looks now: its text and {button label: data}."""
-        message = self.api.messages[(chat_id, message_id)]
-        rows = message.get("reply_markup", {}).get("inline_keyboard", [])
-        return message["text"], {b["text"]: b["callback_data"] for row in rows for b in row}
+        return self.api.shown(chat_id, message_id)
 
     async def states(self, chat_id: int) -> list[tuple[str, str]]:
         rows = await self.store.fetchall(

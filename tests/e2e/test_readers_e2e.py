@@ -139,9 +139,7 @@ class Readers:
 
     def message(self, chat_id: int, message_id: int) -> tuple[str, dict[str, str]]:
         """A message as the user sees it now: text and {button label: data}."""
-        message = self.api.messages[(chat_id, message_id)]
-        rows = message.get("reply_markup", {}).get("inline_keyboard", [])
-        return message["text"], {b["text"]: b["callback_data"] for row in rows for b in row}
+        return self.api.shown(chat_id, message_id)
 
     async def inline(self, user: dict[str, Any], query: str, offset: str = "") -> dict[str, Any]:
         before = len(self.api.inline_answers)

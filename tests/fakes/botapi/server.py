@@ -125,6 +125,12 @@ class FakeBotApi(LocalServer):
         self.inline_answers = self._messages.inline_answers
         self.updates = self._updates.queue
 
+    def shown(self, chat_id: int, message_id: int) -> tuple[str, dict[str, str]]:
+        """A message as the user sees it now (edits applied): its text and {label: data}."""
+        message = self.messages[(chat_id, message_id)]
+        rows = message.get("reply_markup", {}).get("inline_keyboard", [])
+        return message["text"], {b["text"]: b["callback_data"] for row in rows for b in row}
+
     @property
     def rate_violations(self) -> int:
         """429s the flood windows gave (scripted ones not included)."""
