@@ -278,6 +278,8 @@ class OutcomeRecord:
     count_attempt: bool = True
     event: str | None = None  # the kind of event to log with `error` as its detail
     chat_id: int | None = None
+    # A paid broadcast: the day (YYYY-MM-DD, the bot's time zone) its Stars count against.
+    paid_day: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +305,9 @@ class PollOutcome:
 CHANNELS_FIRST: Mapping[ChatType, int] = MappingProxyType(
     {ChatType.CHANNEL: 0, ChatType.SUPERGROUP: 1, ChatType.GROUP: 1, ChatType.PRIVATE: 2}
 )
+# Queue priorities are below this; a held chat's posts set aside by the publisher are moved up
+# by it (storage.outbox.park), behind everything it reads, and back down when the hold ends.
+PARKED = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,10 +315,11 @@ class FanOut:
     """Who gets a poll's new items: policy decided in core, applied by storage as data.
 
     Every reachable, subscribed chat taking the feed's language gets a delivery row for each
-    new item (storage.store, one INSERT … SELECT): pending, or skipped with the reason
-    "paused" for a paused chat, or with the reason in `skips` (entry identity → {chat id:
-    reason}: the verdicts of core's filters, computed before the poll is stored, for the few
-    chats that have filter rules). `priorities` orders the outbox by chat type.
+    new item (storage.store, one INSERT … SELECT per chunk of chats): pending, or skipped with
+    the reason "paused" for a paused chat, or with the reason in `skips` (entry identity →
+    {chat id: reason}: the verdicts of core's filters, computed before the poll is stored, for
+    the few chats that have filter rules). `priorities` orders the outbox by chat type (each
+    below PARKED).
     """
 
     priorities: Mapping[ChatType, int] = field(default_factory=lambda: CHANNELS_FIRST)

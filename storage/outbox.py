@@ -1,6 +1,14 @@
 """The outbox's kinds (migration 8): besides posts, the site's edits of posted pieces and notices
 to admins are delivery rows, so they are durable, rate-limited, retried and crash-safe like
-posts. Here: queue an edit or a notice, and read the queue heads and due rows of every kind.
+posts. Here: queue an edit or a notice, and read the outbox as the publisher does.
+
+The publisher sweeps the pending rows in dispatch order (`sweep`, a bounded read of the pending
+index that continues after the last row read), so what a send costs does not grow with the
+outbox; `due_heads` loads the rows it picked that are still due and still first in their
+chat's queue. A held chat's posts (a digest, quiet hours) are parked out of the sweep's range
+(`park`) when the sweep meets them and come back when the hold has ended (`unpark`), so a long
+hold is not read again on every sweep. `pending_heads` (every chat's head at once, a read of
+the whole outbox) is for tests and the operator's tools.
 
 Outcomes of every kind are written by `Store.record_outcomes`; an edit or notice is recorded
 without a message id, so only posts name the messages a later edit must reach.
@@ -24,7 +32,7 @@ from storage.db import (
     delivery_from_row,
     item_from_row,
 )
-from storage.models import Chat, ChatType, DueDelivery, Item
+from storage.models import PARKED, Chat, ChatType, DueDelivery, Item
 from storage.store import QueueHead
 
 # A notice's place in the queue order: that of a post to a private chat (channels go first).
@@ -167,25 +175,168 @@ _PENDING_HEADS = {
 }
 
 
-async def due_by_ids(db: Database, delivery_ids: Sequence[int], now: float) -> list[Due]:
-    """Load those of `delivery_ids` still pending and due, in the order given (a post whose
-    chat became held meanwhile is not due)."""
-    found: dict[int, Due] = {}
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A pending row as the publisher's sweep reads it (no bodies)."""
+
+    id: int
+    chat_id: int
+    priority: int
+    item_id: int | None  # None: a notice, first in its chat's queue
+    next_attempt_at: float
+    held: bool  # a post of a chat held at the sweep's `now` (a digest, quiet hours)
+
+
+async def sweep(db: Database, after: Pending | None, now: float, limit: int) -> list[Pending]:
+    """Return up to `limit` pending rows after `after` (None: from the first) in dispatch
+    order: by priority (channels, groups, private chats), then notices, then the oldest piece
+    first, then by id. Parked rows (priority PARKED and up) are not read.
+
+    A chat's own rows come in its queue's order (due_heads checks that a row is its chat's head
+    before it goes, as rows may be queued behind a sweep). Each call reads the pending index
+    from `after` on (at most three ranges of it): its cost is the rows it returns, however
+    long the outbox.
+    """
+    if after is None:
+        ranges: list[tuple[str, list[object]]] = [("d.priority < ?", [PARKED])]
+    elif after.item_id is None:
+        ranges = [
+            ("d.priority = ? AND d.item_id IS NULL AND d.id > ?", [after.priority, after.id]),
+            ("d.priority = ? AND d.item_id IS NOT NULL", [after.priority]),
+        ]
+    else:
+        ranges = [
+            ("d.priority = ? AND d.item_id = ? AND d.id > ?",
+             [after.priority, after.item_id, after.id]),
+            ("d.priority = ? AND d.item_id > ?", [after.priority, after.item_id]),
+        ]  # fmt: skip
+    if after is not None:
+        ranges.append(("d.priority > ? AND d.priority < ?", [after.priority, PARKED]))
+    found: list[Pending] = []
+    for where, params in ranges:
+        rows = await db.fetchall(
+            _SWEEP.format(where=where, order=_SWEEP_ORDER[db.dialect]),
+            [now, *params, limit - len(found)],
+        )
+        found += [
+            Pending(int(r[0]), int(r[1]), int(r[2]), r[3], float(r[4]), bool(r[5])) for r in rows
+        ]
+        if len(found) >= limit:
+            break
+    return found
+
+
+_SWEEP = """
+SELECT d.id, d.chat_id, d.priority, d.item_id, d.next_attempt_at,
+       CASE WHEN d.kind = 'post' AND c.hold_from <= ? THEN 1 ELSE 0 END
+FROM deliveries d JOIN chats c ON c.id = d.chat_id
+WHERE d.state = 'pending' AND {where}
+ORDER BY {order} LIMIT ?
+"""
+# The pending index's order: SQLite sorts NULL first and keeps the rowid last on its own.
+_SWEEP_ORDER = {
+    "sqlite": "d.priority, d.item_id, d.id",
+    "postgresql": "d.priority, d.item_id NULLS FIRST, d.id",
+}
+
+
+async def park(db: Database, chat_ids: Sequence[int], now: float) -> int:
+    """Move the pending posts of those of `chat_ids` still held at `now` out of the sweep's
+    range (priority + PARKED) and mark the chats parked; return how many rows moved.
+
+    A chat with a send in flight must not be given: its row would be recorded sent with the
+    parked priority.
+    """
+    moved = 0
+    async with db.transaction() as conn:
+        for start in range(0, len(chat_ids), 500):
+            chunk = list(chat_ids[start : start + 500])
+            held = (
+                f"SELECT id FROM chats WHERE id IN ({','.join('?' * len(chunk))}) "
+                "AND hold_from <= ?"
+            )
+            moved += await conn.execute(
+                f"UPDATE deliveries SET priority = priority + ? WHERE chat_id IN ({held}) "
+                "AND state = 'pending' AND kind = 'post' AND priority < ?",
+                [PARKED, *chunk, now, PARKED],
+            )
+            await conn.execute(f"UPDATE chats SET parked = 1 WHERE id IN ({held})", [*chunk, now])
+    return moved
+
+
+async def unpark(db: Database, now: float) -> int:
+    """Bring the parked posts of the chats no longer held at `now` back into the sweep's range;
+    return how many rows came back. Reads only the parked chats whose hold has ended."""
+    rows = await db.fetchall(
+        "SELECT id FROM chats WHERE parked = 1 AND hold_from IS NULL "
+        "UNION ALL SELECT id FROM chats WHERE parked = 1 AND hold_from > ?",
+        (now,),
+    )
+    chat_ids = [int(row[0]) for row in rows]
+    if not chat_ids:
+        return 0  # the usual case: no write at all
+    moved = 0
+    async with db.transaction() as conn:
+        for start in range(0, len(chat_ids), 500):
+            chunk = chat_ids[start : start + 500]
+            # Those still unheld now that the write lock is ours.
+            free = (
+                f"SELECT id FROM chats WHERE id IN ({','.join('?' * len(chunk))}) "
+                "AND (hold_from IS NULL OR hold_from > ?)"
+            )
+            moved += await conn.execute(
+                f"UPDATE deliveries SET priority = priority - ? WHERE chat_id IN ({free}) "
+                "AND state = 'pending' AND priority >= ?",
+                [PARKED, *chunk, now, PARKED],
+            )
+            await conn.execute(f"UPDATE chats SET parked = 0 WHERE id IN ({free})", [*chunk, now])
+    return moved
+
+
+async def due_heads(
+    db: Database, delivery_ids: Sequence[int], now: float
+) -> list[tuple[Due, bool]]:
+    """Load those of `delivery_ids` still pending, due and first in their chat's queue, in the
+    order given, each with whether its chat has more pending rows behind it. A post whose
+    chat became held meanwhile is not due; nor is a row behind one of its chat's that waits
+    (a retry, a held post) or was queued ahead of it meanwhile (a notice)."""
+    found: dict[int, tuple[Due, bool]] = {}
     for start in range(0, len(delivery_ids), 500):
         chunk = delivery_ids[start : start + 500]
         rows = await db.fetchall(
-            f"SELECT d.kind, d.payload, {DELIVERY_COLUMNS}, {ITEM_COLUMNS}, {CHAT_COLUMNS} "
-            "FROM deliveries d LEFT JOIN items i ON i.id = d.item_id "
-            "JOIN chats c ON c.id = d.chat_id "
-            "WHERE d.state = 'pending' AND d.next_attempt_at <= ? "
-            "AND (d.kind != 'post' OR c.hold_from IS NULL OR c.hold_from > ?) "
-            f"AND d.id IN ({','.join('?' * len(chunk))})",
-            [now, now, *chunk],
+            _DUE_HEADS.format(ids=",".join("?" * len(chunk))), [now, now, *chunk]
         )
         for row in rows:
             due = _due(row)
-            found[due.delivery.id if isinstance(due, DueDelivery) else due.id] = due
+            found[due.delivery.id if isinstance(due, DueDelivery) else due.id] = (
+                due,
+                bool(row[_MORE]),
+            )
     return [found[i] for i in delivery_ids if i in found]
+
+
+async def due_by_ids(db: Database, delivery_ids: Sequence[int], now: float) -> list[Due]:
+    """Load those of `delivery_ids` still pending, due and first in their chat's queue, in the
+    order given (see due_heads)."""
+    return [due for due, _ in await due_heads(db, delivery_ids, now)]
+
+
+# A chat's queue order: notices (no item) first, then by piece, then by id.
+_DUE_HEADS = f"""
+SELECT d.kind, d.payload, {DELIVERY_COLUMNS}, {ITEM_COLUMNS}, {CHAT_COLUMNS},
+       EXISTS (SELECT 1 FROM deliveries m
+               WHERE m.chat_id = d.chat_id AND m.state = 'pending' AND m.id != d.id)
+FROM deliveries d LEFT JOIN items i ON i.id = d.item_id
+JOIN chats c ON c.id = d.chat_id
+WHERE d.state = 'pending' AND d.next_attempt_at <= ?
+  AND (d.kind != 'post' OR c.hold_from IS NULL OR c.hold_from > ?)
+  AND NOT EXISTS (SELECT 1 FROM deliveries e
+                  WHERE e.chat_id = d.chat_id AND e.state = 'pending'
+                    AND (COALESCE(e.item_id, 0) < COALESCE(d.item_id, 0)
+                         OR (COALESCE(e.item_id, 0) = COALESCE(d.item_id, 0) AND e.id < d.id)))
+  AND d.id IN ({{ids}})
+"""
+_MORE = 2 + 11 + 14 + 14  # the column after the chat's
 
 
 def _due(row: Row) -> Due:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from storage import follows, lease
+from storage import paid as paid_sends
 from storage.backends import Conn, Row
 from storage.db import (
     CHAT_COLUMNS,
@@ -23,6 +26,7 @@ from storage.db import (
     item_from_row,
 )
 from storage.models import (
+    PARKED,
     Chat,
     ChatSettings,
     ChatType,
@@ -43,6 +47,15 @@ from storage.search import forget_docs
 __all__ = ["OutboxDepth", "QueueHead", "SchemaMismatchError", "SearchHook", "Store", "WriteHook"]
 
 log = logging.getLogger(__name__)
+
+# Rows one chunk of a fan-out inserts at most (chats per chunk: this / the job's items). About
+# 0.1 s of work on SQLite: what any other write may wait for while a million rows are queued.
+FAN_OUT_CHUNK = 10_000
+# SQLite: after this long of back-to-back chunks (seconds) the fan-out pauses for longer than
+# SQLite's busy handler sleeps between its tries (100 ms), so a write of another process waiting
+# for the file gets in; between two chunks alone it would almost never catch the lock free.
+_SQLITE_BUSY_FOR = 0.5
+_SQLITE_PAUSE = 0.12
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +86,15 @@ class Store(Database):
     Feeds, items, chats and the outbox; the other storage modules (admin, articles, search,
     search_keys) are functions over a Store through the public API of storage.db.
     """
+
+    # Rows one transaction of a fan-out inserts at most (see expand_fan_outs); tests lower it.
+    fan_out_chunk: int = FAN_OUT_CHUNK
+
+    def __init__(self, conn: Conn) -> None:
+        super().__init__(conn)
+        # One expansion at a time in this process: jobs are expanded oldest first, so a chat
+        # gets the rows of its pieces in the order of the pieces.
+        self._expanding = asyncio.Lock()
 
     # ------------------------------------------------------------------ feeds
 
@@ -138,16 +160,21 @@ class Store(Database):
         max_age: float,
         backfill: int,
         fan_out: FanOut | None = None,
+        on_queued: Callable[[], None] | None = None,
     ) -> PollOutcome:
-        """Store a successful poll in one transaction: new items, their outbox rows, feed state.
+        """Store a successful poll: new items, feed state and the fan-out's job in one
+        transaction, then the job's outbox rows a chunk of chats at a time.
 
         `entries` come oldest first. On the feed's first successful poll every entry is backlog
         (except the newest `backfill`); later, an entry dated older than `max_age` is kept
         but not queued. Entries already known are never queued again; a known entry whose
         text changed is updated, and its search index row dropped (the caller indexes it
         again after this commit; until then the start-up catch-up would). The new items are
-        queued for chats by `fan_out` (see FanOut; channels first and no filters by default),
-        in one INSERT … SELECT whatever the number of chats.
+        queued for chats by `fan_out` (see FanOut; channels first and no filters by default)
+        through expand_fan_outs, which calls `on_queued` after each chunk that queued rows:
+        the publisher starts on the first chunk while the rest is being queued. A crash
+        between chunks leaves the job to the next expansion, which resumes it where it
+        stopped.
         """
         fan_out = fan_out or FanOut()
         async with self.transaction() as conn:
@@ -210,12 +237,7 @@ class Store(Database):
                 if origin is ItemOrigin.NEW:
                     queued_ids.append(item_id)
 
-            hits = {
-                item.id: fan_out.topics[item.identity]
-                for item in new_items
-                if item.origin is ItemOrigin.NEW and item.identity in fan_out.topics
-            }
-            queued = await _fan_out(conn, queued_ids, fan_out, hits, now) if queued_ids else 0
+            job = await _new_fan_out(conn, new_items, fan_out, now) if queued_ids else None
             await conn.execute(
                 "UPDATE feeds SET etag = ?, last_modified = ?, status = 'ok', error_streak = 0, "
                 "last_error = NULL, last_polled_at = ?, last_success_at = ?, next_poll_at = ?, "
@@ -224,7 +246,59 @@ class Store(Database):
             )
             updated = await _items_by_identity(conn, feed_id, updated_identities)
             await forget_docs(conn, [item.id for item in updated])
-        return PollOutcome(new_items=tuple(new_items), queued=queued, updated_items=updated)
+        # Without a job of its own, the poll still resumes a job an earlier one left.
+        queued = await self.expand_fan_outs(upto=job, on_queued=on_queued)
+        return PollOutcome(
+            new_items=tuple(new_items),
+            queued=queued.get(job, 0) if job is not None else 0,
+            updated_items=updated,
+        )
+
+    async def expand_fan_outs(
+        self, *, upto: int | None = None, on_queued: Callable[[], None] | None = None
+    ) -> dict[int, int]:
+        """Queue the outbox rows of the fan-out jobs still open, oldest first: those up to job
+        `upto`, else those open when this call starts. Return the pending rows queued, by job.
+
+        Each transaction inserts one chunk of chats (at most `fan_out_chunk` rows, set-based,
+        as one INSERT … SELECT over that range of chat ids) and moves the job's cursor past it,
+        so every other write waits at most one chunk, and a crash resumes exactly where the
+        last commit left the job; the unique index on (item, chat) keeps any pair from being
+        queued twice. The cursor moves by compare-and-set, so two expanders (one instance
+        deposed mid-job, its successor resuming) never insert the same chunk. `on_queued` is
+        called after each chunk that queued pending rows. A call without `upto` while another
+        expansion runs returns at once: that one covers every older job. On SQLite the chunks
+        pause now and then (_SQLITE_PAUSE), so other processes' writes get the file too.
+        """
+        if upto is None:
+            if self._expanding.locked():
+                return {}
+            row = await self.fetchone("SELECT MAX(id) FROM fan_out_jobs")
+            if row is None or row[0] is None:
+                return {}
+            upto = int(row[0])
+        queued: dict[int, int] = {}
+        async with self._expanding:
+            busy_since = time.perf_counter()
+            while True:
+                async with self.transaction() as conn:
+                    step = await _expand_chunk(conn, upto, self.fan_out_chunk)
+                if step is None:
+                    return queued
+                queued[step.job] = queued.get(step.job, 0) + step.pending
+                if step.pending and on_queued is not None:
+                    on_queued()
+                if self.dialect == "postgresql" and step.first != step.last:
+                    # PostgreSQL plans the publisher's reads from statistics of the outbox,
+                    # which a big fan-out turns over (pending rows from rare to most) long
+                    # before autovacuum, which waits for a tenth of the table to change, looks
+                    # again: without them it sorts every pending row on each read. Skipped
+                    # while autovacuum holds the table (waiting would stall every write here).
+                    async with self.transaction() as conn:
+                        await conn.execute("ANALYZE (SKIP_LOCKED) deliveries")
+                if self.dialect == "sqlite" and time.perf_counter() - busy_since > _SQLITE_BUSY_FOR:
+                    await asyncio.sleep(_SQLITE_PAUSE)
+                    busy_since = time.perf_counter()
 
     async def filtering_chats(self, lang: str) -> list[Chat]:
         """Return the chats a new piece in `lang` could be queued for that have filter rules.
@@ -410,7 +484,13 @@ class Store(Database):
             exists = await conn.fetchone("SELECT 1 FROM chats WHERE id = ?", (new_id,))
             if exists:
                 # The new chat is already known: move its deliveries to it (a post it already
-                # has stays the new chat's), then drop the old.
+                # has stays the new chat's), then drop the old. Posts the publisher parked for
+                # the old chat's hold come back first: the new chat's hold is its own.
+                await conn.execute(
+                    "UPDATE deliveries SET priority = priority - ? WHERE chat_id = ? "
+                    "AND state = 'pending' AND priority >= ?",
+                    (PARKED, old_id, PARKED),
+                )
                 await conn.execute(
                     "UPDATE deliveries SET chat_id = ? WHERE chat_id = ? AND NOT (kind = 'post' "
                     "AND item_id IN (SELECT item_id FROM deliveries "
@@ -497,6 +577,9 @@ class Store(Database):
                     "INSERT INTO events (at, kind, chat_id, detail) VALUES (?, ?, ?, ?)",
                     [(r.at, r.event, r.chat_id, (r.error or "")[:500]) for r in events],
                 )
+            paid = [r.paid_day for r in sent if r.paid_day is not None]
+            if paid:
+                await paid_sends.add(conn, paid)
         return held
 
     async def get_delivery(self, item_id: int, chat_id: int) -> Delivery | None:
@@ -510,7 +593,13 @@ class Store(Database):
     async def delivery_counts(self, since: float | None = None) -> dict[DeliveryState, int]:
         """Count the posts of the outbox by state (created since `since` when given); edits and
         notices are not pieces delivered, so /stats leaves them out."""
-        where, params = ("AND created_at >= ?", [since]) if since is not None else ("", [])
+        where, params = "", []
+        if since is not None:
+            # The rows since then, by their ids: no index holds the rows' time.
+            where, params = (
+                "AND id >= ? AND created_at >= ?",
+                [await self._first_since(since), since],
+            )
         rows = await self.fetchall(
             f"SELECT state, COUNT(*) FROM deliveries WHERE kind = 'post' {where} GROUP BY state",
             params,
@@ -522,40 +611,85 @@ class Store(Database):
 
     async def outbox_depth(self, now: float) -> OutboxDepth:
         """Count pending deliveries, those due at `now`, and the posts held at `now` for a
-        digest or quiet hours, which are never due (pending rows only, by their index)."""
-        row = await self.fetchone(
-            "SELECT COUNT(*), "
-            "COALESCE(SUM(CASE WHEN h.id IS NULL AND d.next_attempt_at <= :now "
-            "THEN 1 ELSE 0 END), 0), "
-            "MIN(CASE WHEN h.id IS NULL AND d.next_attempt_at <= :now "
-            "THEN d.next_attempt_at END), "
-            "COALESCE(SUM(CASE WHEN h.id IS NULL THEN 0 ELSE 1 END), 0) "
-            "FROM deliveries d LEFT JOIN chats h ON h.id = d.chat_id AND d.kind = 'post' "
-            "AND h.hold_from <= :now WHERE d.state = 'pending'",
-            {"now": now},
-        )
-        if row is None:
+        digest or quiet hours, which are never due (pending rows only, by their index).
+
+        The held chats are read once (a handful, by their index), not joined to each pending
+        row: at a million pending rows that join was two thirds of the read.
+        """
+        async with self.reading() as conn:
+            free = await conn.fetchone(
+                "SELECT COUNT(*), COALESCE(SUM(CASE WHEN next_attempt_at <= :now THEN 1 ELSE 0 "
+                "END), 0), MIN(CASE WHEN next_attempt_at <= :now THEN next_attempt_at END) "
+                "FROM deliveries WHERE state = 'pending' AND (kind != 'post' "
+                "OR chat_id NOT IN (SELECT id FROM chats WHERE hold_from <= :now))",
+                {"now": now},
+            )
+            # CROSS JOIN keeps SQLite to the held chats first, then each one's pending rows.
+            held = await conn.fetchval(
+                "SELECT COUNT(*) FROM chats h CROSS JOIN deliveries d WHERE h.hold_from <= ? "
+                "AND d.chat_id = h.id AND d.state = 'pending' AND d.kind = 'post'",
+                (now,),
+            )
+        if free is None:
             return OutboxDepth(0, 0, None)
-        oldest = None if row[2] is None else float(row[2])
-        return OutboxDepth(int(row[0]), int(row[1]), oldest, int(row[3]))
+        oldest = None if free[2] is None else float(free[2])
+        return OutboxDepth(int(free[0]) + int(held or 0), int(free[1]), oldest, int(held or 0))
 
     async def prune_deliveries(self, older_than: float, *, chunk: int = 10_000) -> int:
-        """Delete finished delivery rows older than `older_than`; items are kept for search."""
-        total = 0
+        """Delete finished delivery rows created before `older_than`; items are kept for search.
+
+        Rows are created in the order of their ids, so retention walks up the ids (no index on
+        the rows' time: one less per row) a chunk at a time and stops at the first row created
+        at or after `older_than`; pending rows stay wherever they are, and a row created out
+        of order (a fan-out resumed late) waits for a later prune. The space freed is reused
+        by the rows queued next (SQLite's free pages, PostgreSQL's vacuumed ones).
+        """
+        total, after = 0, 0
         while True:
             # A chunk per transaction: the publisher's writes never wait for a long delete.
             async with self.transaction() as conn:
-                deleted = await conn.execute(
-                    "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries "
-                    "WHERE created_at < ? AND state != 'pending' LIMIT ?)",
-                    (older_than, chunk),
+                row = await conn.fetchone(
+                    "SELECT MAX(id), MIN(CASE WHEN created_at >= ? THEN id END) FROM ("
+                    "SELECT id, created_at FROM deliveries WHERE id > ? ORDER BY id LIMIT ?) w",
+                    (older_than, after, chunk),
                 )
-            total += deleted
-            if deleted < chunk:
+                last, newer = (None, None) if row is None else (row[0], row[1])
+                if last is not None:
+                    upto = int(last) if newer is None else int(newer) - 1
+                    total += await conn.execute(
+                        "DELETE FROM deliveries WHERE id > ? AND id <= ? AND state != 'pending'",
+                        (after, upto),
+                    )
+            if last is None or newer is not None:
                 break
+            after = int(last)
         async with self.transaction() as conn:
             await conn.execute("DELETE FROM events WHERE at < ?", (older_than,))
         return total
+
+    async def _first_since(self, at: float) -> int:
+        """The first id of the outbox rows created at or after `at` (0 when there are none).
+
+        Rows are created in the order of their ids, so a binary search over the ids finds it
+        in a few dozen lookups of the primary key.
+        """
+        async with self.reading() as conn:
+            row = await conn.fetchone("SELECT MIN(id), MAX(id) FROM deliveries")
+            if row is None or row[0] is None:
+                return 0
+            low, high = int(row[0]), int(row[1]) + 1
+            while low < high:
+                mid = (low + high) // 2
+                found = await conn.fetchone(
+                    "SELECT id, created_at FROM deliveries WHERE id >= ? ORDER BY id LIMIT 1",
+                    (mid,),
+                )
+                assert found is not None  # mid <= MAX(id)
+                if float(found[1]) >= at:
+                    high = mid
+                else:
+                    low = int(found[0]) + 1
+            return low
 
     # ------------------------------------------------------------------ events
 
@@ -636,25 +770,33 @@ async def _update_item_content(conn: Conn, feed_id: int, identity: str, entry: N
 
 
 # The chat takes posts in :lang (its languages are a comma-separated list) and is reachable.
+# The unary plus keeps SQLite from indexing the flags on the fly (a throwaway index over every
+# chat) where the chats' primary key should walk a range of ids (a fan-out's chunk).
 _TAKES_LANG = (
-    "c.active = 1 AND c.subscribed = 1 AND ',' || c.languages || ',' LIKE '%,' || :lang || ',%'"
+    "+c.active = 1 AND +c.subscribed = 1 AND ',' || c.languages || ',' LIKE '%,' || :lang || ',%'"
 )
 # The include/exclude lists of ChatSettings (a chat with none of them is never filtered).
 _RULES = ("include_categories", "exclude_categories", "include_keywords", "exclude_keywords")
 
-# Every (new item, chat) pair gets a row, in one statement:
+# ---------------------------------------------------------------------- fan-out
+
+# Below and above every chat id (channels and groups have negative ids): a job's first cursor
+# and the last chunk's end.
+_FIRST_CHAT = -(2**63)
+_LAST_CHAT = 2**63 - 1
+
+# Every (new item, chat) pair of one chunk of chats (ids in (:after, :upto]) gets a row, in one
+# statement:
 # - chats: reachable, subscribed, taking the item's language; paused ones get a skipped row;
-# - followers ({pairs}): chats that follow a topic the item matches (storage.follows), in the
+# - followers ({pairs}): chats that follow a topic the item matches (fan_out_hits), in the
 #   same statement, so a chat subscribed and following gets the piece once;
-# - skip: core's filter verdicts, (identity, chat id, reason) triples: a skipped row; a chat's
+# - skips: core's filter verdicts (fan_out_skips): a skipped row with the reason; a chat's
 #   "not included" verdict (its include rules narrow what it takes of everything) does not
 #   hold against a piece it follows;
-# - the same piece listed in two feeds (the same link) reaches a chat once: not for a chat that
-#   has (or had) a delivery of another item with that link, nor for any chat when an earlier
-#   new item of this poll has that link (its rows are inserted by this same statement);
+# - the same piece listed in two feeds (the same link) reaches a chat once ({same_link}, left
+#   out when no other item has the link of one of the job's: the usual case);
 # - priority by chat type, from the policy's table ({cases}).
 _FAN_OUT = """
-WITH skip(identity, chat_id, reason) AS MATERIALIZED ({skips}){matched}
 INSERT INTO deliveries (item_id, chat_id, state, priority, next_attempt_at,
                         last_error, created_at)
 SELECT i.id, c.id,
@@ -664,19 +806,37 @@ SELECT i.id, c.id,
        CASE WHEN c.paused = 1 THEN 'paused' WHEN {skipped} THEN s.reason END,
        :now
 FROM {pairs}
-LEFT JOIN skip s ON s.identity = i.identity AND s.chat_id = c.id
-WHERE NOT EXISTS (SELECT 1 FROM items o JOIN deliveries d ON d.item_id = o.id
-                  WHERE o.link = i.link AND o.id != i.id AND d.chat_id = c.id)
-  AND NOT EXISTS (SELECT 1 FROM items o
-                  WHERE o.link = i.link AND o.id >= :first AND o.id < i.id AND o.origin = 'new')
+LEFT JOIN fan_out_skips s ON s.job_id = :job AND s.chat_id = c.id AND s.item_id = i.id
+WHERE {same_link}
 ORDER BY i.id, c.id
-ON CONFLICT (item_id, chat_id) WHERE kind = 'post' DO NOTHING
-"""
-# The subscribed pairs, straight from the join (the statement's usual, and largest, source).
+ON CONFLICT (item_id, chat_id) WHERE kind = 'post' DO NOTHING"""
+# Not for a chat that has (or had) a post of another item with that link (each such item's
+# post to the chat is one probe of deliveries_post), nor for any chat when an earlier new item
+# of this poll has that link (its rows go in with the same chunk).
+_SAME_LINK = """NOT EXISTS (SELECT 1 FROM items o WHERE o.link = i.link AND o.id != i.id
+                  AND EXISTS (SELECT 1 FROM deliveries d WHERE d.item_id = o.id
+                              AND d.chat_id = c.id AND d.kind = 'post'))
+  AND NOT EXISTS (SELECT 1 FROM items o
+                  WHERE o.link = i.link AND o.id >= :first AND o.id < i.id AND o.origin = 'new')"""
+# The subscribed pairs of the chunk, straight from the join (the statement's usual, and
+# largest, source): the primary keys walk the job's items and the chunk's chats (the `|| ''`,
+# like _TAKES_LANG's unary plus, keeps SQLite from indexing every item's origin instead).
 _SUBSCRIBED = """items i JOIN chats c ON {takes_lang}
-     AND i.id BETWEEN :first AND :last AND i.origin = 'new'"""
-# With followers: those pairs and the pairs of `followed` (storage.follows.FOLLOWED_SQL), each
-# once.
+     AND i.id BETWEEN :first AND :last AND i.origin || '' = 'new'
+     AND c.id > :after AND c.id <= :upto"""
+# The chunk's followers of the topics the job's items match: the rule of
+# storage.follows.FOLLOWED_SQL (an active chat; a follow in any language, or in one of the
+# chat's), with the matches read from fan_out_hits and the follows from the chunk's range of
+# chats first (CROSS JOIN keeps SQLite to that order), so a chunk costs its own chats' follows.
+_FOLLOWED = """followed(item_id, chat_id) AS MATERIALIZED (
+    SELECT DISTINCT h.item_id, f.chat_id
+    FROM follows f CROSS JOIN fan_out_hits h CROSS JOIN items i CROSS JOIN chats c
+    WHERE f.chat_id > :after AND f.chat_id <= :upto
+      AND h.job_id = :job AND h.topic_id = f.topic_id AND i.id = h.item_id
+      AND c.id = f.chat_id AND c.active = 1
+      AND (f.any_lang = 1 OR ',' || c.languages || ',' LIKE '%,' || i.lang || ',%')
+)"""
+# With followers: those pairs and the pairs of `followed`, each once.
 _WITH_FOLLOWERS = """(
     SELECT i.id AS item_id, c.id AS chat_id FROM {subscribed}
     UNION
@@ -688,53 +848,121 @@ _NOT_FOLLOWED = (
     "s.reason IS NOT NULL AND NOT (s.reason = 'not_included' AND EXISTS "
     "(SELECT 1 FROM followed f WHERE f.item_id = i.id AND f.chat_id = c.id))"
 )
-# The skip triples, from one JSON array parameter.
-_SKIPS = {
-    "sqlite": "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
-    "json_extract(value, '$[2]') FROM json_each(:skips)",
-    "postgresql": "SELECT value ->> 0, (value ->> 1)::bigint, value ->> 2 "
-    "FROM jsonb_array_elements(CAST(:skips AS jsonb))",
-}
 
 
-async def _fan_out(
-    conn: Conn, item_ids: Sequence[int], fan_out: FanOut, hits: Mapping[int, Sequence[int]],
-    now: float,
-) -> int:  # fmt: skip
-    """Queue the poll's new items (ids `item_ids`, ascending) by `fan_out`, and for the
-    followers of the topics they match (`hits`: item id → its topics); return how many rows
-    are pending."""
-    cases = " ".join(f"WHEN '{t.value}' THEN {int(p):d}" for t, p in fan_out.priorities.items())
-    cases += f" ELSE {max(fan_out.priorities.values(), default=0):d}"
-    skips = [
-        [identity, chat_id, reason]
-        for identity, verdicts in fan_out.skips.items()
-        for chat_id, reason in verdicts.items()
-    ]
-    params: dict[str, object] = {
-        "skips": json.dumps(skips, ensure_ascii=False),
-        "now": now,
-        "first": item_ids[0],
-        "last": item_ids[-1],
-    }
-    if hits:
-        params["hits"] = follows.hits_parameter(hits)
+async def _new_fan_out(
+    conn: Conn, new_items: Sequence[Item], fan_out: FanOut, now: float
+) -> int | None:
+    """Record the fan-out of the poll's new items as a job (expanded after the commit) with
+    what it needs to resume: the priorities, the filters' verdicts and the topics matched."""
+    ids = {item.identity: item.id for item in new_items if item.origin is ItemOrigin.NEW}
+    if not ids:
+        return None
+    priorities = {chat_type.value: int(p) for chat_type, p in fan_out.priorities.items()}
+    if any(not 0 <= p < PARKED for p in priorities.values()):
+        raise ValueError(f"queue priorities must be in 0..{PARKED - 1}: {priorities}")
+    job = await conn.insert(
+        "INSERT INTO fan_out_jobs (first_item, last_item, priorities, at, after_chat) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (min(ids.values()), max(ids.values()), json.dumps(priorities), now, _FIRST_CHAT),
+    )
+    await conn.executemany(
+        "INSERT INTO fan_out_skips (job_id, chat_id, item_id, reason) VALUES (?, ?, ?, ?)",
+        [
+            (job, chat_id, ids[identity], reason)
+            for identity, verdicts in fan_out.skips.items()
+            if identity in ids
+            for chat_id, reason in verdicts.items()
+        ],
+    )
+    await conn.executemany(
+        "INSERT INTO fan_out_hits (job_id, topic_id, item_id) VALUES (?, ?, ?)",
+        [
+            (job, topic_id, ids[identity])
+            for identity, topics in fan_out.topics.items()
+            if identity in ids
+            for topic_id in sorted(set(topics))
+        ],
+    )
+    return job
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    """What one chunk of a fan-out did."""
+
+    job: int
+    pending: int  # rows queued pending (the others: skipped)
+    first: bool  # the job's first chunk
+    last: bool  # its last: the job is done
+
+
+async def _expand_chunk(conn: Conn, upto: int, chunk: int) -> _Chunk | None:
+    """Queue the next chunk of chats of the oldest job up to `upto`; None when there is no
+    such job."""
+    row = await conn.fetchone(
+        "SELECT id, first_item, last_item, priorities, at, after_chat FROM fan_out_jobs "
+        "WHERE id <= ? ORDER BY id LIMIT 1",
+        (upto,),
+    )
+    if row is None:
+        return None
+    job, first, last, priorities, at, after = (
+        int(row[0]), int(row[1]), int(row[2]), json.loads(row[3]), float(row[4]), int(row[5]),
+    )  # fmt: skip
+    chats = max(1, chunk // (last - first + 1))
+    end = await conn.fetchval(
+        "SELECT id FROM chats WHERE id > ? ORDER BY id LIMIT 1 OFFSET ?", (after, chats - 1)
+    )
+    upper = _LAST_CHAT if end is None else int(end)
+    # Claim the chunk; another expander that moved the cursor first wins, and this one reads
+    # the job again.
+    claimed = await conn.execute(
+        "UPDATE fan_out_jobs SET after_chat = ? WHERE id = ? AND after_chat = ?",
+        (upper, job, after),
+    )
+    if claimed != 1:
+        return _Chunk(job, 0, first=False, last=False)
+    followers = bool(
+        await conn.fetchone("SELECT 1 FROM fan_out_hits WHERE job_id = ? LIMIT 1", (job,))
+    )
+    shared = bool(
+        await conn.fetchone(
+            "SELECT 1 FROM items i JOIN items o ON o.link = i.link AND o.id != i.id "
+            "WHERE i.id BETWEEN ? AND ? AND i.origin = 'new' LIMIT 1",
+            (first, last),
+        )
+    )
+    cases = " ".join(f"WHEN '{t}' THEN {int(p):d}" for t, p in priorities.items())
+    cases += f" ELSE {max(priorities.values(), default=0):d}"
     subscribed = _SUBSCRIBED.format(takes_lang=_TAKES_LANG.replace(":lang", "i.lang"))
-    await conn.execute(
-        _FAN_OUT.format(
-            skips=_SKIPS[conn.dialect],
-            matched="," + follows.followed_sql(conn.dialect) if hits else "",
-            pairs=_WITH_FOLLOWERS.format(subscribed=subscribed) if hits else subscribed,
-            skipped=_NOT_FOLLOWED if hits else "s.reason IS NOT NULL",
-            cases=cases,
-        ),
-        params,
+    params = {"job": job, "first": first, "last": last, "now": at, "after": after, "upto": upper}
+    insert = _FAN_OUT.format(
+        pairs=_WITH_FOLLOWERS.format(subscribed=subscribed) if followers else subscribed,
+        skipped=_NOT_FOLLOWED if followers else "s.reason IS NOT NULL",
+        cases=cases,
+        same_link=_SAME_LINK if shared else "true",
     )
-    pending = await conn.fetchval(
-        "SELECT COUNT(*) FROM deliveries WHERE item_id BETWEEN ? AND ? AND state = 'pending'",
-        (item_ids[0], item_ids[-1]),
-    )
-    return int(pending or 0)
+    ctes = [_FOLLOWED] if followers else []
+    if conn.dialect == "postgresql":
+        # Counted by the insert itself: a second read of the outbox would be planned from
+        # statistics that predate the fan-out.
+        ctes.append(f"ins AS ({insert} RETURNING state)")
+        pending = await conn.fetchval(
+            f"WITH {', '.join(ctes)} SELECT COUNT(*) FROM ins WHERE state = 'pending'", params
+        )
+    else:
+        # SQLite gives the chunk's rows the ids after the largest (this connection holds the
+        # write lock): counting them walks those rows alone.
+        before = await conn.fetchval("SELECT COALESCE(MAX(id), 0) FROM deliveries")
+        await conn.execute(f"WITH {ctes[0]} {insert}" if ctes else insert, params)
+        pending = await conn.fetchval(
+            "SELECT COUNT(*) FROM deliveries NOT INDEXED WHERE id > ? AND state = 'pending'",
+            (before,),
+        )
+    if end is None:  # the last chunk: the job is done (its skips and hits go with it)
+        await conn.execute("DELETE FROM fan_out_jobs WHERE id = ?", (job,))
+    return _Chunk(job, int(pending or 0), first=after == _FIRST_CHAT, last=end is None)
 
 
 async def _items_by_identity(

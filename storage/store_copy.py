@@ -72,6 +72,11 @@ TABLES: tuple[Table, ...] = (
     Table("topic_terms", ("term", "topic_id", "word"), rowid=False),
     Table("follows", ("id",), identity=True),
     Table("deliveries", ("id",), identity=True),
+    # A fan-out still being queued: the copy's bot finishes it.
+    Table("fan_out_jobs", ("id",), identity=True),
+    Table("fan_out_skips", ("job_id", "chat_id", "item_id"), rowid=False),
+    Table("fan_out_hits", ("job_id", "topic_id", "item_id"), rowid=False),
+    Table("paid_sends", ("day",)),  # the daily Stars cap's count
 )
 # SQLite tables left behind on purpose (see the module's docstring); search_fts_* are FTS5's own.
 NOT_COPIED = frozenset(

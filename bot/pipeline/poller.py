@@ -6,7 +6,9 @@ where the last run left off. Errors are logged when a feed's state changes, not 
 Fan-out policy is decided here and handed to the store as data (storage.models.FanOut): the
 priorities by chat type, and the filter verdicts of the few chats that have rules, computed for
 the new entries before the poll is stored. Nothing of ours runs inside the store's transaction:
-new and edited items are indexed for search right after it commits.
+new and edited items are indexed for search right after it commits. The store queues a fan-out
+a chunk of chats per transaction and calls `on_queued` after each (the publisher starts on the
+first); a fan-out a crash left half queued is finished at the start of the next poll.
 """
 
 from __future__ import annotations
@@ -150,6 +152,9 @@ class Poller:
 
     async def poll_once(self, feed: Feed) -> PollReport:
         """Fetch, parse and store one feed once; return what happened."""
+        # A fan-out a crash (or a failed write) left half queued goes on first (a no-op read
+        # when none is left); its first rows wake the publisher.
+        await self.store.expand_fan_outs(on_queued=self.on_queued)
         current = await self.store.get_feed(feed.id) or feed
         result = await fetch_feed(
             self.client,
@@ -200,6 +205,8 @@ class Poller:
             max_age=self.config.max_age,
             backfill=self.config.backfill,
             fan_out=FanOut(priorities=CHANNELS_FIRST, skips=skips, topics=topics),
+            # Told after each chunk of the fan-out: sending starts with the first one.
+            on_queued=self.on_queued,
         )
         self._recovered(current)
         await self._index([*outcome.new_items, *outcome.updated_items], texts)
@@ -218,8 +225,6 @@ class Poller:
                 " (first poll: backlog marked as seen)" if not current.initialized else "",
                 extra={"feed_id": current.id},
             )
-        if outcome.queued:
-            self.on_queued()
         return PollReport(
             "ok", new_items=len(outcome.new_items), queued=outcome.queued, next_delay=delay
         )

@@ -6,6 +6,7 @@ onto the store's own copy changes nothing that was sent."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -23,7 +24,7 @@ from storage import follows, lease
 from storage.follows import TopicTerms
 from storage.instance_lock import InstanceLocked, acquire_instance_lock
 from storage.migrations import MIGRATIONS
-from storage.models import ChatType
+from storage.models import ChatType, FanOut
 from storage.store import Store
 from storage.store_copy import TABLES, copy_store
 from tests.factories import new_item, sent
@@ -78,13 +79,29 @@ def rss(n: int) -> str:
 # ------------------------------------------------------------------------------- the stores
 
 
+class Killed(Exception):
+    """The bot dying between two transactions of a fan-out."""
+
+
+def killed() -> None:
+    raise Killed
+
+
 async def build_store(
-    db_path: Path, feed_url: str, *, chats: int, pieces: int = 2, sent_chats: int
+    db_path: Path,
+    feed_url: str,
+    *,
+    chats: int,
+    pieces: int = 2,
+    sent_chats: int,
+    cut_at: int | None = None,
 ) -> dict[int, int]:
     """An SQLite store as a bot leaves it: a feed whose pieces 2..`pieces` are fanned out to
     `chats` private chats, every piece sent to the first `sent_chats` chats (message id per
-    chat), the rest pending; and a row in every other copied table. Returns {chat: message id}
-    of the chats already sent to."""
+    chat), the rest pending; and a row in every other copied table. With `cut_at`, the bot
+    died once the fan-out had reached that many chats (of piece 2 alone): the rest is left
+    to its job, with a filter's verdict and a followed topic's match. Returns {chat: message
+    id} of the chats already sent to."""
     store = await Store.open(db_path)
     try:
         feed = await store.ensure_feed(feed_url, "en")
@@ -104,10 +121,22 @@ async def build_store(
             feed.id, [new_item(1)], etag=None, last_modified=None, now=NOW,
             next_poll_at=NOW, max_age=1e9, backfill=0,
         )  # fmt: skip  # the first poll: backlog, nothing queued
-        await store.store_poll(
-            feed.id, [new_item(n) for n in range(1, pieces + 1)], etag=None,
-            last_modified=None, now=NOW, next_poll_at=NOW, max_age=1e9, backfill=0,
-        )  # fmt: skip  # pieces 2.. queued for every chat
+        if cut_at is None:
+            await store.store_poll(
+                feed.id, [new_item(n) for n in range(1, pieces + 1)], etag=None,
+                last_modified=None, now=NOW, next_poll_at=NOW, max_age=1e9, backfill=0,
+            )  # fmt: skip  # pieces 2.. queued for every chat
+        else:
+            # The group (no subscriber) comes first by id: the first chunk ends at the chat
+            # `cut_at`. The verdict is for the group; no chat follows the topic matched.
+            store.fan_out_chunk = cut_at + 1
+            with contextlib.suppress(Killed):
+                await store.store_poll(
+                    feed.id, [new_item(1), new_item(2)], etag=None, last_modified=None,
+                    now=NOW, next_poll_at=NOW, max_age=1e9, backfill=0, on_queued=killed,
+                    fan_out=FanOut(skips={"guid-2": {group: "excluded: ops"}},
+                                   topics={"guid-2": [999]}),
+                )  # fmt: skip
         message_ids = {chat_id: 500 + n for n, chat_id in enumerate(chat_ids[:sent_chats])}
         rows = await store.fetchall("SELECT id, chat_id FROM deliveries ORDER BY id")
         await store.record_outcomes(
@@ -145,6 +174,7 @@ async def build_store(
                 "VALUES (7, ?, 'rename', ?)",
                 (group, NOW + 600),
             )
+            await conn.execute("INSERT INTO paid_sends (day, sends) VALUES ('2026-01-01', 3)")
         # The group follows a two-word topic (its inverted index has several keys to page by).
         words = TopicTerms("iran oil", (("en0iran", "ru0иран"), ("en0oil", "ru0нефт")))
         await follows.add(store, group, "Iran oil", words, any_lang=True, analyzer=1, limit=20,
@@ -216,7 +246,9 @@ async def test_after_the_copy_the_bot_on_postgresql_sends_each_chat_the_piece_ex
     feed_server.set("/en/rss", rss(2))
     feed_url = feed_server.url("/en/rss")
     db_path = tmp_path / "bot.sqlite3"
-    already = await build_store(db_path, feed_url, chats=8, sent_chats=3)
+    # Piece 2 was queued for 3 chats when the bot died: its job copies, and the bot on
+    # PostgreSQL queues it for the other 5.
+    already = await build_store(db_path, feed_url, chats=8, sent_chats=3, cut_at=3)
     url = with_password(pg_url)
     source_bytes = db_path.read_bytes()
 
@@ -224,8 +256,9 @@ async def test_after_the_copy_the_bot_on_postgresql_sends_each_chat_the_piece_ex
     assert run.code == 0, run.out + run.err
     assert db_path.read_bytes() == source_bytes  # read, never written
     assert run.counts == sqlite_counts(db_path)  # every table, its count as the report says
-    assert run.counts["deliveries"] == 8 and run.counts["items"] == 2
-    assert all(run.counts[t] >= 1 for t in COPIED)
+    assert run.counts["deliveries"] == 3 and run.counts["items"] == 2
+    assert run.counts["fan_out_jobs"] == 1
+    assert [t for t in COPIED if run.counts[t] < 1] == [], run.counts
     assert f"copying {db_path} into {shown(pg_url)}" in run.out
     assert "every count matches" in run.out
     assert PASSWORD not in run.out + run.err
@@ -268,6 +301,7 @@ async def test_after_the_copy_the_bot_on_postgresql_sends_each_chat_the_piece_ex
     assert sorted(r[0] for r in rows) == sorted({1000 + n for n in range(8)})
     assert {r[1] for r in rows} == {"sent"}
     assert {r[0]: r[2] for r in rows if r[0] in already} == already  # kept as they were
+    assert await pg_val(pg_url, "SELECT COUNT(*) FROM fan_out_jobs") == 0  # finished
     # The bot built the search index at start: every item is in it.
     assert await pg_val(pg_url, "SELECT COUNT(*) FROM search_docs") == 2
     assert PASSWORD not in (tmp_path / "bot.log").read_text()
