@@ -266,6 +266,12 @@ def bot_env(
     return env
 
 
+def cpu_seconds(pid: int) -> float:
+    """A process's CPU seconds so far, all its threads (user + system, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid: int) -> tuple[int, int]:
     """Return (current RSS, peak RSS) of a process in KiB, from /proc."""
     values: dict[str, int] = {}

@@ -38,6 +38,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot import heap
 from bot.services import search as search_service
 from bot.text import analysis
 from storage import search as index_store
@@ -314,6 +315,7 @@ async def main(argv: list[str]) -> int:
         backend = store.dialect
         try:
             await measure(store, 5)  # warm the page cache (and load the Russian dictionary)
+            heap.settle()  # as the bot does once it has started (bot/heap.py)
             runs = [await measure(store, args.repeats, cold=cold) for _ in range(args.runs)]
         finally:
             await store.close()

@@ -9,6 +9,7 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import httpx
 from prometheus_client import CollectorRegistry
@@ -19,10 +20,12 @@ from telegram.ext import ApplicationBuilder, ContextTypes, Defaults
 from telegram.request import HTTPXRequest
 
 import handlers
+from bot import heap
 from bot.backoff import backoff
 from bot.clock import Clock, SystemClock, unless_stopped
 from bot.config import ChannelTarget, Settings
 from bot.delivery.digests import DigestScheduler
+from bot.delivery.paid import PaidBudget
 from bot.delivery.publisher import Publisher
 from bot.delivery.ratelimit import (
     ApiAnswerHook,
@@ -50,6 +53,7 @@ from bot.text.render import Renderer
 from bot.workers import CpuWorkers
 from handlers.context import SERVICES_KEY, BotApplication, BotContext, HandlerServices
 from handlers.updates import PerChatUpdateProcessor, TolerantBot
+from storage import paid as paid_sends
 from storage import search as index_store
 from storage.instance_lock import acquire_instance_lock
 from storage.models import ChatType, Feed
@@ -214,6 +218,11 @@ async def _run(
             ),
         )
         limits.share(rate_share(role, settings.instances))
+        if settings.paid_broadcast:
+            limits.budget = PaidBudget(
+                settings.paid_broadcast_daily_stars, ZoneInfo(settings.timezone), clock.now
+            )
+            limits.budget.load(*await paid_sends.today(store, limits.budget.today()))
         if leadership is not None:
             leadership.on_elected = lambda _: limits.share(rate_share("leader", settings.instances))
         # Health endpoints and metrics (HEALTH_PORT); their own registry, not the global one.
@@ -352,6 +361,7 @@ async def _serve(
         log.info("bot @%s starting: %d feed(s)", application.bot.username, len(feeds))
         await application.start()
         assert application.updater is not None
+        log.debug("%d start-up objects frozen out of the collector's way", heap.settle())
         spawn = runtime.tasks.append
         if runtime.index_search is not None:
             spawn(asyncio.create_task(_index_search(runtime.index_search), name="search-index"))

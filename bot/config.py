@@ -87,6 +87,7 @@ class Settings:
     rate_margin: float
     paid_broadcast: bool
     paid_broadcast_rate: int
+    paid_broadcast_daily_stars: int | None  # None: no cap
     send_concurrency: int
     max_send_attempts: int
     delivery_retention: float
@@ -273,6 +274,17 @@ def load_settings(env: Mapping[str, str], *, require_token: bool = True) -> Sett
         paid_broadcast=_parse(env, "PAID_BROADCAST", "false", _bool, "true or false"),
         paid_broadcast_rate=_parse(
             env, "PAID_BROADCAST_RATE", "1000", _int_range(1, 1000), "1..1000"
+        ),
+        paid_broadcast_daily_stars=(
+            None
+            if _get(env, "PAID_BROADCAST_DAILY_STARS") is None
+            else _parse(
+                env,
+                "PAID_BROADCAST_DAILY_STARS",
+                None,
+                _int_range(0, 100_000_000),
+                "whole Telegram Stars a day, 0..100000000, or empty for no cap",
+            )
         ),
         send_concurrency=_parse(
             env, "SEND_CONCURRENCY", "0", _int_range(0, 512), "0 (automatic) or 1..512"

@@ -7,9 +7,13 @@ handler replies and the publisher share the budget.
 
 The windows must hold as Telegram sees the requests arrive, so:
 - a send is stamped right before its HTTP call, and stamped again (moved later) when its
-  request is actually written (BotApiRequest's trace hook), should anything have delayed it in
+  request is actually written (BotApiRequest's _StampedRequest), should anything have delayed it in
   between (a busy event loop, a wait for a pooled connection);
-- every window is `margin` seconds longer than Telegram's, for the jitter that is left;
+- every window is `margin` seconds longer than Telegram's, for the jitter that is left; the
+  bot-wide windows' margin grows to the observed spread of round trips (RoundTrips), since a
+  send's way there takes no longer than its round trip;
+- with paid broadcasts, a send that may pay goes free while the free window has room and paid
+  only beyond it, within the day's Stars budget (bot.delivery.paid);
 - waiters for the global window queue in FIFO order, one at a time, so a slot freeing up wakes
   one sender rather than all of them; a send first waits for its own chat's windows outside
   that queue, so one chat's wait never holds up the others.
@@ -33,16 +37,20 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.connector import Connection
 
 # PTB's own request classes tell "not given" timeouts apart with these.
 from telegram._utils.defaultvalue import DefaultValue
 from telegram._utils.types import ODVInput
-from telegram.error import NetworkError, RetryAfter, TimedOut
+from telegram.error import NetworkError, RetryAfter, TelegramError, TimedOut
 from telegram.ext import BaseRateLimiter
 from telegram.request import BaseRequest, RequestData
 from telegram.warnings import PTBDeprecationWarning
 
 from bot.clock import Clock
+from bot.delivery.keepalive import HttpError, KeepAliveClient
+from bot.delivery.paid import PaidBudget
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +68,11 @@ _GLOBAL_429_CHATS = 3
 _MARGIN_STEP = 0.02
 _MAX_MARGIN = 0.25
 _MARGIN_RESET = 600.0
+# Round trips are watched in buckets of this many seconds, the last few of them at a time
+# (RoundTrips); a margin raised for their jitter is kept this long after its last rise.
+_JITTER_BUCKET = 0.25
+_JITTER_BUCKETS = 8
+_JITTER_HOLD = 10.0
 # How far ahead of its even schedule the bot-wide pacer lets sends go (see Pacer).
 _PACE_TOLERANCE = 0.02
 # A stamp moves only when the write came this much later: below it, moving is just churn.
@@ -143,12 +156,15 @@ class Limits:
 class Stamp:
     """One send's places in the windows, so it can be moved to when the send really left."""
 
-    __slots__ = ("at", "limits", "windows")
+    __slots__ = ("at", "limits", "paid", "windows")
 
-    def __init__(self, limits: RateLimits, windows: tuple[SlidingWindow, ...], at: float) -> None:
+    def __init__(
+        self, limits: RateLimits, windows: tuple[SlidingWindow, ...], at: float, paid: bool
+    ) -> None:
         self.limits = limits
         self.windows = windows
         self.at = at
+        self.paid = paid  # the send goes out with allow_paid_broadcast
 
     def restamp(self) -> None:
         """Move the stamp to now, if the send leaves noticeably later than it was stamped."""
@@ -175,7 +191,12 @@ class RateLimits:
     def __init__(self, clock: Clock, limits: Limits = Limits()) -> None:
         self.clock = clock
         self.limits = limits
-        self.margin = limits.margin  # widened for a while after bot-wide 429s
+        # The bot-wide windows' margin in use: the larger of what 429s taught (`_learned`,
+        # widened for a while after bot-wide 429s) and the recent jitter of round trips.
+        self.margin = limits.margin
+        self._learned = limits.margin
+        self.round_trips = RoundTrips()
+        self._jitter_raised_at = -math.inf
         self.fraction = 1.0
         self._paid_rates: tuple[_BotWide, ...] = ()
         self._unpaid_rates: tuple[_BotWide, ...] = ()
@@ -193,6 +214,8 @@ class RateLimits:
         self.longest_write_delay = 0.0
         # Told how long each acquired send waited for the windows (metrics).
         self.on_wait: Callable[[float], None] | None = None
+        # Today's Stars cap on paid sends (bot.delivery.paid); None: no cap.
+        self.budget: PaidBudget | None = None
 
     def share(self, fraction: float) -> None:
         """Take `fraction` of the bot-wide rates (several instances share one bot's budget:
@@ -238,8 +261,15 @@ class RateLimits:
             ready = max(ready, rate.available_at(now))
         return ready
 
-    async def acquire(self, chat: int | str | None, *, paid: bool = False) -> Stamp:
-        """Wait until a send to `chat` fits every window, then stamp it."""
+    async def acquire(
+        self, chat: int | str | None, *, paid: bool = False, may_pay: bool = False
+    ) -> Stamp:
+        """Wait until a send to `chat` fits every window, then stamp it.
+
+        `paid`: the send carries allow_paid_broadcast. `may_pay`: the limiter decides: the
+        send goes free when the free rate has room now, else paid (once the paid window has
+        room) while today's budget allows; the stamp says which.
+        """
         started = self.clock.monotonic()
         while True:
             if chat is not None:
@@ -247,14 +277,29 @@ class RateLimits:
                 while (ready := self.chat_ready_at(chat)) > self.clock.monotonic():
                     await self.clock.sleep(ready - self.clock.monotonic())
             async with self._turn:
-                while (ready := self.global_ready_at(paid=paid)) > self.clock.monotonic():
-                    await self.clock.sleep(ready - self.clock.monotonic())
-                now = self.clock.monotonic()
+                while True:
+                    now = self.clock.monotonic()
+                    ready, pays = self.global_ready_at(now, paid=paid), paid
+                    if ready > now and may_pay and not paid and self._may_pay():
+                        paid_ready = self.global_ready_at(now, paid=True)
+                        if paid_ready < ready:
+                            ready, pays = paid_ready, True
+                    if ready <= now:
+                        break
+                    await self.clock.sleep(ready - now)
                 # Another request to the same chat may have taken its window meanwhile.
                 if chat is None or self.chat_ready_at(chat, now) <= now:
                     if self.on_wait is not None:
                         self.on_wait(now - started)
-                    return self._record(chat, now, paid)
+                    if pays and self.budget is not None:
+                        self.budget.charge()
+                    return self._record(chat, now, pays)
+
+    def _may_pay(self) -> bool:
+        """Paid broadcasts are on and today's cap is not reached."""
+        if self.limits.unpaid_per_second is None:
+            return False
+        return self.budget is None or self.budget.may_pay()
 
     def _record(self, chat: int | str | None, now: float, paid: bool) -> Stamp:
         rates = self._paid_rates if paid else self._unpaid_rates
@@ -268,13 +313,14 @@ class RateLimits:
         self._records_since_sweep += 1
         if self._records_since_sweep >= 5000:
             self._sweep(now)
-        return Stamp(self, windows, now)
+        return Stamp(self, windows, now, paid)
 
     def _sweep(self, now: float) -> None:
         """Forget idle chats so the table stays bounded by recent activity."""
         self._records_since_sweep = 0
-        if self.margin != self.limits.margin and now - self._widened_at > _MARGIN_RESET:
-            self._set_margin(self.limits.margin)
+        if self._learned != self.limits.margin and now - self._widened_at > _MARGIN_RESET:
+            self._learned = self.limits.margin
+            self._refresh_margin(now)
         idle = [k for k, ws in self._chats.items() if all(w.idle(now) for w in ws)]
         for key in idle:
             del self._chats[key]
@@ -318,11 +364,30 @@ class RateLimits:
         if now - self._widened_at < 1.0:
             return  # refusals of sends already under way at the first one
         self._widened_at = now
-        margin = min(_MAX_MARGIN, self.margin + _MARGIN_STEP)
-        if margin > self.margin:
+        learned = min(_MAX_MARGIN, max(self._learned, self.margin) + _MARGIN_STEP)
+        if learned > self._learned:
+            self._learned = learned
             log.warning("bot-wide windows now %.0f ms longer than Telegram's, for %.0f s",
-                        margin * 1000, _MARGIN_RESET)  # fmt: skip
-            self._set_margin(margin)
+                        learned * 1000, _MARGIN_RESET)  # fmt: skip
+            self._refresh_margin(now)
+
+    def note_round_trip(self, seconds: float, now: float | None = None) -> None:
+        """A send was answered `seconds` after it left: how much that varies is how far
+        apart the server may see sends we spaced evenly, so the margin follows it."""
+        now = self.clock.monotonic() if now is None else now
+        if self.round_trips.note(now, seconds):
+            self._refresh_margin(now)
+
+    def _refresh_margin(self, now: float) -> None:
+        """Set the margin to the larger of the learned one and the recent jitter; a margin
+        the jitter raised is kept for a while, so a calm second does not let a burst out."""
+        wanted = max(self._learned, min(_MAX_MARGIN, self.round_trips.spread))
+        if wanted > self.margin:
+            if wanted > self._learned:
+                self._jitter_raised_at = now
+            self._set_margin(wanted)
+        elif wanted < self.margin and now - self._jitter_raised_at >= _JITTER_HOLD:
+            self._set_margin(wanted)
 
     def _set_margin(self, margin: float) -> None:
         self.margin = margin
@@ -332,6 +397,40 @@ class RateLimits:
     def note_late_write(self, delay: float) -> None:
         self.late_writes += 1
         self.longest_write_delay = max(self.longest_write_delay, delay)
+
+
+class RoundTrips:
+    """The spread (slowest minus fastest) of the sends' round trips over the last ~2 s.
+
+    A send's way to the server takes between the fastest and the slowest round trip, so two
+    sends spaced `d` apart arrive at least `d - spread` apart: windows `spread` longer than
+    the server's hold even as it sees them. O(1) a send: a min and max per bucket.
+    """
+
+    __slots__ = ("_hi", "_lo", "_past", "_start", "spread")
+
+    def __init__(self) -> None:
+        self._start = -math.inf
+        self._lo = math.inf
+        self._hi = -math.inf
+        self._past: deque[tuple[float, float]] = deque(maxlen=_JITTER_BUCKETS)
+        self.spread = 0.0
+
+    def note(self, now: float, seconds: float) -> bool:
+        """Take one round trip; return True when the spread changed."""
+        before = self.spread
+        if now - self._start >= _JITTER_BUCKET:
+            if self._hi >= self._lo:
+                self._past.append((self._lo, self._hi))
+            self._start, self._lo, self._hi = now, seconds, seconds
+            buckets = [*self._past, (seconds, seconds)]
+            self.spread = max(hi for _, hi in buckets) - min(lo for lo, _ in buckets)
+        else:
+            self._lo = min(self._lo, seconds)
+            self._hi = max(self._hi, seconds)
+            # A rise counts at once; a fall waits for the bucket to end.
+            self.spread = max(self.spread, self._hi - self._lo)
+        return abs(self.spread - before) > 0.001
 
 
 class Pacer:
@@ -392,6 +491,10 @@ def _rate_to_window(per_second: float) -> tuple[int, float]:
 ApiAnswerHook = Callable[[str, int, float], None]
 
 
+# A request's read, write, connect and pool timeouts.
+_Timeouts = tuple[float | None, float | None, float | None, float | None]
+
+
 class _Departure:
     """When a request's headers were written (a real round trip is timed in real time)."""
 
@@ -399,6 +502,12 @@ class _Departure:
 
     def __init__(self) -> None:
         self.at = time.monotonic()
+
+
+# The departure of the request this task is making, for _StampedRequest to set.
+_CURRENT_DEPARTURE: contextvars.ContextVar[_Departure | None] = contextvars.ContextVar(
+    "current_departure", default=None
+)
 
 
 class Accepted:
@@ -431,11 +540,36 @@ def watch_accepted() -> Iterator[Accepted]:
         _ACCEPTED.reset(token)
 
 
+class JsonBody(RequestData):  # type: ignore[misc]  # final in PTB's types only
+    """A request's parameters already encoded as its JSON body (the sender's posts).
+
+    PTB's way turns each parameter into a RequestParameter and the lot back into a dict for
+    the body; a post's parameters are plain JSON values, so the body is made in one step.
+    """
+
+    def __init__(self, parameters: dict[str, Any]) -> None:
+        super().__init__()
+        self._values = {k: v for k, v in parameters.items() if v is not None}
+        self.body = json.dumps(self._values, separators=(",", ":"), ensure_ascii=False).encode()
+
+    # Any other request layer (PTB's httpx one) reads the parameters the usual way.
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    @property
+    def json_parameters(self) -> dict[str, str]:
+        return {
+            k: v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+            for k, v in self._values.items()
+        }
+
+
 class BotApiRequest(BaseRequest):
     """PTB's network layer on aiohttp, for the requests that send.
 
     Two reasons over PTB's httpx default: it costs about a third of the CPU per request (the
-    difference between keeping up with a 300/s fan-out on one core or not), and its trace hook
+    difference between keeping up with a 300/s fan-out on one core or not), and its request class
     says when a request's bytes are written, which is when a send is stamped in the windows.
     """
 
@@ -458,8 +592,12 @@ class BotApiRequest(BaseRequest):
         self._pool = pool_timeout
         self._media_write = media_write_timeout
         self._session: aiohttp.ClientSession | None = None
+        # The posts' JSON calls (JsonBody) go through this lean client when no proxy applies.
+        self._lean: KeepAliveClient | None = None
         self._proxies: dict[str, str] = {}
         self._proxy_for_host: dict[tuple[str, str], str | None] = {}
+        self._proxy_for_url: dict[str, str | None] = {}
+        self._timeouts: dict[_Timeouts, aiohttp.ClientTimeout] = {}
 
     @property
     def read_timeout(self) -> float:
@@ -477,22 +615,26 @@ class BotApiRequest(BaseRequest):
 
     async def initialize(self) -> None:
         if self._session is None or self._session.closed:
-            trace = aiohttp.TraceConfig()
-            trace.on_request_headers_sent.append(_headers_sent)
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._pool_size, ttl_dns_cache=300),
-                trace_configs=[trace],
+                request_class=_StampedRequest,
                 headers={"User-Agent": self.USER_AGENT},
             )
             # HTTPS_PROXY / NO_PROXY are honoured as by PTB's httpx client, but read once
             # (aiohttp's trust_env would read them, and ~/.netrc, on every request).
             self._proxies = urllib.request.getproxies()
             self._proxy_for_host.clear()
+            self._proxy_for_url.clear()
+        if self._lean is None:
+            self._lean = KeepAliveClient(limit=self._pool_size, user_agent=self.USER_AGENT)
 
     async def shutdown(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._lean is not None:
+            await self._lean.close()
+            self._lean = None
 
     async def do_request(
         self,
@@ -504,16 +646,21 @@ class BotApiRequest(BaseRequest):
         connect_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
         pool_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
     ) -> tuple[int, bytes]:
-        if self._session is None:
+        if self._session is None or self._lean is None:
             raise RuntimeError("BotApiRequest is not initialized")
         files = request_data is not None and request_data.contains_files
         read = _given(read_timeout, self._read)
         write = _given(write_timeout, self._media_write if files else self._write)
         connect = _given(connect_timeout, self._connect)
         pool = _given(pool_timeout, self._pool)
+        if isinstance(request_data, JsonBody) and self._proxy(url) is None:
+            return await self._post_lean(url, request_data.body, read, write, connect, pool)
         data: aiohttp.FormData | bytes | None = None
         headers: dict[str, str] = {}
-        if request_data is not None and files:
+        if isinstance(request_data, JsonBody):
+            data = request_data.body
+            headers["Content-Type"] = "application/json"
+        elif request_data is not None and files:
             data = aiohttp.FormData(request_data.json_parameters)
             for name, (filename, content, mime) in request_data.multipart_data.items():
                 data.add_field(name, content, filename=filename, content_type=mime)
@@ -521,34 +668,82 @@ class BotApiRequest(BaseRequest):
             # A JSON body, as the Bot API documents it: far cheaper to build than a form.
             data = json.dumps(request_data.parameters, separators=(",", ":")).encode()
             headers["Content-Type"] = "application/json"
-        timeout = aiohttp.ClientTimeout(
-            total=_total(read, write, connect, pool),
-            connect=None if connect is None or pool is None else connect + pool,
-            sock_connect=connect,
-            sock_read=read,
-        )
+        timeout = self._timeouts.get((read, write, connect, pool))
+        if timeout is None:
+            timeout = aiohttp.ClientTimeout(
+                total=_total(read, write, connect, pool),
+                connect=None if connect is None or pool is None else connect + pool,
+                sock_connect=connect,
+                sock_read=read,
+            )
+            if len(self._timeouts) < 64:  # a handful of combinations in practice
+                self._timeouts[(read, write, connect, pool)] = timeout
         departure = _Departure()
+        token = _CURRENT_DEPARTURE.set(departure)
         try:
             async with self._session.request(
-                method,
-                url,
-                data=data,
-                headers=headers,
-                timeout=timeout,
-                proxy=self._proxy(url),
-                trace_request_ctx=departure,
+                method, url, data=data, headers=headers, timeout=timeout, proxy=self._proxy(url)
             ) as answer:
                 status, body = answer.status, await answer.read()
         except TimeoutError as exc:
             raise TimedOut from exc
         except aiohttp.ClientError as exc:
             raise NetworkError(f"aiohttp.{type(exc).__name__}: {exc}") from exc
+        finally:
+            _CURRENT_DEPARTURE.reset(token)
         if self.on_answer is not None:
             # The URL ends in the method; the token is in the segment before it.
             self.on_answer(url.rsplit("/", 1)[-1], status, time.monotonic() - departure.at)
         return status, body
 
+    async def _post_lean(
+        self,
+        url: str,
+        body: bytes,
+        read: float | None,
+        write: float | None,
+        connect: float | None,
+        pool: float | None,
+    ) -> tuple[int, bytes]:
+        """A post through the keep-alive client (bot.delivery.keepalive): same timeouts, same
+        errors for PTB, and the stamp moved to the moment the request is written."""
+        assert self._lean is not None
+        departure = _Departure()
+        stamp = _CURRENT_STAMP.get()
+
+        def written() -> None:
+            if stamp is not None:
+                stamp.restamp()
+            departure.at = time.monotonic()
+
+        try:
+            status, answer = await self._lean.post_json(
+                url, body, connect_timeout=connect, pool_timeout=pool,
+                total_timeout=_total(read, write, connect, pool), on_write=written,
+            )  # fmt: skip
+        except TimeoutError as exc:
+            raise TimedOut from exc
+        except (OSError, HttpError) as exc:
+            raise NetworkError(f"{type(exc).__name__}: {exc}") from exc
+        if self.on_answer is not None:
+            self.on_answer(url.rsplit("/", 1)[-1], status, time.monotonic() - departure.at)
+        if 300 <= status < 400:
+            # Never followed: the Bot API does not redirect, and the location would carry the
+            # token into error texts. Something between the bot and Telegram is misconfigured.
+            raise NetworkError(f"HTTP {status}: a redirect, which the Bot API never answers "
+                               "(a proxy or gateway in the way?)")  # fmt: skip
+        return status, answer
+
     def _proxy(self, url: str) -> str | None:
+        # A bot calls a few dozen URLs (its base URL and the methods): remembered whole.
+        if url in self._proxy_for_url:
+            return self._proxy_for_url[url]
+        proxy = self._proxy_by_host(url)
+        if len(self._proxy_for_url) < 256:
+            self._proxy_for_url[url] = proxy
+        return proxy
+
+    def _proxy_by_host(self, url: str) -> str | None:
         parts = urlsplit(url)
         key = (parts.scheme, parts.hostname or "")
         if key not in self._proxy_for_host:
@@ -568,15 +763,25 @@ def _total(*parts: float | None) -> float | None:
     return None if any(p is None for p in parts) else sum(p for p in parts if p is not None)
 
 
-async def _headers_sent(
-    session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestHeadersSentParams
-) -> None:
-    stamp = _CURRENT_STAMP.get()
-    if stamp is not None:
-        stamp.restamp()
-    departure = getattr(context, "trace_request_ctx", None)
-    if isinstance(departure, _Departure):
-        departure.at = time.monotonic()
+class _StampedRequest(aiohttp.ClientRequest):
+    """aiohttp's request, noting the moment its bytes are written: the send's stamp moves
+    there (Stamp.restamp) and its round trip is timed from there. aiohttp writes the headers
+    and the body together in write_bytes (a task of its own: it can run later than the
+    request was made, behind a busy moment of the event loop)."""
+
+    async def write_bytes(
+        self,
+        writer: AbstractStreamWriter,
+        conn: Connection,
+        content_length: int | None = None,
+    ) -> None:
+        stamp = _CURRENT_STAMP.get()
+        if stamp is not None:
+            stamp.restamp()
+        departure = _CURRENT_DEPARTURE.get()
+        if departure is not None:
+            departure.at = time.monotonic()
+        await super().write_bytes(writer, conn, content_length)
 
 
 class TelegramRateLimiter(BaseRateLimiter[dict[str, Any]]):
@@ -586,6 +791,8 @@ class TelegramRateLimiter(BaseRateLimiter[dict[str, Any]]):
     rate_limit_args={"retry": False} (the publisher's) get the RetryAfter back to handle,
     others are retried once after waiting. rate_limit_args={"on_stamp": callable} is called
     once the request has its place in the windows and is about to be sent.
+    rate_limit_args={"may_pay": True} lets the limiter send it as a paid broadcast when the
+    free rate has no room (RateLimits.acquire); it then sets "paid" in that same dict.
     """
 
     def __init__(self, limits: RateLimits, max_retries: int = 1) -> None:
@@ -610,18 +817,33 @@ class TelegramRateLimiter(BaseRateLimiter[dict[str, Any]]):
         if not counts_as_send(endpoint):
             return await callback(*args, **kwargs)
         chat = data.get("chat_id")
-        paid = bool(data.get("allow_paid_broadcast"))
         options = rate_limit_args or {}
+        may_pay = options.get("may_pay") is True
+        paid = not may_pay and bool(data.get("allow_paid_broadcast"))
         retries = 0 if options.get("retry") is False else self.max_retries
         on_stamp = options.get("on_stamp")
         while True:
-            stamp = await self.limits.acquire(chat, paid=paid)
+            stamp = await self.limits.acquire(chat, paid=paid, may_pay=may_pay)
+            if may_pay:
+                # `data` is the request's own parameters (PTB passes the same dict on), so
+                # the flag set here is the one that leaves: only sends beyond the free rate.
+                if stamp.paid:
+                    data["allow_paid_broadcast"] = True
+                else:
+                    data.pop("allow_paid_broadcast", None)
+                options["paid"] = stamp.paid  # the caller's own dict: how its send went
             if on_stamp is not None:
                 on_stamp()
             token = _CURRENT_STAMP.set(stamp)
             try:
-                return await callback(*args, **kwargs)
-            except RetryAfter as exc:
+                answer = await callback(*args, **kwargs)
+                self.limits.note_round_trip(self.limits.clock.monotonic() - stamp.at)
+                return answer
+            except TelegramError as exc:
+                if stamp.paid and self.limits.budget is not None:
+                    self.limits.budget.refund()  # not delivered: not charged
+                if not isinstance(exc, RetryAfter):
+                    raise
                 wait = retry_after_seconds(exc)
                 self.limits.note_429(chat, wait)
                 if retries <= 0:

@@ -250,7 +250,11 @@ class Monitor:
         store.on_search = self.metrics.search_duration.observe
         poller.on_polled = self.polled
         publisher.on_outcome = self.delivered
+        publisher.on_paid = self.metrics.paid_sends.inc
         limits.on_wait = self.metrics.limiter_waited
+        budget = limits.budget
+        if budget is not None:
+            self.metrics.paid_stars_today.set_function(lambda: budget.stars_today)
 
     def api_answered(self, method: str, status: int, seconds: float) -> None:
         # A 5xx comes from a proxy or a front server in trouble: Telegram itself has not

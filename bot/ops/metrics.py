@@ -99,6 +99,15 @@ class Metrics:
         self.limiter_waits = counter(
             "limiter_waits_total", "Message requests that had to wait for the rate windows."
         )
+        self.paid_sends = counter(
+            "paid_sends_total",
+            "Messages sent as paid broadcasts (allow_paid_broadcast: Telegram charges Stars).",
+        )
+        self.paid_stars_today = gauge(
+            "paid_broadcast_stars_today",
+            "Stars spent on paid broadcasts today (the bot's TIMEZONE day), sends in flight "
+            "included.",
+        )
         self.search_duration = histogram(
             "search_duration_seconds", "Seconds one search query took in the store.", _FAST_BUCKETS
         )

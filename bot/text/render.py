@@ -132,6 +132,12 @@ class Renderer:
         self.zone = ZoneInfo(timezone)
         self.summary_length = summary_length
 
+    @staticmethod
+    def post_style(settings: ChatSettings) -> tuple[object, ...]:
+        """What of a chat's settings its posts depend on: chats alike in these get the same
+        post of a piece (a fan-out renders once per language and style, not per chat)."""
+        return (settings.style, settings.hashtags, settings.signature)
+
     def post(
         self,
         item: Item,

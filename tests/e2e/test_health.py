@@ -171,6 +171,34 @@ async def test_healthy_bot_is_live_and_ready_and_its_metrics_count_a_delivery(
     assert ("caliberbot_outbox_held", ()) in samples
 
 
+async def test_paid_broadcasts_are_counted_on_metrics(
+    api: FakeBotApi, feed_server: FeedServer, db_path: Path, session: aiohttp.ClientSession
+) -> None:
+    channels = [CHANNEL, CHANNEL - 1, CHANNEL - 2, CHANNEL - 3]
+    for chat in channels[1:]:
+        api.add_chat(chat, "channel", title=f"Caliber {chat}")
+    feed_server.set("/en/rss", numbered_feed(1))
+    port = free_port()
+    probe = Probe(session, port)
+    env = env_for(api, feed_server, db_path, port, PAID_BROADCAST="true",
+                  RATE_GLOBAL_PER_SECOND="1")  # fmt: skip
+    env["CHANNELS"] = ",".join(f"en={chat}" for chat in channels)
+    async with running_bot(env):
+        await probe.green()
+        await polled(feed_server, 2)
+        feed_server.set("/en/rss", numbered_feed(1, 2))
+        await wait_for("four posts", lambda: all(api.sent(chat) for chat in channels))
+        await polled(feed_server, len(feed_server.requests_to("/en/rss")) + 2)
+        samples = await probe.metrics()
+
+    sends = [c for chat in channels for c in api.sent(chat)]
+    paid = [c for c in sends if c.params.get("allow_paid_broadcast") is True]
+    # The free rate (1/s here) carries what it can; the rest within that second is paid.
+    assert 1 <= len(paid) <= 3 and api.rate_violations == 0
+    assert samples[("caliberbot_paid_sends_total", ())] == len(paid)
+    assert samples[("caliberbot_paid_broadcast_stars_today", ())] == pytest.approx(0.1 * len(paid))
+
+
 async def test_store_that_cannot_be_written_turns_readiness_red_until_a_write_succeeds(
     api: FakeBotApi, feed_server: FeedServer, db_path: Path, session: aiohttp.ClientSession
 ) -> None:

@@ -11,20 +11,26 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from telegram.ext import ExtBot
+from telegram.request import HTTPXRequest
 
+from bot.clock import SystemClock
+from bot.delivery.paid import PaidBudget
 from bot.delivery.publisher import Publisher
 from bot.delivery.ratelimit import BotApiRequest, Limits, RateLimits, TelegramRateLimiter
 from bot.delivery.sender import Sender
 from bot.text.i18n import Translator
-from bot.text.render import Renderer
-from storage.models import ChatType, Delivery, DeliveryState
+from bot.text.render import Post, Renderer
+from storage import paid as paid_sends
+from storage.models import Chat, ChatType, Delivery, DeliveryState
 from storage.outbox import enqueue_edits, enqueue_notice
 from storage.store import Store
 from tests.factories import new_item, sent
@@ -97,8 +103,12 @@ async def engine(
     server_rate: int | None = None,
     concurrency: int = 32,
     max_attempts: int = 6,
+    daily_stars: int | None = None,
 ) -> AsyncIterator[Engine]:
-    """A running publisher on virtual time, its chats subscribed, and the fake server."""
+    """A running publisher on virtual time, its chats subscribed, and the fake server.
+
+    With `unpaid_rate` (paid broadcasts on), the server allows that rate to sends without
+    allow_paid_broadcast and `rate` to all sends, as Telegram does."""
     clock = ManualClock()
     store = await Store.open(db_path)
     for chat_id, kind in chats:
@@ -107,8 +117,13 @@ async def engine(
             subscribed=True,
         )  # fmt: skip
     limits = RateLimits(clock, Limits(global_per_second=rate, unpaid_per_second=unpaid_rate))
+    if paid:
+        limits.budget = PaidBudget(daily_stars, ZoneInfo("Asia/Baku"), clock.now)
     async with FakeBotApi(
-        TOKEN, global_per_second=server_rate or rate, clock=clock.monotonic
+        TOKEN,
+        global_per_second=server_rate or unpaid_rate or rate,
+        paid_per_second=rate,
+        clock=clock.monotonic,
     ) as api:
         for chat_id, kind in chats:
             api.add_chat(chat_id, kind.value)
@@ -245,18 +260,69 @@ async def test_429s_for_several_chats_hold_every_send(db_path: Path) -> None:
 # ---------------------------------------------------------------------- paid broadcasts
 
 
-async def test_paid_broadcast_sends_the_flag_and_goes_past_the_free_rate(db_path: Path) -> None:
+async def test_paid_broadcast_pays_only_for_what_the_free_rate_cannot_carry(
+    db_path: Path,
+) -> None:
     async with engine(
         db_path, chats=_chats(private=PRIVATE), rate=100, unpaid_rate=30, paid=True
     ) as e:
+        paid_seen: list[int] = []
+        e.publisher.on_paid = lambda: paid_seen.append(1)
         await e.publish(1)
         took = await e.until("fan-out", lambda: len(e.sends()) >= len(PRIVATE), within=20)
+        await e.settled()
 
-        assert all(c.params.get("allow_paid_broadcast") is True for c in e.sends())
         assert took < len(PRIVATE) / 30 / 2  # far faster than the free 30/s
         times = [c.at for c in e.sends()]
         assert max_in_window(times, 1.0) <= 100
         assert (len(times) - 1) / (max(times) - min(times)) >= 0.95 * 100
+        free = [c.at for c in e.sends() if not c.params.get("allow_paid_broadcast")]
+        paid = [c for c in e.sends() if c.params.get("allow_paid_broadcast") is True]
+        # The free rate is used to the full, and only the rest is paid for.
+        assert max_in_window(free, 1.0) <= 30
+        assert len(free) >= 0.9 * 30 * (max(times) - min(times))
+        assert len(paid) == len(PRIVATE) - len(free) == len(paid_seen)
+        assert e.api.rate_violations == 0
+        assert e.limits.budget is not None and e.limits.budget.spent == len(paid)
+        # Each paid send is counted on its day, in the store, for the cap after a restart.
+        day = e.limits.budget.today()
+        assert await paid_sends.today(e.store, day) == (day, len(paid))
+
+
+async def test_the_daily_stars_cap_falls_back_to_the_free_rate(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with engine(
+        db_path, chats=_chats(private=PRIVATE[:120]), rate=100, unpaid_rate=30, paid=True,
+        daily_stars=3,
+    ) as e:  # fmt: skip
+        await e.publish(1)
+        await e.until("fan-out", lambda: len(e.sends()) >= 120, within=20)
+
+        paid = [c.at for c in e.sends() if c.params.get("allow_paid_broadcast") is True]
+        free = [c.at for c in e.sends() if not c.params.get("allow_paid_broadcast")]
+        assert len(paid) == 30  # 3 Stars at 0.1 a message
+        # After the cap, no more paid sends: the rest keeps to the free window.
+        assert max_in_window(free, 1.0) <= 30 and max(free) > max(paid)
+        assert e.api.rate_violations == 0
+        assert "reached today's cap of 30 messages" in caplog.text
+
+
+async def test_a_restart_keeps_the_day_s_paid_count(db_path: Path) -> None:
+    clock = ManualClock()
+    budget = PaidBudget(1, ZoneInfo("Asia/Baku"), clock.now)  # 10 paid messages a day
+    store = await Store.open(db_path)
+    try:
+        async with store.transaction() as conn:
+            await paid_sends.add(conn, [budget.today()] * 9)
+        budget.load(*await paid_sends.today(store, budget.today()))
+        assert budget.may_pay()
+        budget.charge()
+        assert not budget.may_pay()
+        await clock.advance(86_400.0)  # the next day starts afresh
+        assert budget.may_pay() and budget.spent == 0
+    finally:
+        await store.close()
 
 
 async def test_without_the_flag_sends_keep_to_the_free_rate() -> None:
@@ -327,6 +393,60 @@ async def test_a_send_written_late_is_restamped_when_it_leaves() -> None:
     assert stamp.at == 0.4
     assert limits.chat_ready_at(5) == pytest.approx(1.4)  # the chat's window counts from 0.4
     assert limits.late_writes == 1
+
+
+async def test_the_http_layer_moves_a_stamp_to_when_the_request_is_written() -> None:
+    # A busy moment between the limiter's stamp and the write: here the on_stamp hook blocks
+    # the event loop for 80 ms, as a stalled process would.
+    limits = RateLimits(SystemClock(), Limits(global_per_second=30, margin=0))
+    async with FakeBotApi(TOKEN) as api:
+        api.add_chat(70_000_001, "private")
+        bot: ExtBot[None] = ExtBot(
+            TOKEN, base_url=f"{api.url}/bot", request=BotApiRequest(),
+            rate_limiter=TelegramRateLimiter(limits),
+        )  # fmt: skip
+        await bot.initialize()
+        try:
+            stamped: list[float] = []
+
+            def stall() -> None:
+                stamped.append(time.monotonic())
+                time.sleep(0.08)
+
+            await bot.send_message(70_000_001, "hello", rate_limit_args={"on_stamp": stall})
+        finally:
+            await bot.shutdown()
+    assert limits.late_writes == 1 and limits.longest_write_delay >= 0.08
+    # The chat's window counts from the write, not from the stamp before the stall.
+    assert limits.chat_ready_at(70_000_001, stamped[0]) >= stamped[0] + 1.08
+
+
+async def test_a_post_goes_out_whole_through_ptb_s_own_request_layer_too() -> None:
+    # The sender's JSON body is made for BotApiRequest; any other request layer (PTB's httpx
+    # one here) must still get every parameter.
+    async with FakeBotApi(TOKEN) as api:
+        api.add_chat(70_000_001, "private")
+        bot: ExtBot[None] = ExtBot(TOKEN, base_url=f"{api.url}/bot", request=HTTPXRequest())
+        await bot.initialize()
+        try:
+            post = Post(html="<b>Piece</b> &amp; more", text="Piece & more",
+                        link="https://caliber.az/en/post/1", photo_url=None,
+                        disable_preview=False)  # fmt: skip
+            chat = _chat_of(70_000_001)
+            result = await Sender(bot).send_post(chat, lambda _photo: post)
+        finally:
+            await bot.shutdown()
+    assert result.outcome.value == "sent" and result.message_id is not None
+    (call,) = api.sent(70_000_001)
+    assert call.params["text"] == "<b>Piece</b> &amp; more"
+    assert call.params["link_preview_options"]["url"] == "https://caliber.az/en/post/1"
+
+
+def _chat_of(chat_id: int) -> Chat:
+    return Chat(
+        id=chat_id, type=ChatType.PRIVATE, title=None, username=None, lang="en",
+        languages=("en",), active=True, subscribed=True, paused=False,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------- retention

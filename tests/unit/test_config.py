@@ -66,6 +66,9 @@ def test_defaults_and_parsing() -> None:
         ("MAX_AGE", "two days"),
         ("BACKFILL", "-3"),
         ("PAID_BROADCAST", "maybe"),
+        ("PAID_BROADCAST_DAILY_STARS", "lots"),
+        ("PAID_BROADCAST_DAILY_STARS", "-5"),
+        ("PAID_BROADCAST_DAILY_STARS", "2.5"),
         ("TIMEZONE", "Mars/Olympus"),
         ("TIMEZONE", "Asia"),  # a directory in the zone database, not a zone
         ("TELEGRAM_API_URL", "http://localhost:notaport"),
@@ -260,3 +263,12 @@ def test_a_bad_database_url_is_named_but_its_password_never_shown(url: str) -> N
 def test_several_instances_settings_are_checked(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         load_settings({"TELEGRAM_BOT_TOKEN": TOKEN, "FEEDS": "en=https://x.az/rss", name: value})
+
+
+def test_the_paid_broadcast_cap_is_whole_stars_or_none() -> None:
+    assert load_settings(GOOD).paid_broadcast_daily_stars is None
+    assert (
+        load_settings(GOOD | {"PAID_BROADCAST_DAILY_STARS": ""}).paid_broadcast_daily_stars is None
+    )
+    capped = load_settings(GOOD | {"PAID_BROADCAST": "true", "PAID_BROADCAST_DAILY_STARS": "500"})
+    assert capped.paid_broadcast_daily_stars == 500

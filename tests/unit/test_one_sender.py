@@ -33,6 +33,10 @@ SENDS = frozenset(
         "forward",
     }
 )
+# PTB's raw calls, by which any method can be called by name, and its request layer's post:
+# the sender's alone (it sends posts this way); a subclass passing them on to super()
+# (handlers/updates.py) is not a call.
+RAW_CALLS = frozenset({"_post", "_do_post", "do_api_request", "process_request"})
 # Answering a button press: handlers/reply.py only (CallbackQuery.answer is the shortcut).
 ANSWERS = frozenset({"answer_callback_query", "answer"})
 # InlineQuery.answer (answerInlineQuery) lists results; it sends no message to a chat.
@@ -48,13 +52,30 @@ def offending_calls(source: str, path: str) -> list[str]:
             continue
         name = node.func.attr
         receiver = node.func.value
-        if name in SENDS and path not in (SENDER, REPLY):
+        typed = name in SENDS and path not in (SENDER, REPLY)
+        raw = (name in RAW_CALLS or _is_request_post(node.func)) and path != SENDER
+        raw = raw and not _is_super(receiver)
+        if typed or raw:
             found.append(f"{path}:{node.lineno} {name}")
         elif name in ANSWERS and path != REPLY:
             inline = isinstance(receiver, ast.Name) and (path, receiver.id) == INLINE_ANSWER
             if not inline:
                 found.append(f"{path}:{node.lineno} {name}")
     return found
+
+
+def _is_request_post(func: ast.Attribute) -> bool:
+    """`something.request.post(...)`: a Bot API call through PTB's request layer."""
+    receiver = func.value
+    return (
+        func.attr == "post" and isinstance(receiver, ast.Attribute) and receiver.attr == "request"
+    )
+
+
+def _is_super(node: ast.expr) -> bool:
+    return (
+        isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "super"
+    )
 
 
 def _modules() -> list[Path]:
@@ -75,8 +96,14 @@ def test_the_sender_and_the_reply_helper_are_where_the_sends_are() -> None:
     sender = offending_calls((ROOT / SENDER).read_text(), "bot/somewhere.py")
     reply = offending_calls((ROOT / REPLY).read_text(), "handlers/somewhere.py")
     assert {call.split()[1] for call in sender} >= {
-        "send_message", "send_photo", "edit_message_text", "edit_message_caption",
+        "post", "process_request", "edit_message_text", "edit_message_caption", "send_message",
     }  # fmt: skip
+    # Posts go by PTB's raw call, by method name.
+    constants = {
+        node.value for node in ast.walk(ast.parse((ROOT / SENDER).read_text()))
+        if isinstance(node, ast.Constant)
+    }  # fmt: skip
+    assert {"sendMessage", "sendPhoto"} <= constants
     assert {call.split()[1] for call in reply} >= {"reply_text", "edit_text", "answer"}
 
 
@@ -88,6 +115,9 @@ def test_the_sender_and_the_reply_helper_are_where_the_sends_are() -> None:
         ("await self.bot.edit_message_text(text, chat_id=1, message_id=2)", "bot/pipeline/x.py"),
         ("await query.answer('done')", "handlers/language.py"),
         ("await query.answer('done')", SENDER),
+        ("await bot._post('sendMessage', {'chat_id': 1, 'text': 'x'})", "bot/pipeline/x.py"),
+        ("await bot.do_api_request('send_message', {'chat_id': 1})", "handlers/start.py"),
+        ("await self.bot.request.post(url, body)", "bot/pipeline/x.py"),
     ],
 )
 def test_a_send_anywhere_else_is_caught(snippet: str, path: str) -> None:

@@ -2,14 +2,15 @@
 
 Telegram documents about 30 messages a second overall, 20 a minute in one group or channel,
 and about one a second in one private chat; a private rate below 1 here means one message per
-``1/rate`` seconds. Refused requests don't count, so a client retrying too early doesn't
-extend its own wait.
+``1/rate`` seconds. A send with ``allow_paid_broadcast`` ignores the free overall limit and
+counts only against the paid one (up to 1,000 a second), which every send counts against.
+Refused requests don't count, so a client retrying too early doesn't extend its own wait.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from tests.fakes.botapi.calls import ApiCall, ApiError
@@ -40,32 +41,45 @@ class Window:
 
 class Limits:
     def __init__(
-        self, global_per_second: int, group_per_minute: int, private_per_second: float
+        self,
+        global_per_second: int,
+        group_per_minute: int,
+        private_per_second: float,
+        paid_per_second: int = 1000,
     ) -> None:
         self._global = Window(global_per_second, 1.0)
+        self._paid = Window(max(paid_per_second, global_per_second), 1.0)
         self._group_per_minute = group_per_minute
         rate = private_per_second
         self._private = (int(rate), 1.0) if rate >= 1 else (1, 1.0 / rate)
         self._per_chat: dict[int, Window] = {}
         #: 429s the windows gave (scripted ones not included).
         self.violations = 0
+        #: Of those, how many each kind of window refused: "paid" (every send), "free"
+        #: (sends without allow_paid_broadcast), "chat" (the chat's own).
+        self.refused_by: Counter[str] = Counter()
 
     def check(self, call: ApiCall, chats: Chats) -> list[Window]:
         """Raise 429 if a window is full; else return the windows to record the call into."""
         if call.method not in RATE_LIMITED_METHODS:
             return []
-        windows = [self._global]
+        # Paid sends skip the free window; every send, paid or not, fills the paid one.
+        named = [("paid", self._paid)]
+        if not call.params.get("allow_paid_broadcast"):
+            named.append(("free", self._global))
         raw_chat = call.params.get("chat_id")
         if raw_chat is not None:
-            windows.append(self._chat_window(chats.resolve(raw_chat)["id"]))
-        wait = max(window.wait_needed(call.at) for window in windows)
+            named.append(("chat", self._chat_window(chats.resolve(raw_chat)["id"])))
+        waits = [(name, window.wait_needed(call.at)) for name, window in named]
+        wait = max(seconds for _, seconds in waits)
         if wait > 0:
             self.violations += 1
+            self.refused_by.update(name for name, seconds in waits if seconds > 0)
             seconds = max(1, math.ceil(wait))
             raise ApiError(
                 429, f"Too Many Requests: retry after {seconds}", {"retry_after": seconds}
             )
-        return windows
+        return [window for _, window in named]
 
     def _chat_window(self, chat_id: int) -> Window:
         window = self._per_chat.get(chat_id)

@@ -5,6 +5,7 @@ count UTF-16 code units after entity parsing, and inline keyboards must be well 
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 import zlib
@@ -15,7 +16,7 @@ from typing import Any
 from tests.fakes.botapi.calls import ApiCall, ApiError, Handler, JSONDict, bad, json_copy
 from tests.fakes.botapi.chats import Chats
 from tests.fakes.botapi.profile import Profile
-from tests.fakes.telegram_html import TelegramHtmlError, parse_html, utf16_len
+from tests.fakes.telegram_html import ParsedHtml, TelegramHtmlError, parse_html, utf16_len
 
 #: Methods that deliver a new message; ``FakeBotApi.sent()`` lists their successes.
 MESSAGE_METHODS = frozenset({"sendMessage", "sendPhoto"})
@@ -95,7 +96,7 @@ class Messages:
         mode = parse_mode.lower() if isinstance(parse_mode, str) else ""
         if mode == "html":
             try:
-                parsed = parse_html(text)
+                parsed = _parsed(text)
             except TelegramHtmlError as error:
                 self.html_errors.append(HtmlErrorRecord(method, text, error.description))
                 raise ApiError(400, error.description) from None
@@ -356,3 +357,11 @@ def _strip(text: str, entities: list[JSONDict]) -> tuple[str, list[JSONDict]]:
         if end > start:
             kept.append({**entity, "offset": start, "length": end - start})
     return stripped, kept
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(text: str) -> ParsedHtml:
+    """parse_html, remembered: a fan-out sends one text to thousands of chats, and parsing
+    it each time made the fake the slower side of a 1,000/s benchmark. A refused text is not
+    remembered (the error propagates and is recorded each time)."""
+    return parse_html(text)

@@ -17,11 +17,12 @@ from aiohttp import web
 from tests.fakes.botapi.calls import ApiCall, ApiError, JSONDict, bad
 from tests.fakes.botapi.chats import Chats
 from tests.fakes.botapi.faults import Faults, RawError
-from tests.fakes.botapi.limits import Limits
+from tests.fakes.botapi.limits import RATE_LIMITED_METHODS, Limits
 from tests.fakes.botapi.messages import MESSAGE_METHODS, Messages
 from tests.fakes.botapi.profile import Profile
 from tests.fakes.botapi.updates import Updates
 from tests.fakes.local import LocalServer
+from tests.fakes.loopdelay import LoopMonitor
 
 # Form fields arrive as strings; these are converted back to the types of the Bot API's
 # parameters, for the methods emulated.
@@ -87,6 +88,7 @@ class FakeBotApi(LocalServer):
         global_per_second: int = 30,
         group_per_minute: int = 20,
         private_per_second: float = 1.0,
+        paid_per_second: int = 1000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
@@ -97,12 +99,19 @@ class FakeBotApi(LocalServer):
         # Awaited after a call succeeded, before it is answered: a test can act "while the
         # request is in flight" (take a lock, limit the bot's files, stop the clock).
         self.before_success: Callable[[ApiCall], Awaitable[None]] | None = None
+        # Set before start() to measure how late this server's own loop runs (its stamps are
+        # that late): reported by GET /_fake/stats, for a benchmark running it in a process.
+        self.loop_monitor: LoopMonitor | None = None
+        self._tallied = 0  # calls counted into _sends so far (stats() counts incrementally)
+        self._sends = 0
 
         self._profile = Profile(token)
         self._chats = Chats(self._profile)
         self._messages = Messages(self._profile, self._chats)
         self._updates = Updates(self._profile, self._chats, self._messages)
-        self._limits = Limits(global_per_second, group_per_minute, private_per_second)
+        self._limits = Limits(
+            global_per_second, group_per_minute, private_per_second, paid_per_second
+        )
         self._faults = Faults(self._chats)
         self._handlers = {
             **self._profile.handlers(),
@@ -137,6 +146,11 @@ class FakeBotApi(LocalServer):
         return self._limits.violations
 
     @property
+    def refused_by(self) -> dict[str, int]:
+        """Those 429s by the window that was full: "paid", "free" or "chat"."""
+        return dict(self._limits.refused_by)
+
+    @property
     def allowed_updates(self) -> list[str] | None:
         return self._updates.allowed_updates
 
@@ -162,15 +176,20 @@ class FakeBotApi(LocalServer):
     def make_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        app.router.add_get("/_fake/stats", self._stats)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         return app
 
     async def start(self) -> None:
         self._closing = False
         await super().start()
+        if self.loop_monitor is not None:
+            self.loop_monitor.start()
 
     async def stop(self) -> None:
         """Release long polls and shut the server down."""
+        if self.loop_monitor is not None:
+            await self.loop_monitor.stop()
         self._closing = True
         self._updates.wake_pollers()
         await super().stop()
@@ -205,6 +224,39 @@ class FakeBotApi(LocalServer):
         """Plain texts/captions (after entity parsing) of the messages sent."""
         texts = (call.result.get("text", call.result.get("caption")) for call in self.sent(chat_id))
         return [text for text in texts if text is not None]
+
+    def stats(self, *, since: float | None = None, detail: bool = False) -> JSONDict:
+        """What a benchmark in another process reads (GET /_fake/stats): calls, successful
+        sends and the windows' 429s, counted incrementally so that polling for progress costs
+        the server next to nothing.
+
+        With `since` (monotonic seconds; -inf for all), the loop monitor's summary of the
+        loop's delay since then; with `detail`, every rate-limited call as [arrival stamp,
+        chat_id, status, sent with allow_paid_broadcast] and the monitor's samples as [woke at,
+        seconds late].
+        """
+        calls = self.calls
+        end = len(calls)
+        for call in calls[self._tallied : end]:
+            if call.ok and call.method in MESSAGE_METHODS:
+                self._sends += 1
+        self._tallied = end
+        monitor = self.loop_monitor
+        stats: JSONDict = {
+            "calls": end,
+            "sent": self._sends,
+            "rate_violations": self._limits.violations,
+        }
+        if since is not None:
+            stats["loop"] = None if monitor is None else monitor.summary(since)
+        if detail:
+            stats["rate_limited"] = [
+                [c.at, c.chat_id, c.status, c.params.get("allow_paid_broadcast") is True]
+                for c in calls
+                if c.method in RATE_LIMITED_METHODS
+            ]
+            stats["loop_samples"] = [] if monitor is None else monitor.samples
+        return stats
 
     async def wait_for(self, predicate: Callable[[FakeBotApi], bool], timeout: float = 5.0) -> None:
         """Poll until ``predicate(self)`` is true, else fail with recent calls listed."""
@@ -418,6 +470,13 @@ class FakeBotApi(LocalServer):
             # is nothing a client can read as a Message: what a broken proxy or emulator says.
             return web.json_response({"ok": True, "result": {"accepted": True}})
         return web.json_response({"ok": True, "result": result})
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        since = request.query.get("since")
+        stats = self.stats(
+            since=None if since is None else float(since), detail=request.query.get("detail") == "1"
+        )
+        return web.json_response(stats)
 
     async def _read_params(self, request: web.Request) -> tuple[JSONDict, list[str]]:
         """Parameters from the query string and a form, multipart or JSON body, and the
