@@ -34,7 +34,7 @@ from typing import Any, Literal, Self
 
 import aiohttp
 
-from bench.common import ROOT, TOKEN, cpu_seconds
+from bench.common import ROOT, TOKEN, Scale, cpu_seconds
 from storage.models import ChatType
 from tests.fakes.botapi import FakeBotApi
 from tests.fakes.loopdelay import LoopMonitor
@@ -87,6 +87,27 @@ class ApiProcess:
         self.pid = 0
         self._proc: asyncio.subprocess.Process | None = None
         self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def at_scale(
+        cls,
+        chats: Iterable[tuple[int, ChatType]],
+        workdir: Path,
+        scale: Scale,
+        *,
+        paid_per_second: int = 1000,
+        priority: Priority = "rr",
+    ) -> ApiProcess:
+        """A server holding Telegram's limits times `scale` (the paid rate as given)."""
+        return cls(
+            chats,
+            workdir,
+            global_per_second=scale.global_per_second,
+            paid_per_second=paid_per_second,
+            group_per_minute=scale.group_per_minute,
+            private_per_second=scale.private_per_second,
+            priority=priority,
+        )
 
     async def __aenter__(self) -> Self:
         with self.log_path.open("ab") as log:

@@ -15,6 +15,7 @@ import os
 import platform
 import sqlite3
 import statistics
+import sys
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
@@ -30,6 +31,7 @@ from storage.store import Store
 from tests.fakes.botapi import MESSAGE_METHODS, ApiCall, FakeBotApi
 from tests.fakes.feedserver import FeedServer, make_rss
 from tests.pg import PgCluster
+from tests.support import BotProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "123456:BENCH-TOKEN-0123456789abcdefghij"
@@ -345,3 +347,10 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> s
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def check_exit(bot: BotProcess, code: int) -> None:
+    """Fail a run whose bot did not stop cleanly, with the end of its log."""
+    if code != 0:
+        print(bot.log_tail(), file=sys.stderr)
+        raise RuntimeError(f"the bot exited with {code}")

@@ -57,6 +57,7 @@ from bench.common import (
     SendCounter,
     bot_env,
     chat_ids,
+    check_exit,
     feed,
     machine,
     markdown_table,
@@ -196,9 +197,7 @@ async def _run_engine(
         finally:
             gc.enable()
             code = await bot.stop()
-        if code != 0:
-            print(bot.log_tail(), file=sys.stderr)
-            raise RuntimeError(f"the bot exited with {code}")
+        check_exit(bot, code)
         server_cpu = None
         if server_before is not None and server_after is not None:
             server_cpu = server_after - server_before
@@ -229,14 +228,8 @@ async def run_ptb(
         '<a href="https://caliber.az/en/post/piece-2">Piece 2</a>\n\n'
         + "Energy, trade and security in the South Caucasus, analysed. " * 6
     )
-    api_process = ApiProcess(
-        targets,
-        workdir,
-        global_per_second=scale.global_per_second,
-        paid_per_second=PAID_RATE,
-        group_per_minute=scale.group_per_minute,
-        private_per_second=scale.private_per_second,
-        priority=priority,
+    api_process = ApiProcess.at_scale(
+        targets, workdir, scale, paid_per_second=PAID_RATE, priority=priority
     )
     async with api_process as api:
         limiter = AIORateLimiter(

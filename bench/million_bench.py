@@ -49,6 +49,7 @@ from bench.common import (
     SendCounter,
     Target,
     bot_env,
+    check_exit,
     feed,
     machine,
     markdown_table,
@@ -313,9 +314,7 @@ async def drain(target: Target, workdir: Path, limit: int, window: float, warmup
             raise
         finally:
             code = await bot.stop()
-        if code != 0:
-            print(bot.log_tail(), file=sys.stderr)
-            raise RuntimeError(f"the bot exited with {code}")
+        check_exit(bot, code)
     return Drain(limit, pending, rate, len(sends))
 
 

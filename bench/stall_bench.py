@@ -66,6 +66,7 @@ from bench.common import (
     Scale,
     bot_env,
     chat_ids,
+    check_exit,
     cpu_seconds,
     feed,
     machine,
@@ -415,14 +416,8 @@ async def fan_out_engine(
     targets = chat_ids(chats, channels=min(20, chats // 50), groups=min(200, chats // 10))
     db_path = workdir / "bot.sqlite3"
     await seed_chats(db_path, targets)
-    api_process = ApiProcess(
-        targets,
-        workdir,
-        global_per_second=scale.global_per_second,
-        paid_per_second=PAID_RATE,
-        group_per_minute=scale.group_per_minute,
-        private_per_second=scale.private_per_second,
-        priority=args.priority,
+    api_process = ApiProcess.at_scale(
+        targets, workdir, scale, paid_per_second=PAID_RATE, priority=args.priority
     )
     async with api_process as api, FeedServer() as feeds:
         feeds.set(FEED_PATH, feed(1))
@@ -463,9 +458,7 @@ async def fan_out_engine(
             raise
         finally:
             code = await bot.stop()
-        if code != 0:
-            print(bot.log_tail(), file=sys.stderr)
-            raise RuntimeError(f"the bot exited with {code}")
+        check_exit(bot, code)
         # The sender learns of the piece when the poll after its publication reaches the feed.
         polls = [r.time for r in feeds.requests_to(FEED_PATH) if r.time >= published_at]
         return fanout_figures(
