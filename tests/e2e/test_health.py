@@ -8,6 +8,7 @@ readiness rules themselves (what counts as stuck) are also pinned on the virtual
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -209,9 +210,13 @@ async def test_store_that_cannot_be_written_turns_readiness_red_until_a_write_su
         await probe.green()
         # Another process takes the database's write lock and keeps it (a stuck backup, an
         # sqlite3 shell left in a transaction): the bot's writes fail after SQLite's busy wait.
-        blocker = sqlite3.connect(db_path, isolation_level=None, timeout=10)
+        # The lock is taken off the event loop: the bot shares this loop, and a transaction of
+        # its own that is open at that moment must be able to finish, or both wait 10 s.
+        blocker = sqlite3.connect(
+            db_path, isolation_level=None, timeout=10, check_same_thread=False
+        )
         try:
-            blocker.execute("BEGIN EXCLUSIVE")
+            await asyncio.to_thread(blocker.execute, "BEGIN EXCLUSIVE")
             body = await probe.red("store", timeout=20)
             assert not body["checks"]["store"]["ok"]
             assert "no write has succeeded" in body["checks"]["store"]["detail"]

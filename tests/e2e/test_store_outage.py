@@ -4,6 +4,7 @@ send spends an attempt; outages (the store's included) spend none."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -67,8 +68,12 @@ async def test_a_store_that_refuses_writes_holds_the_outcome_and_sends_nothing_t
         async def lock_the_store(call: ApiCall) -> None:
             if not locked_once:
                 locked_once.append(True)
-                conn = sqlite3.connect(db_path, isolation_level=None, timeout=0.1)
-                conn.execute("BEGIN EXCLUSIVE")
+                # Off the event loop, which the engine shares: a store transaction open at this
+                # moment finishes first instead of failing the lock.
+                conn = sqlite3.connect(
+                    db_path, isolation_level=None, timeout=10, check_same_thread=False
+                )
+                await asyncio.to_thread(conn.execute, "BEGIN EXCLUSIVE")
                 blocker.append(conn)
 
         e.api.before_success = lock_the_store
