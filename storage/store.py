@@ -51,6 +51,12 @@ log = logging.getLogger(__name__)
 # Rows one chunk of a fan-out inserts at most (chats per chunk: this / the job's items). About
 # 0.1 s of work on SQLite: what any other write may wait for while a million rows are queued.
 FAN_OUT_CHUNK = 10_000
+# The chunk's size follows its time: the same rows cost several times more on a busy disk or
+# in pages a retention freed all over the file (0.1 s fresh, up to 0.6 s measured there), and
+# it is the time that other writers wait for. Each chunk is sized from the last one's pace,
+# changing by at most half or double a step, never below _MIN_CHUNK rows.
+_CHUNK_SECONDS = 0.1
+_MIN_CHUNK = 500
 # SQLite: after this long of back-to-back chunks (seconds) the fan-out pauses for longer than
 # SQLite's busy handler sleeps between its tries (100 ms), so a write of another process waiting
 # for the file gets in; between two chunks alone it would almost never catch the lock free.
@@ -95,6 +101,7 @@ class Store(Database):
         # One expansion at a time in this process: jobs are expanded oldest first, so a chat
         # gets the rows of its pieces in the order of the pieces.
         self._expanding = asyncio.Lock()
+        self._chunk_rows = FAN_OUT_CHUNK  # the next chunk's rows, learnt from the last's pace
 
     # ------------------------------------------------------------------ feeds
 
@@ -262,13 +269,14 @@ class Store(Database):
 
         Each transaction inserts one chunk of chats (at most `fan_out_chunk` rows, set-based,
         as one INSERT … SELECT over that range of chat ids) and moves the job's cursor past it,
-        so every other write waits at most one chunk, and a crash resumes exactly where the
-        last commit left the job; the unique index on (item, chat) keeps any pair from being
-        queued twice. The cursor moves by compare-and-set, so two expanders (one instance
-        deposed mid-job, its successor resuming) never insert the same chunk. `on_queued` is
-        called after each chunk that queued pending rows. A call without `upto` while another
-        expansion runs returns at once: that one covers every older job. On SQLite the chunks
-        pause now and then (_SQLITE_PAUSE), so other processes' writes get the file too.
+        so every other write waits at most one chunk (about _CHUNK_SECONDS: its size follows
+        its pace), and a crash resumes exactly where the last commit left the job; the unique
+        index on (item, chat) keeps any pair from being queued twice. The cursor moves by
+        compare-and-set, so two expanders (one instance deposed mid-job, its successor
+        resuming) never insert the same chunk. `on_queued` is called after each chunk that
+        queued pending rows. A call without `upto` while another expansion runs returns at
+        once: that one covers every older job. On SQLite the chunks pause now and then
+        (_SQLITE_PAUSE), so other processes' writes get the file too.
         """
         if upto is None:
             if self._expanding.locked():
@@ -281,10 +289,15 @@ class Store(Database):
         async with self._expanding:
             busy_since = time.perf_counter()
             while True:
+                rows = min(self._chunk_rows, self.fan_out_chunk)
+                started = time.perf_counter()
                 async with self.transaction() as conn:
-                    step = await _expand_chunk(conn, upto, self.fan_out_chunk)
+                    step = await _expand_chunk(conn, upto, rows)
                 if step is None:
                     return queued
+                if step.pending:
+                    pace = _CHUNK_SECONDS / max(time.perf_counter() - started, 1e-3)
+                    self._chunk_rows = max(_MIN_CHUNK, int(rows * min(2.0, max(0.5, pace))))
                 queued[step.job] = queued.get(step.job, 0) + step.pending
                 if step.pending and on_queued is not None:
                     on_queued()

@@ -99,6 +99,29 @@ async def test_a_fan_out_is_queued_a_chunk_at_a_time_and_wakes_the_publisher_eac
     assert await _jobs(store) == 0  # the job goes with its last chunk
 
 
+async def test_a_chunk_slower_than_its_budget_halves_the_next_and_a_quick_one_doubles_it(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chunk's size follows its pace (a busy disk, pages freed all over the file), since
+    its time is what every other writer waits for; the fan-out still queues each pair once."""
+    import storage.store as store_module
+
+    chats = list(range(301, 321))
+    await _chats(store, *chats)
+    feed_id = await _feed(store)
+    store.fan_out_chunk = 8
+    monkeypatch.setattr(store_module, "_MIN_CHUNK", 1)
+    monkeypatch.setattr(store_module, "_CHUNK_SECONDS", 1e-9)  # every chunk is too slow
+    chunks: list[None] = []
+    await _poll(store, feed_id, [1], on_queued=lambda: chunks.append(None))
+    assert len(chunks) == 9  # 8, 4, 2, then 1 chat at a time: 20 chats (fixed: 3 chunks)
+    monkeypatch.setattr(store_module, "_CHUNK_SECONDS", 1e9)  # every chunk is quick
+    chunks.clear()
+    await _poll(store, feed_id, [2], on_queued=lambda: chunks.append(None))
+    assert len(chunks) == 5  # from the last pace up: 1, 2, 4, 8 (fan_out_chunk's cap), 5
+    assert await _pairs(store) == [(item, c) for item in (1, 2) for c in chats]
+
+
 async def test_a_fan_out_cut_between_chunks_resumes_where_it_stopped_and_queues_no_pair_twice(
     store_target: str,
 ) -> None:
