@@ -552,6 +552,27 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        16,
+        "PostgreSQL: the outbox indexes filled in key order pack their pages",
+        # A B-tree leaf that splits at the end of its key range keeps a tenth of itself free
+        # (fillfactor 90), room only later keys in between would use. These three are filled
+        # in key order: the primary key (new ids), deliveries_post (a fan-out adds its items'
+        # rows in chat order, after every older item's) and deliveries_pending (in id order
+        # after its priority's older items); what else comes in between, the row versions
+        # of sends and retries, arrives in batches that split a page either way. It saves
+        # 9 of a queued row's 228 bytes. deliveries_chat keeps its room: a chat's new rows go
+        # in beside its older ones. Pages already built keep their fill (no REINDEX: this
+        # takes no lock that stops writes). SQLite has no fillfactor: nothing to do there.
+        """
+        SELECT 1;
+        """,
+        postgresql="""
+        ALTER INDEX deliveries_pkey SET (fillfactor = 100);
+        ALTER INDEX deliveries_post SET (fillfactor = 100);
+        ALTER INDEX deliveries_pending SET (fillfactor = 100);
+        """,
+    ),
 )
 
 
