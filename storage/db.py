@@ -10,6 +10,7 @@ storage/ runs SQL.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import sqlite3
@@ -244,33 +245,46 @@ _ORIGINS = {origin.value: origin for origin in ItemOrigin}
 
 def chat_from_row(row: Row, offset: int = 0) -> Chat:
     """Return the Chat in `row` (selected with CHAT_COLUMNS, starting at column `offset`)."""
-    r = list(row)[offset : offset + 14]
+    # Called for every row a fan-out sends: a slice of the row and the lookup tables, not a
+    # copy of the whole row and the enums' calls.
+    (chat_id, kind, title, username, lang, languages, active, subscribed, paused, settings,
+     added_by, deactivated_reason, created_at, updated_at) = row[offset : offset + 14]  # fmt: skip
     return Chat(
-        id=r[0],
-        type=ChatType(r[1]),
-        title=r[2],
-        username=r[3],
-        lang=r[4],
-        languages=tuple(x for x in str(r[5]).split(",") if x),
-        active=bool(r[6]),
-        subscribed=bool(r[7]),
-        paused=bool(r[8]),
-        settings=ChatSettings.from_json(r[9]),
-        added_by=r[10],
-        deactivated_reason=r[11],
-        created_at=r[12],
-        updated_at=r[13],
+        id=chat_id,
+        type=_CHAT_TYPES[kind],
+        title=title,
+        username=username,
+        lang=lang,
+        languages=_languages(languages),
+        active=bool(active),
+        subscribed=bool(subscribed),
+        paused=bool(paused),
+        settings=ChatSettings.from_json(settings),
+        added_by=added_by,
+        deactivated_reason=deactivated_reason,
+        created_at=created_at,
+        updated_at=updated_at,
     )
+
+
+_CHAT_TYPES = {kind.value: kind for kind in ChatType}
+_DELIVERY_STATES = {state.value: state for state in DeliveryState}
+
+
+@functools.lru_cache(maxsize=256)
+def _languages(text: object) -> tuple[str, ...]:
+    """A chat's languages column ("en,ru") as a tuple; a handful of distinct values."""
+    return tuple(x for x in str(text).split(",") if x)
 
 
 def delivery_from_row(row: Row, offset: int = 0) -> Delivery:
     """Return the Delivery in `row` (selected with DELIVERY_COLUMNS, from column `offset`)."""
-    r = list(row)[offset : offset + 11]
+    r = row[offset : offset + 11]
     return Delivery(
         id=r[0],
         item_id=r[1],
         chat_id=r[2],
-        state=DeliveryState(r[3]),
+        state=_DELIVERY_STATES[r[3]],
         priority=r[4],
         attempts=r[5],
         next_attempt_at=r[6],

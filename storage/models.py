@@ -182,8 +182,20 @@ class ChatSettings:
 
     @classmethod
     def from_json(cls, raw: str | None) -> ChatSettings:
-        if not raw:
+        if not raw or raw == "{}":
             return _DEFAULT_SETTINGS
+        # Read for every chat a fan-out sends to, where most chats share a few settings:
+        # the parsed (frozen) value is kept per text.
+        settings = _SETTINGS_READ.get(raw)
+        if settings is None:
+            settings = cls._parse(raw)
+            if len(_SETTINGS_READ) >= _SETTINGS_KEPT:
+                _SETTINGS_READ.clear()
+            _SETTINGS_READ[raw] = settings
+        return settings
+
+    @classmethod
+    def _parse(cls, raw: str) -> ChatSettings:
         data: dict[str, Any] = json.loads(raw)
         known = set(cls.__dataclass_fields__)
         kwargs: dict[str, Any] = {}
@@ -203,6 +215,9 @@ class ChatSettings:
 
 
 _DEFAULT_SETTINGS = ChatSettings()
+# Settings texts already parsed (ChatSettings.from_json), bounded: cleared when full.
+_SETTINGS_READ: dict[str, ChatSettings] = {}
+_SETTINGS_KEPT = 4096
 
 
 @dataclass(frozen=True, slots=True)

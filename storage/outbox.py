@@ -301,13 +301,14 @@ async def due_heads(
     chat became held meanwhile is not due; nor is a row behind one of its chat's that waits
     (a retry, a held post) or was queued ahead of it meanwhile (a notice)."""
     found: dict[int, tuple[Due, bool]] = {}
+    items: dict[int, Item] = {}  # a fan-out's rows share a few pieces: each is read once
     for start in range(0, len(delivery_ids), 500):
         chunk = delivery_ids[start : start + 500]
         rows = await db.fetchall(
             _DUE_HEADS.format(ids=",".join("?" * len(chunk))), [now, now, *chunk]
         )
         for row in rows:
-            due = _due(row)
+            due = _due(row, items)
             found[due.delivery.id if isinstance(due, DueDelivery) else due.id] = (
                 due,
                 bool(row[_MORE]),
@@ -339,7 +340,7 @@ WHERE d.state = 'pending' AND d.next_attempt_at <= ?
 _MORE = 2 + 11 + 14 + 14  # the column after the chat's
 
 
-def _due(row: Row) -> Due:
+def _due(row: Row, items: dict[int, Item]) -> Due:
     kind = Kind(row[0])
     payload = json.loads(row[1]) if row[1] else {}
     chat = chat_from_row(row, 2 + 11 + 14)
@@ -349,7 +350,10 @@ def _due(row: Row) -> Due:
             delivery_id, kind, chat, attempts, text=str(payload.get("text", "")),
             digest=payload.get("digest") is True,
         )  # fmt: skip
-    delivery, item = delivery_from_row(row, 2), item_from_row(row, 2 + 11)
+    delivery = delivery_from_row(row, 2)
+    item = items.get(delivery.item_id)
+    if item is None:
+        item = items[delivery.item_id] = item_from_row(row, 2 + 11)
     if kind is Kind.POST:
         return DueDelivery(delivery=delivery, item=item, chat=chat)
     message_id = payload.get("message_id")

@@ -35,15 +35,23 @@ class PaidBudget:
         self.cap = None if daily_stars is None else paid_messages(daily_stars)
         self.zone = zone
         self._now = now
+        self._span = (math.inf, -math.inf, "")  # [start, end) of the day last named, and it
         self.day = self.today()
         self.spent = 0  # paid sends charged today, in flight included
         self._warned = False
-        # Told of every paid send Telegram accepted (metrics).
-        self.on_sent: Callable[[], None] | None = None
 
     def today(self) -> str:
         """The day (YYYY-MM-DD in the bot's time zone) a send made now is counted in."""
-        return dt.datetime.fromtimestamp(self._now(), self.zone).date().isoformat()
+        # Asked for every paid send: the day's bounds are worked out once a day.
+        now = self._now()
+        start, end, day = self._span
+        if start <= now < end:
+            return day
+        date = dt.datetime.fromtimestamp(now, self.zone).date()
+        midnight = dt.datetime.combine(date, dt.time(), tzinfo=self.zone)
+        following = dt.datetime.combine(date + dt.timedelta(days=1), dt.time(), tzinfo=self.zone)
+        self._span = (midnight.timestamp(), following.timestamp(), date.isoformat())
+        return self._span[2]
 
     def load(self, day: str, spent: int) -> None:
         """Start from what the store says was spent on `day` (a restart keeps the cap)."""

@@ -170,8 +170,9 @@ class _OutcomeWriter:
         self._queue.append((record, done))
         if self._writer is None:
             self._writer = asyncio.create_task(self._write(), name="record-outcomes")
-        # Shielded: a caller cancelled at shutdown must not cancel the others' commit.
-        await asyncio.shield(done)
+        # The commit is the writer task's, one for everybody: a caller cancelled at shutdown
+        # cancels only its own future (which the writer then leaves alone), never the commit.
+        await done
 
     async def _write(self) -> None:
         try:

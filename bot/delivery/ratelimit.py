@@ -24,9 +24,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import json
 import logging
 import math
+import re
 import time
 import urllib.request
 import warnings
@@ -248,9 +250,14 @@ class RateLimits:
     def chat_ready_at(self, chat: int | str, now: float | None = None) -> float:
         """Return when the chat's own windows and any retry_after allow the next send."""
         now = self.clock.monotonic() if now is None else now
-        ready = max(now, self._blocked_until.get(str(chat), 0.0))
-        for window in self._windows(chat):
-            ready = max(ready, window.available_at(now))
+        key = str(chat)
+        ready = max(now, self._blocked_until.get(key, 0.0))
+        # Asked for each row of every sweep: a chat with no recent send has no windows to
+        # look at (nor are they made for it until it sends).
+        for window in self._chats.get(key, ()):
+            available = window.available_at(now)
+            if available > ready:
+                ready = available
         return ready
 
     def global_ready_at(self, now: float | None = None, *, paid: bool = False) -> float:
@@ -510,6 +517,12 @@ _CURRENT_DEPARTURE: contextvars.ContextVar[_Departure | None] = contextvars.Cont
 )
 
 
+# The start of an accepted send's answer, up to the message's id.
+_LEAN_ANSWER = re.compile(
+    rb'\{\s*"ok"\s*:\s*true\s*,\s*"result"\s*:\s*\{\s*"message_id"\s*:\s*(\d+)\s*[,}]'
+)
+
+
 class Accepted:
     """Whether Telegram answered `ok: true` to the request made while this was watched.
 
@@ -517,9 +530,10 @@ class Accepted:
     answer's body: the publisher must record it as sent, never send it again.
     """
 
-    __slots__ = ("ok", "result")
+    __slots__ = ("lean", "ok", "result")
 
-    def __init__(self) -> None:
+    def __init__(self, lean: bool = False) -> None:
+        self.lean = lean  # only the message's id is read: the rest of the answer is not parsed
         self.ok = False
         self.result: Any = None
 
@@ -530,14 +544,25 @@ _ACCEPTED: contextvars.ContextVar[Accepted | None] = contextvars.ContextVar(
 
 
 @contextlib.contextmanager
-def watch_accepted() -> Iterator[Accepted]:
-    """Note whether the Bot API accepts the requests made inside the block."""
-    accepted = Accepted()
+def watch_accepted(*, lean: bool = False) -> Iterator[Accepted]:
+    """Note whether the Bot API accepts the requests made inside the block. `lean`: their
+    callers read no more of an accepted answer than its message_id."""
+    accepted = Accepted(lean)
     token = _ACCEPTED.set(accepted)
     try:
         yield accepted
     finally:
         _ACCEPTED.reset(token)
+
+
+# One encoder for every body: json.dumps with options builds a new one at each call.
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+@functools.lru_cache(maxsize=64)
+def _encoded(text: str) -> str:
+    """`text` as a JSON string (a post's text or caption, sent to many chats)."""
+    return _dumps(text)
 
 
 class JsonBody(RequestData):  # type: ignore[misc]  # final in PTB's types only
@@ -549,8 +574,15 @@ class JsonBody(RequestData):  # type: ignore[misc]  # final in PTB's types only
 
     def __init__(self, parameters: dict[str, Any]) -> None:
         super().__init__()
-        self._values = {k: v for k, v in parameters.items() if v is not None}
-        self.body = json.dumps(self._values, separators=(",", ":"), ensure_ascii=False).encode()
+        self._values = values = {k: v for k, v in parameters.items() if v is not None}
+        # A fan-out sends the same text to every chat of a language: long strings are encoded
+        # once (_encoded) and joined to the rest of the body, which is a few small values.
+        short = {k: v for k, v in values.items() if not (isinstance(v, str) and len(v) > 200)}
+        body = _dumps(short)
+        if len(short) < len(values):  # the keys are the Bot API's parameter names
+            long = ",".join(f'"{k}":{_encoded(v)}' for k, v in values.items() if k not in short)
+            body = f"{body[:-1]}{',' if short else ''}{long}}}"
+        self.body = body.encode()
 
     # Any other request layer (PTB's httpx one) reads the parameters the usual way.
     @property
@@ -606,8 +638,15 @@ class BotApiRequest(BaseRequest):
     def parse_json_payload(self, payload: bytes) -> dict[str, Any]:  # type: ignore[override]
         # PTB declares it static; called on the instance, it tells a watcher (watch_accepted)
         # that Telegram accepted the request, before anything reads the answer's body.
-        data: dict[str, Any] = BaseRequest.parse_json_payload(payload)
         accepted = _ACCEPTED.get()
+        if accepted is not None and accepted.lean:
+            # A post's answer is the whole Message; the sender reads its id alone, which the
+            # Bot API writes first. Anything else (an error, another layout) is parsed whole.
+            lean = _LEAN_ANSWER.match(payload)
+            if lean is not None:
+                accepted.ok, accepted.result = True, {"message_id": int(lean[1])}
+                return {"ok": True, "result": accepted.result}
+        data: dict[str, Any] = BaseRequest.parse_json_payload(payload)
         if accepted is not None and isinstance(data, dict) and data.get("ok") is True:
             accepted.ok = True
             accepted.result = data.get("result")

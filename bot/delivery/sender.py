@@ -152,7 +152,7 @@ class Sender:
                 return self.classify(exc)
             return SendResult(Outcome.SENT, _message_id(answer), paid=request.paid)
 
-        return await self._accepted(chat.id, attempt)
+        return await self._accepted(chat.id, attempt, lean=True)
 
     def _post_request(self, chat: Chat, post: Post) -> _Request:
         """The Bot API call that sends `post` to `chat`, as its JSON parameters."""
@@ -275,10 +275,11 @@ class Sender:
     # ------------------------------------------------------------------ answers
 
     async def _accepted(
-        self, chat_id: int, attempt: Callable[[], Awaitable[SendResult]]
+        self, chat_id: int, attempt: Callable[[], Awaitable[SendResult]], *, lean: bool = False
     ) -> SendResult:
-        """Run `attempt`; when Telegram said ok but its answer could not be read, it is SENT."""
-        with watch_accepted() as accepted:
+        """Run `attempt`; when Telegram said ok but its answer could not be read, it is SENT.
+        `lean`: `attempt` reads nothing of the answer but the message's id."""
+        with watch_accepted(lean=lean) as accepted:
             try:
                 return await attempt()
             except TelegramError:

@@ -47,7 +47,9 @@ async def test_the_budget_counts_days_in_the_bot_s_time_zone() -> None:
     assert not budget.may_pay() and budget.stars_today == 2.0
     budget.refund()  # Telegram refused one: it costs nothing
     assert budget.may_pay()
-    await clock.advance(3600)  # midnight in Baku
+    await clock.advance(3599)  # a second before midnight in Baku: the day is remembered
+    assert budget.today() == "2025-12-31" and budget.spent == 19
+    await clock.advance(1)  # midnight
     assert budget.today() == "2026-01-01" and budget.may_pay() and budget.spent == 0
 
 
