@@ -77,6 +77,11 @@ _JITTER_BUCKETS = 8
 _JITTER_HOLD = 10.0
 # How far ahead of its even schedule the bot-wide pacer lets sends go (see Pacer).
 _PACE_TOLERANCE = 0.02
+# The shortest wait for the bot-wide rate. At 1,000/s a send's turn comes every millisecond,
+# and waking for each one was a fifth of a send's CPU; waking every 10 ms lets the sends that
+# have come due meanwhile go together (within the pacer's tolerance, so the rate holds), while
+# the windows still bound every second. Slower rates wait longer than this anyway.
+_GLOBAL_NAP = 0.01
 # A stamp moves only when the write came this much later: below it, moving is just churn.
 _RESTAMP_AFTER = 0.0005
 
@@ -293,7 +298,7 @@ class RateLimits:
                             ready, pays = paid_ready, True
                     if ready <= now:
                         break
-                    await self.clock.sleep(ready - now)
+                    await self.clock.sleep(max(ready - now, _GLOBAL_NAP))
                 # Another request to the same chat may have taken its window meanwhile.
                 if chat is None or self.chat_ready_at(chat, now) <= now:
                     if self.on_wait is not None:
