@@ -22,7 +22,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from storage.backends import Row
+from storage.backends import Conn, Row
 from storage.db import (
     CHAT_COLUMNS,
     DELIVERY_COLUMNS,
@@ -247,21 +247,8 @@ async def park(db: Database, chat_ids: Sequence[int], now: float) -> int:
     A chat with a send in flight must not be given: its row would be recorded sent with the
     parked priority.
     """
-    moved = 0
     async with db.transaction() as conn:
-        for start in range(0, len(chat_ids), 500):
-            chunk = list(chat_ids[start : start + 500])
-            held = (
-                f"SELECT id FROM chats WHERE id IN ({','.join('?' * len(chunk))}) "
-                "AND hold_from <= ?"
-            )
-            moved += await conn.execute(
-                f"UPDATE deliveries SET priority = priority + ? WHERE chat_id IN ({held}) "
-                "AND state = 'pending' AND kind = 'post' AND priority < ?",
-                [PARKED, *chunk, now, PARKED],
-            )
-            await conn.execute(f"UPDATE chats SET parked = 1 WHERE id IN ({held})", [*chunk, now])
-    return moved
+        return await _shift(conn, list(chat_ids), now, park=True)
 
 
 async def unpark(db: Database, now: float) -> int:
@@ -275,21 +262,33 @@ async def unpark(db: Database, now: float) -> int:
     chat_ids = [int(row[0]) for row in rows]
     if not chat_ids:
         return 0  # the usual case: no write at all
-    moved = 0
     async with db.transaction() as conn:
-        for start in range(0, len(chat_ids), 500):
-            chunk = chat_ids[start : start + 500]
-            # Those still unheld now that the write lock is ours.
-            free = (
-                f"SELECT id FROM chats WHERE id IN ({','.join('?' * len(chunk))}) "
-                "AND (hold_from IS NULL OR hold_from > ?)"
-            )
-            moved += await conn.execute(
-                f"UPDATE deliveries SET priority = priority - ? WHERE chat_id IN ({free}) "
-                "AND state = 'pending' AND priority >= ?",
-                [PARKED, *chunk, now, PARKED],
-            )
-            await conn.execute(f"UPDATE chats SET parked = 0 WHERE id IN ({free})", [*chunk, now])
+        return await _shift(conn, chat_ids, now, park=False)
+
+
+async def _shift(conn: Conn, chat_ids: list[int], now: float, *, park: bool) -> int:
+    """Park (or bring back) the pending posts of those of `chat_ids` held (or no longer held)
+    at `now`, as the write lock sees them, and mark the chats; return how many rows moved."""
+    if park:
+        which, priority, rows = "hold_from <= ?", "priority + ?", "kind = 'post' AND priority < ?"
+    else:
+        which, priority, rows = (
+            "(hold_from IS NULL OR hold_from > ?)",
+            "priority - ?",
+            "priority >= ?",
+        )
+    moved = 0
+    for start in range(0, len(chat_ids), 500):
+        chunk = chat_ids[start : start + 500]
+        chats = f"SELECT id FROM chats WHERE id IN ({','.join('?' * len(chunk))}) AND {which}"
+        moved += await conn.execute(
+            f"UPDATE deliveries SET priority = {priority} WHERE chat_id IN ({chats}) "
+            f"AND state = 'pending' AND {rows}",
+            [PARKED, *chunk, now, PARKED],
+        )
+        await conn.execute(
+            f"UPDATE chats SET parked = {int(park)} WHERE id IN ({chats})", [*chunk, now]
+        )
     return moved
 
 
