@@ -66,7 +66,6 @@ _NOT_MODIFIED = "message is not modified"
 _WRONG_KIND = ("there is no caption in the message", "there is no text in the message")
 
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
-_PREVIEW_OFF = {"is_disabled": True}
 
 
 class _Request:
@@ -167,9 +166,7 @@ class Sender:
             params["photo"], params["caption"] = post.photo_url, post.html
             return _Request("sendPhoto", params)
         params["text"] = post.html
-        params["link_preview_options"] = _PREVIEW_OFF if post.disable_preview else {
-            "url": post.link, "prefer_large_media": True,
-        }  # fmt: skip
+        params["link_preview_options"] = _preview_fields(post)
         return _Request("sendMessage", params)
 
     async def _call(self, request: _Request, on_stamp: OnStamp | None) -> Any:
@@ -317,11 +314,17 @@ class Sender:
         return SendResult(Outcome.UNREACHABLE, error=text)
 
 
-def _preview(post: Post) -> LinkPreviewOptions:
-    """The preview card pinned to the article, unless the chat's style has none."""
+def _preview_fields(post: Post) -> dict[str, Any]:
+    """The preview card pinned to the article, unless the chat's style has none, as the Bot
+    API's LinkPreviewOptions fields (the raw post's JSON)."""
     if post.disable_preview:
-        return NO_PREVIEW
-    return LinkPreviewOptions(url=post.link, prefer_large_media=True)
+        return {"is_disabled": True}
+    return {"url": post.link, "prefer_large_media": True}
+
+
+def _preview(post: Post) -> LinkPreviewOptions:
+    """The same preview for PTB's typed calls (edits)."""
+    return LinkPreviewOptions(**_preview_fields(post))
 
 
 def _limiter_args(on_stamp: OnStamp | None) -> dict[str, object]:
