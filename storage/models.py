@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -184,15 +185,7 @@ class ChatSettings:
     def from_json(cls, raw: str | None) -> ChatSettings:
         if not raw or raw == "{}":
             return _DEFAULT_SETTINGS
-        # Read for every chat a fan-out sends to, where most chats share a few settings:
-        # the parsed (frozen) value is kept per text.
-        settings = _SETTINGS_READ.get(raw)
-        if settings is None:
-            settings = cls._parse(raw)
-            if len(_SETTINGS_READ) >= _SETTINGS_KEPT:
-                _SETTINGS_READ.clear()
-            _SETTINGS_READ[raw] = settings
-        return settings
+        return _parsed_settings(raw)
 
     @classmethod
     def _parse(cls, raw: str) -> ChatSettings:
@@ -215,9 +208,13 @@ class ChatSettings:
 
 
 _DEFAULT_SETTINGS = ChatSettings()
-# Settings texts already parsed (ChatSettings.from_json), bounded: cleared when full.
-_SETTINGS_READ: dict[str, ChatSettings] = {}
-_SETTINGS_KEPT = 4096
+
+
+# Read for every chat a fan-out sends to, where most chats share a few settings: the parsed
+# (frozen) value is kept per text.
+@functools.lru_cache(maxsize=4096)
+def _parsed_settings(raw: str) -> ChatSettings:
+    return ChatSettings._parse(raw)
 
 
 @dataclass(frozen=True, slots=True)
