@@ -329,6 +329,14 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def print_setup(server_priorities: Iterable[str]) -> None:
+    """The lines under a fan-out benchmark's runs: the machine, and how the test server ran."""
+    print()
+    print(f"Machine: {machine()}")
+    print(f"Test server: its own process, {', '.join(sorted(set(server_priorities)))}, GC off")
+    print()
+
+
 def machine() -> str:
     """One line saying what the figures were measured on."""
     model = platform.processor() or "unknown CPU"

@@ -62,6 +62,7 @@ from bench.common import (
     machine,
     markdown_table,
     median,
+    print_setup,
     refused_429,
     register_chats,
     seed_chats,
@@ -324,11 +325,7 @@ async def compare(args: argparse.Namespace) -> int:
                     )
             results[engine, mode].append(run)
             print(f"run {index + 1}: {run.line()}", flush=True)
-    print()
-    print(f"Machine: {machine()}")
-    priorities = {r.server_priority for runs in results.values() for r in runs}
-    print(f"Test server: its own process, {', '.join(sorted(priorities))}, GC off")
-    print()
+    print_setup(r.server_priority for runs in results.values() for r in runs)
     header = [
         "engine",
         "limit",

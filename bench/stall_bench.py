@@ -69,9 +69,9 @@ from bench.common import (
     check_exit,
     cpu_seconds,
     feed,
-    machine,
     markdown_table,
     median,
+    print_setup,
     rss_kib,
     seed_chats,
     wait_until,
@@ -558,11 +558,7 @@ async def main(argv: list[str]) -> int:
                 print(f"    {overrun}", flush=True)
             for line in warnings[:10]:
                 print(f"    bot: {line}", flush=True)
-    print()
-    print(f"Machine: {machine()}")
-    priorities = {r.server_priority for runs in results.values() for r in runs}
-    print(f"Test server: its own process, {', '.join(sorted(priorities))}, GC off")
-    print()
+    print_setup(r.server_priority for runs in results.values() for r in runs)
     print(markdown_table(*stall_table(results)))
     return 0
 
