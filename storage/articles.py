@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from storage.db import CHAT_COLUMNS, chat_from_row
-from storage.models import Chat, Item, PageContent
+from storage.models import Item, PageContent
 from storage.store import Store
 
 # Every cached page keeps no more than this much text.
@@ -24,15 +23,6 @@ class Article:
     fetched_at: float
     page: PageContent = field(default_factory=PageContent)
     error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SentMessage:
-    """A message the bot sent for an item: where, which, and when."""
-
-    chat: Chat
-    message_id: int
-    sent_at: float
 
 
 _ARTICLE_COLUMNS_LIST = (
@@ -110,18 +100,3 @@ async def update_item_text(store: Store, item: Item) -> None:
                 item.id,
             ),
         )
-
-
-async def sent_messages(store: Store, item_id: int, since: float) -> list[SentMessage]:
-    """Return the messages sent for `item_id` at or after `since` to chats still active."""
-    rows = await store.fetchall(
-        f"SELECT d.message_id, d.sent_at, {CHAT_COLUMNS} FROM deliveries d "
-        "JOIN chats c ON c.id = d.chat_id "
-        "WHERE d.item_id = ? AND d.state = 'sent' AND d.message_id IS NOT NULL "
-        "AND d.sent_at >= ? AND c.active = 1 ORDER BY d.priority, d.id",
-        (item_id, since),
-    )
-    return [
-        SentMessage(chat=chat_from_row(row, 2), message_id=int(row[0]), sent_at=float(row[1]))
-        for row in rows
-    ]
